@@ -1,0 +1,67 @@
+# Two entry points (see README.md): `make demo` runs the main job, `make test` the whole suite.
+# Both set the machine up first (idempotent): apt packages, a Python 3.11 venv with the trainer
+# (torch 2.14.1 from the machine's disk, Ultralytics), and a Python 3.8 venv with the agent alone,
+# because Jetson Xavier NX runs JetPack 5 with Python 3.8.
+
+SHELL := /bin/bash
+PYENV := $(or $(shell command -v pyenv 2>/dev/null),$(wildcard $(HOME)/.pyenv/bin/pyenv),$(wildcard /root/.pyenv/bin/pyenv))
+PY311 ?= $(or $(shell $(PYENV) prefix 3.11 2>/dev/null),$(firstword $(wildcard $(HOME)/.pyenv/versions/3.11*)))/bin/python3
+PY38 ?= $(or $(shell $(PYENV) prefix 3.8 2>/dev/null),$(firstword $(wildcard $(HOME)/.pyenv/versions/3.8*)))/bin/python3
+VENV := .venv
+VENV38 := .venv38
+export YOLO_OFFLINE := 1
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: setup demo test lint typecheck pytest pytest38 bench clean
+
+setup: .stamps/apt $(VENV)/.installed $(VENV38)/.installed
+
+.stamps/apt:
+	@mkdir -p .stamps
+	@if ! command -v mosquitto >/dev/null && [ ! -x /usr/sbin/mosquitto ] || ! command -v systemd-analyze >/dev/null; then \
+		echo "setup: installing mosquitto and systemd-analyze (apt)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto mosquitto-clients systemd >/dev/null; \
+	fi
+	@touch $@
+
+$(VENV)/.installed: pyproject.toml
+	@test -x "$(PY311)" || { echo "setup: Python 3.11 not found (pyenv prefix 3.11); set PY311=/path/to/python3.11" >&2; exit 1; }
+	@test -d $(VENV) || $(PY311) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	# torch first, pinned: it lies on this machine's disk; nothing later may pull another build.
+	$(VENV)/bin/pip install -q torch==2.14.1 torchvision==0.29.1
+	$(VENV)/bin/pip install -q -e '.[trainer,dev]'
+	@touch $@
+
+$(VENV38)/.installed: pyproject.toml
+	@test -x "$(PY38)" || { echo "setup: Python 3.8 NOT FOUND (pyenv prefix 3.8): the agent must be tested on 3.8; set PY38=" >&2; exit 1; }
+	@test -d $(VENV38) || $(PY38) -m venv $(VENV38)
+	$(VENV38)/bin/pip install -q --upgrade pip
+	$(VENV38)/bin/pip install -q -e '.[edge,dev]'
+	@! $(VENV38)/bin/python -c "import torch" 2>/dev/null || { echo "setup: torch leaked into the agent's venv" >&2; exit 1; }
+	@touch $@
+
+demo: setup
+	$(VENV)/bin/edge-agent detect --model models/demo/demo.onnx --source samples/factory-line.jpg --save runs/demo
+	@echo "annotated image: runs/demo/factory-line.jpg"
+
+lint: setup
+	$(VENV)/bin/ruff check agent trainer tests bench
+	$(VENV)/bin/ruff format --check agent trainer tests bench
+
+typecheck: setup
+	$(VENV38)/bin/mypy
+
+pytest: setup
+	$(VENV)/bin/python -m pytest -q
+
+pytest38: setup
+	$(VENV38)/bin/python -m pytest -q tests/agent tests/deploy
+
+test: lint typecheck pytest38 pytest
+
+bench: setup
+	$(VENV)/bin/python bench/run_all.py
+
+clean:
+	rm -rf $(VENV) $(VENV38) .stamps runs .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,427 @@
+"""A camera source: one reader thread, the newest frame in a one-slot buffer, reconnects, stall detection.
+
+Threads (both daemon threads, named after the camera):
+
+- ``camera-<name>``           opens the reader, reads, paces, delivers into the slot, reconnects with capped
+                              exponential backoff and jitter;
+- ``camera-<name>-watchdog``  marks the source STALLED when one read has blocked longer than the stall
+                              timeout (the reader thread cannot notice: it is the one blocked). Network
+                              readers also carry an FFmpeg read timeout, after which the read fails and the
+                              reader thread reconnects.
+
+Consumers take frames with :meth:`CameraSource.latest` (threads, non-blocking),
+:meth:`CameraSource.wait_frame` (threads, blocking) or ``await`` :meth:`CameraSource.next_frame` (asyncio).
+A frame replaced in the slot before anyone took it is counted in ``dropped``: newest frame wins.
+
+State listeners are called from the source's threads with a :class:`SourceStatus`; they must be quick and
+thread-safe (the daemon hands them to its loop with ``call_soon_threadsafe``). A listener that raises is
+logged and otherwise ignored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import threading
+import time
+from typing import Any, Callable, List, Optional, Set, Tuple
+
+import structlog
+
+from agent.sources.errors import SourceConfigError, SourceStoppedError
+from agent.sources.frame import Backoff, Frame, SourceState, SourceStatus
+from agent.sources.readers import FrameReader, Image, Opener
+
+log = structlog.get_logger(__name__)
+
+StateListener = Callable[[SourceStatus], None]
+
+_END = "end"
+_LOST = "lost"
+_STOPPED = "stopped"
+
+
+def default_stall_timeout(expected_fps: Optional[float]) -> float:
+    """Ten frame intervals at the expected rate, never under 2 s (an I-frame interval of a slow stream)."""
+    if not expected_fps:
+        return 2.0
+    return max(2.0, 10.0 / expected_fps)
+
+
+class CameraSource:
+    """See the module docstring.
+
+    Args:
+        name: the camera's name.
+        kind: the source type, reported in the status (``rtsp``, ``file``, ...).
+        opener: opens a :class:`FrameReader`; called again for every reconnect (and every loop of a file).
+        loop: at the end of a finite source, open it again (files, folders) instead of stopping.
+        fps_limit: deliver at most this many frames per second (live streams are still read at full rate
+            and the extra frames grabbed without decoding, so the camera's buffer never fills up).
+        backoff: reconnect delays.
+        stall_timeout_s: one read blocking this long is a stall; ``None``: :func:`default_stall_timeout`
+            of the expected rate.
+        rng: jitter source (tests pass a seeded one).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        kind: str,
+        opener: Opener,
+        *,
+        loop: bool = False,
+        fps_limit: Optional[float] = None,
+        backoff: Optional[Backoff] = None,
+        stall_timeout_s: Optional[float] = None,
+        rng: Optional[random.Random] = None,
+    ) -> None:
+        if fps_limit is not None and fps_limit <= 0:
+            raise ValueError(f"fps_limit must be > 0, got {fps_limit}")
+        self.name = name
+        self.kind = kind
+        self._opener = opener
+        self._loop_source = loop
+        self._fps_limit = fps_limit
+        self._backoff = backoff or Backoff()
+        self._stall_timeout_config = stall_timeout_s
+        self._stall_timeout = stall_timeout_s or default_stall_timeout(fps_limit)
+        self._rng = rng or random.Random()
+
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+        self._listeners: List[StateListener] = []
+        self._async_waiters: Set[Tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
+
+        # Everything below is guarded by self._cond.
+        self._latest: Optional[Frame] = None
+        self._latest_taken = True
+        self._next_index = 0
+        self._frames = 0
+        self._dropped = 0
+        self._skipped = 0
+        self._reconnects = 0
+        self._failed_attempts = 0
+        self._read_started: Optional[float] = None
+        self._state = SourceState.STARTING
+        self._previous: Optional[SourceState] = None
+        self._reason = ""
+        self._changed_monotonic = time.monotonic()
+        self._changed_wall = time.time()
+
+        self._thread: Optional[threading.Thread] = None
+        self._watchdog: Optional[threading.Thread] = None
+
+    # ------------------------------------------------------------------------------------------ control
+
+    def add_listener(self, listener: StateListener) -> None:
+        """Call ``listener(status)`` on every state change (from the source's threads)."""
+        self._listeners.append(listener)
+
+    def start(self) -> None:
+        """Start the reader and watchdog threads; a source starts once."""
+        if self._thread is not None:
+            raise RuntimeError(f"camera {self.name!r} already started")
+        self._thread = threading.Thread(target=self._run, name=f"camera-{self.name}", daemon=True)
+        self._watchdog = threading.Thread(
+            target=self._watch, name=f"camera-{self.name}-watchdog", daemon=True
+        )
+        self._notify_listeners(self.status())
+        self._thread.start()
+        self._watchdog.start()
+
+    def stop(self, timeout: float = 5.0) -> bool:
+        """Stop reading and wait up to ``timeout`` s for the threads; False if the reader is still blocked.
+
+        A reader blocked in a read that never returns is left to its (daemon) thread: it closes the reader
+        as soon as the read returns or times out.
+        """
+        self._stop.set()
+        deadline = time.monotonic() + timeout
+        finished = True
+        for thread in (self._thread, self._watchdog):
+            if thread is not None and thread is not threading.current_thread():
+                thread.join(max(0.0, deadline - time.monotonic()))
+                finished = finished and not thread.is_alive()
+        self._set_state(SourceState.STOPPED, "stopped")
+        return finished
+
+    # ------------------------------------------------------------------------------------------- status
+
+    @property
+    def state(self) -> SourceState:
+        with self._cond:
+            return self._state
+
+    @property
+    def stall_timeout_s(self) -> float:
+        return self._stall_timeout
+
+    def status(self) -> SourceStatus:
+        with self._cond:
+            return self._status_locked()
+
+    def _status_locked(self) -> SourceStatus:
+        latest = self._latest
+        return SourceStatus(
+            camera=self.name,
+            kind=self.kind,
+            state=self._state,
+            previous=self._previous,
+            reason=self._reason,
+            changed_monotonic=self._changed_monotonic,
+            changed_wall=self._changed_wall,
+            frames=self._frames,
+            dropped=self._dropped,
+            skipped=self._skipped,
+            reconnects=self._reconnects,
+            failed_attempts=self._failed_attempts,
+            last_frame_monotonic=latest.captured_monotonic if latest else None,
+            width=latest.width if latest else 0,
+            height=latest.height if latest else 0,
+        )
+
+    def _set_state(self, state: SourceState, reason: str = "") -> None:
+        with self._cond:
+            if self._state == state or (self._state.terminal and state != self._state):
+                return  # no news; and nothing leaves STOPPED/FAILED
+            self._previous, self._state, self._reason = self._state, state, reason
+            self._changed_monotonic = time.monotonic()
+            self._changed_wall = time.time()
+            status = self._status_locked()
+            if state.terminal:
+                self._cond.notify_all()
+            waiters = list(self._async_waiters) if state.terminal else []
+        log.info("camera_state", camera=self.name, state=state.value, previous=status.previous, reason=reason)
+        self._wake_async(waiters)
+        self._notify_listeners(status)
+
+    def _notify_listeners(self, status: SourceStatus) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(status)
+            except Exception:  # a broken listener must not kill the camera thread
+                log.exception("camera_state_listener_failed", camera=self.name)
+
+    # ------------------------------------------------------------------------------------------ frames
+
+    def latest(self) -> Optional[Frame]:
+        """The newest frame, marked taken (replacing it is no drop); ``None`` before the first."""
+        with self._cond:
+            frame = self._latest
+            if frame is not None:
+                self._latest_taken = True
+            return frame
+
+    def wait_frame(self, after_index: int = -1, timeout: Optional[float] = None) -> Optional[Frame]:
+        """Block until a frame newer than ``after_index`` arrives; ``None`` on timeout.
+
+        Raises:
+            SourceStoppedError: the source stopped or failed and holds no newer frame.
+        """
+        with self._cond:
+            self._cond.wait_for(
+                lambda: (
+                    (self._latest is not None and self._latest.index > after_index) or self._state.terminal
+                ),
+                timeout,
+            )
+            return self._take_newer_locked(after_index)
+
+    async def next_frame(self, after_index: int = -1) -> Frame:
+        """Wait (without blocking the event loop) for a frame newer than ``after_index`` and take it.
+
+        Cancel it (e.g. ``asyncio.wait_for``) to give up waiting.
+
+        Raises:
+            SourceStoppedError: the source stopped or failed and holds no newer frame.
+        """
+        loop = asyncio.get_running_loop()
+        event = asyncio.Event()
+        waiter = (loop, event)
+        with self._cond:
+            self._async_waiters.add(waiter)
+        try:
+            while True:
+                event.clear()
+                with self._cond:
+                    frame = self._take_newer_locked(after_index)
+                if frame is not None:
+                    return frame
+                await event.wait()
+        finally:
+            with self._cond:
+                self._async_waiters.discard(waiter)
+
+    def _take_newer_locked(self, after_index: int) -> Optional[Frame]:
+        frame = self._latest
+        if frame is not None and frame.index > after_index:
+            self._latest_taken = True
+            return frame
+        if self._state.terminal:
+            raise SourceStoppedError(
+                f"source is {self._state.value}: {self._reason}",
+                self.name,
+                state=self._state.value,
+                reason=self._reason,
+            )
+        return None
+
+    def _deliver(self, image: Image) -> None:
+        now = time.monotonic()
+        wall = time.time()
+        with self._cond:
+            frame = Frame(self.name, self._next_index, now, wall, image)
+            self._next_index += 1
+            if not self._latest_taken:
+                self._dropped += 1
+            self._latest = frame
+            self._latest_taken = False
+            self._frames += 1
+            self._failed_attempts = 0
+            self._cond.notify_all()
+            waiters = list(self._async_waiters)
+            state = self._state
+        self._wake_async(waiters)
+        if state is not SourceState.STREAMING:
+            self._set_state(SourceState.STREAMING, "frames arriving")
+
+    @staticmethod
+    def _wake_async(waiters: List[Tuple[asyncio.AbstractEventLoop, asyncio.Event]]) -> None:
+        for loop, event in waiters:
+            # RuntimeError: the waiter's loop is closed; its own finally clause can no longer run either.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(event.set)
+
+    # ------------------------------------------------------------------------------------ reader thread
+
+    def _run(self) -> None:
+        attempt = 0
+        opened_before = False
+        looping = False
+        try:
+            while not self._stop.is_set():
+                try:
+                    reader = self._opener()
+                except SourceConfigError as exc:
+                    self._set_state(SourceState.FAILED, str(exc))
+                    return
+                except Exception as exc:  # unavailable, or anything else an opener raises: retry
+                    looping = False  # the next successful open is a reconnect, not the next loop
+                    with self._cond:
+                        self._failed_attempts += 1
+                    if self._sleep_backoff(attempt, f"open failed: {exc}"):
+                        break
+                    attempt += 1
+                    continue
+                if opened_before and not looping:
+                    with self._cond:
+                        self._reconnects += 1
+                opened_before = True
+                try:
+                    outcome, delivered, reason = self._stream(reader)
+                finally:
+                    try:
+                        reader.close()
+                    except Exception:
+                        log.exception("camera_reader_close_failed", camera=self.name)
+                if delivered:
+                    attempt = 0
+                if outcome == _STOPPED:
+                    break
+                if outcome == _END and delivered:
+                    if self._loop_source:
+                        looping = True
+                        continue
+                    self._set_state(SourceState.STOPPED, "end of stream")
+                    return
+                # Lost, or a whole pass without a single frame (an empty or unreadable file): back off so a
+                # broken source is not reopened in a tight loop.
+                looping = False
+                if outcome == _END:
+                    reason = "end of stream without a frame"
+                if self._sleep_backoff(attempt, reason):
+                    break
+                attempt += 1
+        except Exception as exc:  # a bug: say so in the status instead of dying silently
+            log.exception("camera_thread_crashed", camera=self.name)
+            self._set_state(SourceState.FAILED, f"internal error: {exc!r}")
+            return
+        self._set_state(SourceState.STOPPED, "stopped")
+
+    def _sleep_backoff(self, attempt: int, reason: str) -> bool:
+        """RECONNECTING, then wait the backoff delay; True when stop() was called meanwhile."""
+        self._set_state(SourceState.RECONNECTING, reason)
+        delay = self._backoff.delay(attempt, self._rng)
+        log.info(
+            "camera_reconnect_wait", camera=self.name, attempt=attempt, delay_s=round(delay, 3), reason=reason
+        )
+        return self._stop.wait(delay)
+
+    def _timed(self, call: Callable[[], Any]) -> Any:
+        with self._cond:
+            self._read_started = time.monotonic()
+        try:
+            return call()
+        finally:
+            with self._cond:
+                self._read_started = None
+
+    def _stream(self, reader: FrameReader) -> Tuple[str, int, str]:
+        """Read until the end, a failure or stop(); returns (outcome, frames delivered, reason)."""
+        rate: Optional[float]
+        if reader.live:
+            rate = None
+        else:
+            rates = [r for r in (reader.nominal_fps, self._fps_limit) if r]
+            rate = min(rates) if rates else None
+        expected = rate or reader.nominal_fps or self._fps_limit
+        if self._stall_timeout_config is None:
+            self._stall_timeout = default_stall_timeout(expected)
+        pace_interval = 1.0 / rate if rate else 0.0
+        limit_interval = 1.0 / self._fps_limit if (reader.live and self._fps_limit) else 0.0
+        next_due = time.monotonic()
+        delivered = 0
+        while not self._stop.is_set():
+            try:
+                if limit_interval and time.monotonic() < next_due:
+                    if not self._timed(reader.grab):
+                        return _END, delivered, "end of stream"
+                    with self._cond:
+                        self._skipped += 1
+                    continue
+                if pace_interval:
+                    wait = next_due - time.monotonic()
+                    if wait > 0 and self._stop.wait(wait):
+                        return _STOPPED, delivered, "stopped"
+                image = self._timed(reader.read)
+            except Exception as exc:
+                return _LOST, delivered, f"read failed: {exc}"
+            if image is None:
+                return _END, delivered, "end of stream"
+            self._deliver(image)
+            delivered += 1
+            interval = pace_interval or limit_interval
+            if interval:
+                now = time.monotonic()
+                # Keep an even cadence, but never try to catch up a backlog with a burst.
+                next_due = max(next_due + interval, now - interval)
+        return _STOPPED, delivered, "stopped"
+
+    # --------------------------------------------------------------------------------- watchdog thread
+
+    def _watch(self) -> None:
+        while not self._stop.wait(min(0.25, self._stall_timeout / 4.0)):
+            with self._cond:
+                started = self._read_started
+                state = self._state
+                timeout = self._stall_timeout
+            if state.terminal:
+                return
+            if state is SourceState.STREAMING and started is not None:
+                blocked = time.monotonic() - started
+                if blocked > timeout:
+                    self._set_state(
+                        SourceState.STALLED, f"no frame for {blocked:.1f} s (limit {timeout:.1f} s)"
+                    )

@@ -1,0 +1,219 @@
+"""Camera configuration (pydantic): the source is chosen by its ``type`` field.
+
+Example::
+
+    cameras:
+      - name: press-1
+        fps_limit: 10
+        source: {type: rtsp, url: "rtsp://10.0.0.21:554/stream1", transport: tcp}
+      - name: bench
+        source: {type: usb, device: /dev/video0, width: 1280, height: 720, fps: 30, fourcc: MJPG}
+      - name: jetson-csi
+        source: {type: csi, sensor_id: 0, width: 1920, height: 1080, fps: 30, flip_method: 0}
+      - name: replay
+        source: {type: file, path: /data/line3.mp4, loop: true, realtime: true}
+      - name: demo
+        source: {type: synthetic, domain: factory, seed: 1, width: 1920, height: 1080, fps: 10}
+
+CSI and raw GStreamer sources need an OpenCV built with GStreamer: on a Jetson that is the system OpenCV
+from JetPack (``python3-opencv``), made visible to the agent's virtualenv (``--system-site-packages``); the
+pip wheels have no GStreamer. The source fails at start with a clear error when the OpenCV in use lacks it.
+"""
+
+from __future__ import annotations
+
+from typing import List, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from typing_extensions import Annotated
+
+from agent.rules_config import CameraRulesConfig
+from agent.sources.frame import Backoff
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BackoffConfig(_Strict):
+    """Reconnect delays: capped exponential backoff with jitter."""
+
+    initial_s: float = Field(default=0.5, gt=0, le=3600, description="Delay before the first retry.")
+    max_s: float = Field(default=30.0, gt=0, le=3600, description="Longest delay between retries.")
+    multiplier: float = Field(default=2.0, ge=1, le=10, description="Growth of the delay per failed attempt.")
+    jitter: float = Field(default=0.2, ge=0, lt=1, description="Delays are scaled by a random 1-jitter..1.")
+
+    def to_core(self) -> Backoff:
+        return Backoff(self.initial_s, max(self.max_s, self.initial_s), self.multiplier, self.jitter)
+
+
+class RtspSourceConfig(_Strict):
+    """An RTSP stream read by OpenCV's FFmpeg backend."""
+
+    type: Literal["rtsp"] = Field(description="Source kind.")
+    url: str = Field(
+        pattern=r"^rtsps?://", description="rtsp:// or rtsps:// URL (credentials may be inline)."
+    )
+    transport: Literal["tcp", "udp"] = Field(
+        default="tcp", description="RTSP transport; tcp survives lossy networks without smeared frames."
+    )
+    open_timeout_s: float = Field(default=10.0, gt=0, le=300, description="Give up opening after this long.")
+    read_timeout_s: float = Field(default=5.0, gt=0, le=300, description="A read blocking this long fails.")
+
+
+class HttpSourceConfig(_Strict):
+    """An HTTP(S) stream (MJPEG over multipart/x-mixed-replace, HLS, ...) read by OpenCV's FFmpeg backend."""
+
+    type: Literal["http"] = Field(description="Source kind.")
+    url: str = Field(pattern=r"^https?://", description="http:// or https:// URL.")
+    open_timeout_s: float = Field(default=10.0, gt=0, le=300, description="Give up opening after this long.")
+    read_timeout_s: float = Field(default=5.0, gt=0, le=300, description="A read blocking this long fails.")
+
+
+class UsbSourceConfig(_Strict):
+    """A USB / V4L2 camera."""
+
+    type: Literal["usb"] = Field(description="Source kind.")
+    device: Union[int, str] = Field(description="V4L2 device index (0) or path (/dev/video0).")
+    width: Optional[int] = Field(
+        default=None, ge=16, le=16384, description="Requested width (driver may adjust)."
+    )
+    height: Optional[int] = Field(default=None, ge=16, le=16384, description="Requested height.")
+    fps: Optional[float] = Field(default=None, gt=0, le=1000, description="Requested frame rate.")
+    fourcc: Optional[str] = Field(
+        default=None, min_length=4, max_length=4, description="Pixel format, e.g. MJPG or YUYV."
+    )
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: Union[int, str]) -> Union[int, str]:
+        if isinstance(value, int):
+            if value < 0:
+                raise ValueError("device index must be >= 0")
+        elif not value.startswith("/dev/"):
+            raise ValueError("device must be an index or a /dev/... path")
+        return value
+
+
+class CsiSourceConfig(_Strict):
+    """A MIPI CSI camera on a Jetson, through nvarguscamerasrc (needs OpenCV with GStreamer)."""
+
+    type: Literal["csi"] = Field(description="Source kind.")
+    sensor_id: int = Field(default=0, ge=0, le=15, description="nvarguscamerasrc sensor-id.")
+    width: int = Field(default=1920, ge=16, le=8192, description="Capture width.")
+    height: int = Field(default=1080, ge=16, le=8192, description="Capture height.")
+    fps: int = Field(default=30, ge=1, le=240, description="Capture frame rate.")
+    flip_method: int = Field(default=0, ge=0, le=7, description="nvvidconv flip-method (0: none, 2: 180°).")
+    output_width: Optional[int] = Field(
+        default=None, ge=16, le=8192, description="Scale to this width in nvvidconv (default: capture width)."
+    )
+    output_height: Optional[int] = Field(
+        default=None,
+        ge=16,
+        le=8192,
+        description="Scale to this height in nvvidconv (default: capture height).",
+    )
+
+
+class GStreamerSourceConfig(_Strict):
+    """Any GStreamer pipeline ending in an appsink delivering BGR (needs OpenCV with GStreamer)."""
+
+    type: Literal["gstreamer"] = Field(description="Source kind.")
+    pipeline: str = Field(min_length=1, max_length=4096, description="gst-launch syntax, ending in appsink.")
+    live: bool = Field(default=True, description="A live source (stall detection, no pacing).")
+    fps: Optional[float] = Field(
+        default=None, gt=0, le=1000, description="Expected rate, for stall detection."
+    )
+
+    @field_validator("pipeline")
+    @classmethod
+    def _appsink(cls, value: str) -> str:
+        if "appsink" not in value:
+            raise ValueError("the pipeline must end in an appsink (OpenCV reads frames from it)")
+        return value
+
+
+class FileSourceConfig(_Strict):
+    """A video file."""
+
+    type: Literal["file"] = Field(description="Source kind.")
+    path: str = Field(min_length=1, description="Path of the video file.")
+    loop: bool = Field(default=True, description="Start again at the end (reopening the file each time).")
+    realtime: bool = Field(
+        default=True, description="Deliver at the file's own frame rate; false: as fast as decoding allows."
+    )
+
+
+class ImageFolderSourceConfig(_Strict):
+    """A folder of images, in sorted name order (re-listed at each pass)."""
+
+    type: Literal["images"] = Field(description="Source kind.")
+    path: str = Field(min_length=1, description="Folder of images (jpg, png, bmp, tif, webp).")
+    loop: bool = Field(default=True, description="Start again after the last image.")
+    fps: Optional[float] = Field(
+        default=5.0, gt=0, le=1000, description="Images per second; null: as fast as decoding allows."
+    )
+
+
+class SyntheticSourceConfig(_Strict):
+    """Rendered industrial scenes from agent.synthetic (demos, tests, benchmarks)."""
+
+    type: Literal["synthetic"] = Field(description="Source kind.")
+    domain: str = Field(
+        default="factory", min_length=1, description="Scene domain (factory, drifted, night)."
+    )
+    seed: int = Field(default=0, ge=0, description="Scene seed; the same seed renders the same frames.")
+    width: int = Field(default=1920, ge=32, le=8192, description="Frame width.")
+    height: int = Field(default=1080, ge=32, le=8192, description="Frame height.")
+    fps: float = Field(default=10.0, gt=0, le=1000, description="Frames per second delivered.")
+
+
+SourceConfig = Annotated[
+    Union[
+        RtspSourceConfig,
+        HttpSourceConfig,
+        UsbSourceConfig,
+        CsiSourceConfig,
+        GStreamerSourceConfig,
+        FileSourceConfig,
+        ImageFolderSourceConfig,
+        SyntheticSourceConfig,
+    ],
+    Field(discriminator="type"),
+]
+
+
+class CameraConfig(_Strict):
+    """One camera: where frames come from, how fast, and what to do with its detections."""
+
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+        description="Unique camera name; used in MQTT topics, so letters, digits, '_', '.', '-' only.",
+    )
+    enabled: bool = Field(default=True, description="Read this camera.")
+    source: SourceConfig = Field(description="Where the frames come from; chosen by `type`.")
+    fps_limit: Optional[float] = Field(
+        default=None,
+        gt=0,
+        le=1000,
+        description="Deliver at most this many frames per second; null: no limit.",
+    )
+    reconnect: BackoffConfig = Field(default=BackoffConfig(), description="Reconnect backoff.")
+    stall_timeout_s: Optional[float] = Field(
+        default=None,
+        gt=0,
+        le=3600,
+        description="No frame for this long is a stall; null: 10 frame intervals, at least 2 s.",
+    )
+    rules: CameraRulesConfig = Field(
+        default=CameraRulesConfig(), description="Tracker, alert rules and triage of this camera."
+    )
+
+
+def check_unique_names(cameras: List[CameraConfig]) -> List[CameraConfig]:
+    """Raise ``ValueError`` naming the duplicates when two cameras share a name (for the daemon's config)."""
+    names = [camera.name for camera in cameras]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"duplicate camera names {duplicates}")
+    return cameras

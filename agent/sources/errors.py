@@ -1,0 +1,52 @@
+"""Exceptions of the camera sources.
+
+::
+
+    SourceError                      base; ``camera`` names the camera
+    ├── SourceConfigError            cannot work as configured (no GStreamer in this OpenCV, bad pipeline):
+    │                                the source goes to FAILED and is not retried
+    ├── SourceUnavailableError       cannot open now (device unplugged, stream down, folder missing): retried
+    │                                with backoff
+    ├── SourceReadError              an open stream stopped delivering: reconnect with backoff
+    └── SourceStoppedError           ``next_frame`` / ``wait_frame`` on a source that is stopped or failed
+"""
+
+from __future__ import annotations
+
+
+class SourceError(Exception):
+    """Base of the camera source errors.
+
+    Attributes:
+        camera: the camera's name ("" when not known where raised).
+    """
+
+    def __init__(self, message: str, camera: str = "") -> None:
+        super().__init__(f"camera {camera!r}: {message}" if camera else message)
+        self.camera = camera
+
+
+class SourceConfigError(SourceError):
+    """The source cannot work as configured; retrying will not help."""
+
+
+class SourceUnavailableError(SourceError):
+    """The source cannot be opened right now; it is retried with backoff."""
+
+
+class SourceReadError(SourceError):
+    """An open source stopped delivering frames."""
+
+
+class SourceStoppedError(SourceError):
+    """The source is stopped or failed and no newer frame will come.
+
+    Attributes:
+        state: the terminal state (``"stopped"`` or ``"failed"``).
+        reason: why (the error text for ``failed``).
+    """
+
+    def __init__(self, message: str, camera: str = "", state: str = "", reason: str = "") -> None:
+        super().__init__(message, camera)
+        self.state = state
+        self.reason = reason

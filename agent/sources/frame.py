@@ -1,0 +1,152 @@
+"""Frames, source states and the reconnect backoff: the pure part of the camera sources."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, Dict, Optional
+
+import numpy.typing as npt
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One captured image.
+
+    Attributes:
+        camera: the camera's name.
+        index: 0, 1, 2, ... per source, increasing across reconnects (gaps mean frames were dropped by the
+            fps limit or overwritten before anyone took them).
+        captured_monotonic: ``time.monotonic()`` when the reader got the frame (latency, rates).
+        captured_wall: ``time.time()`` at the same moment (timestamps in messages, flag windows).
+        image: ``(H, W, 3)`` BGR uint8.
+    """
+
+    camera: str
+    index: int
+    captured_monotonic: float
+    captured_wall: float
+    image: npt.NDArray[Any]
+
+    @property
+    def height(self) -> int:
+        return int(self.image.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.image.shape[1])
+
+
+class SourceState(str, Enum):
+    """Life cycle of a camera source.
+
+    ::
+
+        STARTING ──► STREAMING ◄──► STALLED
+            │            │             │
+            ▼            ▼             ▼
+        RECONNECTING ◄───┴─────────────┘     (open failed / read failed / stream ended unexpectedly)
+            │  ▲
+            └──┘  backoff, retry
+        any ──► STOPPED  (stop() called, or a file/folder that does not loop reached its end)
+        any ──► FAILED   (a configuration error retrying cannot fix)
+    """
+
+    STARTING = "starting"
+    STREAMING = "streaming"
+    STALLED = "stalled"
+    RECONNECTING = "reconnecting"
+    STOPPED = "stopped"
+    FAILED = "failed"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (SourceState.STOPPED, SourceState.FAILED)
+
+
+@dataclass(frozen=True)
+class SourceStatus:
+    """A snapshot for the retained camera status message and ``edge-agent status``.
+
+    Attributes:
+        camera: the camera's name.
+        kind: the source type (``rtsp``, ``file``, ...).
+        state: the state now.
+        previous: the state before the last change.
+        reason: why the last change happened ("" when nothing to say).
+        changed_monotonic: ``time.monotonic()`` of the last change.
+        changed_wall: ``time.time()`` of the last change.
+        frames: frames delivered into the latest-frame slot.
+        dropped: frames overwritten in the slot before anyone took them.
+        skipped: frames read but not delivered because of the fps limit.
+        reconnects: successful re-opens after the first open.
+        failed_attempts: consecutive failed opens (0 once streaming).
+        last_frame_monotonic: ``time.monotonic()`` of the newest frame, ``None`` before the first.
+        width: width of the newest frame (0 before the first).
+        height: height of the newest frame (0 before the first).
+    """
+
+    camera: str
+    kind: str
+    state: SourceState
+    previous: Optional[SourceState]
+    reason: str
+    changed_monotonic: float
+    changed_wall: float
+    frames: int
+    dropped: int
+    skipped: int
+    reconnects: int
+    failed_attempts: int
+    last_frame_monotonic: Optional[float]
+    width: int
+    height: int
+
+    def as_record(self) -> Dict[str, Any]:
+        """JSON-ready dict for the retained status message (no monotonic times: meaningless elsewhere)."""
+        return {
+            "camera": self.camera,
+            "kind": self.kind,
+            "state": self.state.value,
+            "previous": self.previous.value if self.previous else None,
+            "reason": self.reason,
+            "since": self.changed_wall,
+            "frames": self.frames,
+            "dropped": self.dropped,
+            "skipped": self.skipped,
+            "reconnects": self.reconnects,
+            "failed_attempts": self.failed_attempts,
+            "width": self.width,
+            "height": self.height,
+        }
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Capped exponential backoff with jitter.
+
+    The delay before attempt ``n`` (0-based) is ``min(max_s, initial_s * multiplier**n)`` scaled by a random
+    factor in ``[1 - jitter, 1]``: never above the cap, and cameras that lost the same switch do not all retry
+    in the same instant.
+    """
+
+    initial_s: float = 0.5
+    max_s: float = 30.0
+    multiplier: float = 2.0
+    jitter: float = 0.2
+
+    def __post_init__(self) -> None:
+        if self.initial_s <= 0 or self.max_s < self.initial_s:
+            raise ValueError(f"need 0 < initial_s <= max_s, got {self.initial_s}, {self.max_s}")
+        if self.multiplier < 1:
+            raise ValueError(f"multiplier must be >= 1, got {self.multiplier}")
+        if not 0 <= self.jitter < 1:
+            raise ValueError(f"jitter must be in [0, 1), got {self.jitter}")
+
+    def delay(self, attempt: int, rng: Optional[random.Random] = None) -> float:
+        """Seconds to wait before retry number ``attempt`` (0 for the first retry)."""
+        exponent = min(max(attempt, 0), 64)  # 2**64 * anything is past any cap; avoids float overflow
+        base = min(self.max_s, self.initial_s * self.multiplier**exponent)
+        u = (rng or random).random()
+        return base * (1.0 - self.jitter * u)

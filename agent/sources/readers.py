@@ -1,0 +1,359 @@
+"""Frame readers: one open connection to a camera, file, folder or renderer.
+
+A reader is opened by an *opener* (a zero-argument callable) and used by exactly one
+:class:`agent.sources.camera.CameraSource` thread. OpenCV is imported when a reader is opened, never at
+import time, so the pure modules of the agent import on machines without it.
+
+Readers raise :class:`SourceUnavailableError` when they cannot open (retried with backoff),
+:class:`SourceConfigError` when they never will (the camera goes to FAILED), and :class:`SourceReadError`
+when an open stream breaks. ``read()`` returns ``None`` at the *end* of a finite source (file, folder).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import threading
+from pathlib import Path
+from typing import Any, Callable, List, Optional, Sequence, Union
+
+import numpy as np
+import numpy.typing as npt
+from typing_extensions import Protocol
+
+from agent.sources.errors import SourceConfigError, SourceReadError, SourceUnavailableError
+
+Image = npt.NDArray[Any]
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+# OPENCV_FFMPEG_CAPTURE_OPTIONS is process-wide and read by FFmpeg when a capture opens: every FFmpeg open
+# holds this lock while the variable holds that open's options.
+_FFMPEG_OPEN_LOCK = threading.Lock()
+
+
+class FrameReader(Protocol):
+    """One open source. ``live`` sources are never paced (frames come at the camera's rate)."""
+
+    live: bool
+    nominal_fps: Optional[float]
+
+    def read(self) -> Optional[Image]:
+        """The next frame, BGR uint8 ``(H, W, 3)``; ``None`` at the end of a finite source."""
+
+    def grab(self) -> bool:
+        """Advance one frame without decoding it (fps limit on live streams); False at the end."""
+
+    def close(self) -> None:
+        """Release the source; safe to call twice."""
+
+
+Opener = Callable[[], FrameReader]
+
+
+def cv2_module() -> Any:
+    """OpenCV, imported on first use (the system build on a Jetson, the pip wheel elsewhere)."""
+    try:
+        return importlib.import_module("cv2")
+    except ImportError as exc:  # pragma: no cover - OpenCV is installed wherever sources run
+        raise SourceConfigError(
+            "OpenCV is not installed: install the 'opencv' extra, or on a Jetson make the system OpenCV "
+            "visible to the virtualenv (--system-site-packages)"
+        ) from exc
+
+
+def as_bgr(image: Image) -> Image:
+    """Grey, BGRA or 16-bit images as 3-channel BGR uint8 (what the engine expects)."""
+    cv2 = cv2_module()
+    if image.dtype != np.uint8:
+        if image.dtype == np.uint16:
+            image = (image >> 8).astype(np.uint8)
+        else:
+            image = np.clip(image, 0, 255).astype(np.uint8)
+    if image.ndim == 2:
+        return np.asarray(cv2.cvtColor(image, cv2.COLOR_GRAY2BGR))
+    if image.ndim == 3 and image.shape[2] == 4:
+        return np.asarray(cv2.cvtColor(image, cv2.COLOR_BGRA2BGR))
+    if image.ndim == 3 and image.shape[2] == 1:
+        return np.asarray(cv2.cvtColor(image, cv2.COLOR_GRAY2BGR))
+    return image
+
+
+# ---------------------------------------------------------------------------------------------- OpenCV
+
+
+def gstreamer_available(build_information: str) -> bool:
+    """Whether ``cv2.getBuildInformation()`` text says OpenCV was built with GStreamer."""
+    for line in build_information.splitlines():
+        key, _, value = line.strip().partition(":")
+        if key.strip() == "GStreamer":
+            return value.strip().upper().startswith("YES")
+    return False
+
+
+def csi_pipeline(
+    *,
+    sensor_id: int = 0,
+    width: int = 1920,
+    height: int = 1080,
+    fps: int = 30,
+    flip_method: int = 0,
+    output_width: Optional[int] = None,
+    output_height: Optional[int] = None,
+) -> str:
+    """The GStreamer pipeline for a Jetson CSI camera, delivering BGR frames to OpenCV.
+
+    nvarguscamerasrc captures NV12 into NVMM (GPU) memory through the ISP; nvvidconv flips/scales and copies
+    to system memory as BGRx (the only packed RGB format it can write); videoconvert drops the x;
+    ``appsink drop=1 max-buffers=1`` keeps only the newest frame so a slow consumer never sees stale ones.
+    """
+    out_w = output_width or width
+    out_h = output_height or height
+    return (
+        f"nvarguscamerasrc sensor-id={sensor_id} ! "
+        f"video/x-raw(memory:NVMM), width=(int){width}, height=(int){height}, "
+        f"framerate=(fraction){fps}/1, format=(string)NV12 ! "
+        f"nvvidconv flip-method={flip_method} ! "
+        f"video/x-raw, width=(int){out_w}, height=(int){out_h}, format=(string)BGRx ! "
+        "videoconvert ! video/x-raw, format=(string)BGR ! "
+        "appsink drop=1 max-buffers=1"
+    )
+
+
+class OpenCvReader:
+    """A ``cv2.VideoCapture`` (FFmpeg, V4L2 or GStreamer backend)."""
+
+    def __init__(self, capture: Any, live: bool, nominal_fps: Optional[float], what: str) -> None:
+        self._capture = capture
+        self.live = live
+        self.nominal_fps = nominal_fps
+        self._what = what
+
+    def read(self) -> Optional[Image]:
+        ok, image = self._capture.read()
+        if not ok or image is None:
+            if self.live:
+                raise SourceReadError(f"{self._what}: read failed (stream ended or timed out)")
+            return None
+        return as_bgr(image)
+
+    def grab(self) -> bool:
+        ok = bool(self._capture.grab())
+        if not ok and self.live:
+            raise SourceReadError(f"{self._what}: grab failed (stream ended or timed out)")
+        return ok
+
+    def close(self) -> None:
+        self._capture.release()
+
+
+def _reported_fps(capture: Any) -> Optional[float]:
+    cv2 = cv2_module()
+    fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0)
+    # Streams report 0, NaN or the 90 kHz RTP clock when they do not know; only believe plausible rates.
+    return fps if 0.5 <= fps <= 240.0 else None
+
+
+def open_ffmpeg(
+    url_or_path: str,
+    *,
+    live: bool,
+    open_timeout_s: float = 10.0,
+    read_timeout_s: float = 5.0,
+    capture_options: str = "",
+    what: str = "",
+) -> OpenCvReader:
+    """Open a URL or file with OpenCV's FFmpeg backend.
+
+    ``capture_options`` is the ``OPENCV_FFMPEG_CAPTURE_OPTIONS`` value for this open (``key;value|key;value``,
+    e.g. ``rtsp_transport;tcp``).
+    """
+    cv2 = cv2_module()
+    params = [
+        cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
+        int(open_timeout_s * 1000),
+        cv2.CAP_PROP_READ_TIMEOUT_MSEC,
+        int(read_timeout_s * 1000),
+    ]
+    with _FFMPEG_OPEN_LOCK:
+        saved = os.environ.get("OPENCV_FFMPEG_CAPTURE_OPTIONS")
+        try:
+            if capture_options:
+                os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = capture_options
+            else:
+                os.environ.pop("OPENCV_FFMPEG_CAPTURE_OPTIONS", None)
+            capture = cv2.VideoCapture(url_or_path, cv2.CAP_FFMPEG, params)
+        finally:
+            if saved is None:
+                os.environ.pop("OPENCV_FFMPEG_CAPTURE_OPTIONS", None)
+            else:
+                os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = saved
+    if not capture.isOpened():
+        capture.release()
+        raise SourceUnavailableError(f"{what or url_or_path}: cannot open")
+    return OpenCvReader(capture, live=live, nominal_fps=_reported_fps(capture), what=what or url_or_path)
+
+
+def open_video_file(path: Union[str, Path], realtime: bool) -> OpenCvReader:
+    """A video file: finite, paced at its own frame rate when ``realtime``."""
+    file = Path(path)
+    if not file.is_file():
+        raise SourceUnavailableError(f"{file}: no such video file")
+    reader = open_ffmpeg(str(file), live=False, what=str(file))
+    if not realtime:
+        reader.nominal_fps = None
+    elif reader.nominal_fps is None:
+        reader.nominal_fps = 25.0  # a file without a usable rate still plays at a plausible speed
+    return reader
+
+
+def open_usb(
+    device: Union[int, str],
+    width: Optional[int] = None,
+    height: Optional[int] = None,
+    fps: Optional[float] = None,
+    fourcc: Optional[str] = None,
+) -> OpenCvReader:
+    """A V4L2 device by index or path. The driver may pick the nearest mode it supports."""
+    cv2 = cv2_module()
+    if isinstance(device, str) and not Path(device).exists():
+        raise SourceUnavailableError(f"{device}: no such device (unplugged?)")
+    capture = cv2.VideoCapture(device, cv2.CAP_V4L2)
+    if not capture.isOpened():
+        capture.release()
+        raise SourceUnavailableError(f"V4L2 device {device}: cannot open")
+    # FOURCC first: the sizes and rates a UVC camera offers depend on the pixel format.
+    if fourcc:
+        capture.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*fourcc))
+    if width:
+        capture.set(cv2.CAP_PROP_FRAME_WIDTH, width)
+    if height:
+        capture.set(cv2.CAP_PROP_FRAME_HEIGHT, height)
+    if fps:
+        capture.set(cv2.CAP_PROP_FPS, fps)
+    capture.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # newest frame, not a queue of old ones (where supported)
+    return OpenCvReader(capture, live=True, nominal_fps=_reported_fps(capture), what=f"V4L2 device {device}")
+
+
+def open_gstreamer(pipeline: str, live: bool = True, fps: Optional[float] = None) -> OpenCvReader:
+    """A GStreamer pipeline ending in an appsink; needs an OpenCV built with GStreamer."""
+    cv2 = cv2_module()
+    if not gstreamer_available(cv2.getBuildInformation()):
+        raise SourceConfigError(
+            "this OpenCV has no GStreamer support (cv2.getBuildInformation() shows 'GStreamer: NO'); CSI and "
+            "GStreamer sources need the system OpenCV from JetPack visible to the agent's virtualenv "
+            "(create it with --system-site-packages and do not install opencv-python into it)"
+        )
+    capture = cv2.VideoCapture(pipeline, cv2.CAP_GSTREAMER)
+    if not capture.isOpened():
+        capture.release()
+        raise SourceUnavailableError(f"GStreamer pipeline did not start: {pipeline}")
+    return OpenCvReader(
+        capture, live=live, nominal_fps=fps or _reported_fps(capture), what="GStreamer pipeline"
+    )
+
+
+# ----------------------------------------------------------------------------------------- image folder
+
+
+class ImageFolderReader:
+    """The images of a folder in sorted name order; the folder is listed when the reader opens."""
+
+    live = False
+
+    def __init__(self, folder: Union[str, Path], fps: Optional[float]) -> None:
+        self.folder = Path(folder)
+        self.nominal_fps = fps
+        if not self.folder.is_dir():
+            raise SourceUnavailableError(f"{self.folder}: no such folder")
+        self._files: List[Path] = sorted(
+            p for p in self.folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+        )
+        if not self._files:
+            raise SourceUnavailableError(f"{self.folder}: no images ({', '.join(IMAGE_SUFFIXES)})")
+        self._position = 0
+        self.unreadable: List[Path] = []
+
+    def read(self) -> Optional[Image]:
+        cv2 = cv2_module()
+        while self._position < len(self._files):
+            path = self._files[self._position]
+            self._position += 1
+            try:
+                data = np.fromfile(str(path), np.uint8)
+            except OSError as exc:
+                if not self.folder.is_dir():
+                    raise SourceReadError(f"{self.folder}: folder disappeared") from exc
+                self.unreadable.append(path)  # removed between listing and reading: skip it
+                continue
+            image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+            if image is None:
+                self.unreadable.append(path)  # a corrupt or half-written image must not stop the camera
+                continue
+            return as_bgr(image)
+        if len(self.unreadable) >= len(self._files):
+            raise SourceReadError(f"{self.folder}: none of the {len(self._files)} images could be decoded")
+        return None
+
+    def grab(self) -> bool:
+        if self._position >= len(self._files):
+            return False
+        self._position += 1
+        return True
+
+    def close(self) -> None:
+        self._position = len(self._files)
+
+
+# -------------------------------------------------------------------------------------------- synthetic
+
+
+def _render_function() -> Callable[..., Any]:
+    """``render_stream_frame`` (a coherent conveyor: parts move from frame to frame, as a tracker expects),
+    else ``render_frame`` (independent scenes)."""
+    try:
+        module = importlib.import_module("agent.synthetic")
+    except ImportError as exc:
+        raise SourceConfigError(f"the synthetic scene renderer cannot be imported: {exc}") from exc
+    for name in ("render_stream_frame", "render_frame"):
+        render = getattr(module, name, None)
+        if callable(render):
+            return render  # type: ignore[no-any-return]
+    raise SourceConfigError("agent.synthetic has no render_stream_frame/render_frame")
+
+
+class SyntheticReader:
+    """Frames of the synthetic scene renderer: ``render_stream_frame(domain, seed, i, size=(h, w)).image``."""
+
+    live = False
+
+    def __init__(self, domain: str, seed: int, size: Sequence[int], fps: float, start_index: int = 0) -> None:
+        self._render = _render_function()
+        self.domain = domain
+        self.seed = seed
+        self.size = (int(size[0]), int(size[1]))
+        self.nominal_fps: Optional[float] = fps
+        self.index = start_index
+        try:  # render one frame now so a bad domain fails at open, as a configuration error
+            self._first: Optional[Image] = self._render_index(self.index)
+        except (KeyError, ValueError) as exc:
+            raise SourceConfigError(f"synthetic source: {exc}") from exc
+
+    def _render_index(self, index: int) -> Image:
+        frame = self._render(self.domain, self.seed, index, size=self.size)
+        return as_bgr(np.asarray(frame.image))
+
+    def read(self) -> Optional[Image]:
+        if self._first is not None:
+            image, self._first = self._first, None
+        else:
+            image = self._render_index(self.index)
+        self.index += 1
+        return image
+
+    def grab(self) -> bool:
+        self._first = None
+        self.index += 1
+        return True
+
+    def close(self) -> None:
+        self._first = None

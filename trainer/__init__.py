@@ -1,0 +1,1 @@
+"""Cloud trainer: synthetic data, training (DDP + AMP), evaluation gate, export, signed releases."""

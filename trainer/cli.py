@@ -1,0 +1,31 @@
+"""``edge-trainer``: the cloud side's command line. Wiring only; each command lives in its module."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import List, Optional
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edge-trainer", description="Train, evaluate, export and release models.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    from trainer import evaluate, export, synth, train
+
+    for module in (synth, train, evaluate, export):
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler = getattr(args, "handler", None) or getattr(args, "func", None)
+    if handler is None:
+        parser.print_help(sys.stderr)
+        return 2
+    return int(handler(args))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

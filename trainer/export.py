@@ -1,0 +1,234 @@
+"""``edge-trainer export``: the variants a release ships, each scored against FP32 on the holdout.
+
+1. ONNX FP32, opset 17 (the newest TensorRT 8.6 parses), simplified, with Ultralytics' metadata plus ours
+   (``edge_model_version``, the training data set) so the agent can check what it loads.
+2. ONNX Runtime INT8 (QDQ), static post-training quantisation calibrated on target-domain images. The
+   Detect head's non-convolution tail stays float: it concatenates pixel-scale boxes with 0-1 scores in
+   one tensor, and a shared INT8 scale there wipes the scores out (see DESIGN.md, field notes).
+3. A TensorRT INT8 calibration cache, when TensorRT is importable (on a GPU build machine or a Jetson).
+4. The calibration images themselves, so a device can calibrate on-device for its own TensorRT version.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Sequence
+
+import numpy as np
+
+from trainer.offline import offline_environment
+
+ONNX_OPSET = 17
+
+
+class ExportError(Exception):
+    """Unusable export inputs."""
+
+
+def export_onnx(weights: Path, out: Path, imgsz: int, version: str, extra_metadata: Optional[Dict[str, str]] = None) -> Path:
+    """Export ``weights`` (.pt) to an FP32 ONNX file at ``out`` with metadata."""
+    import onnx
+
+    if not weights.is_file():
+        raise ExportError(f"weights not found: {weights}")
+    with offline_environment():
+        from ultralytics import YOLO
+
+        yolo = YOLO(str(weights), task="detect")
+        produced = Path(yolo.export(format="onnx", imgsz=imgsz, opset=ONNX_OPSET, simplify=True, dynamic=False,
+                                    half=False, batch=1, device="cpu", verbose=False))
+    model = onnx.load(str(produced))
+    meta = {"edge_model_version": version, **(extra_metadata or {})}
+    existing = {p.key: p for p in model.metadata_props}
+    for key, value in meta.items():
+        prop = existing.get(key) or model.metadata_props.add()
+        prop.key, prop.value = key, str(value)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(out))
+    if produced.resolve() != out.resolve():
+        produced.unlink()
+    return out
+
+
+def head_nodes_to_keep_float(model_path: Path) -> List[str]:
+    """Names of the Detect head's non-Conv nodes (the last ``/model.N/`` block of an Ultralytics export)."""
+    import onnx
+
+    model = onnx.load(str(model_path), load_external_data=False)
+    blocks = [int(m.group(1)) for m in (re.match(r"^/model\.(\d+)/", n.name) for n in model.graph.node) if m]
+    if not blocks:
+        raise ExportError(f"{model_path}: node names do not look like an Ultralytics export")
+    head = f"/model.{max(blocks)}/"
+    return [n.name for n in model.graph.node if n.name.startswith(head) and n.op_type != "Conv"]
+
+
+class _CalibrationReader:
+    """ONNX Runtime CalibrationDataReader over letterboxed images (the agent's own preprocessing)."""
+
+    def __init__(self, images: Sequence[Path], imgsz: int, input_name: str) -> None:
+        from agent.engine.preprocess import letterbox_into
+        from agent.imaging import read_image
+
+        self._letterbox = letterbox_into
+        self._read = read_image
+        self._images = list(images)
+        self._imgsz = imgsz
+        self._input_name = input_name
+        self._iter: Iterator[Path] = iter(self._images)
+        self.done = 0
+
+    def get_next(self) -> Optional[Dict[str, np.ndarray]]:
+        path = next(self._iter, None)
+        if path is None:
+            return None
+        tensor = np.empty((1, 3, self._imgsz, self._imgsz), np.float32)
+        self._letterbox(self._read(path), tensor[0])
+        self.done += 1
+        if self.done % 50 == 0:
+            print(f"calibrate: {self.done}/{len(self._images)} images", file=sys.stderr)
+        return {self._input_name: tensor}
+
+    def rewind(self) -> None:
+        self._iter = iter(self._images)
+
+
+def quantize_int8(fp32: Path, out: Path, calibration_images: Sequence[Path], imgsz: int,
+                  method: str = "minmax", per_channel: bool = True) -> Path:
+    """Static INT8 QDQ quantisation with ONNX Runtime, Detect-head tail kept in float."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    import onnx
+
+    if not calibration_images:
+        raise ExportError("no calibration images")
+    prepared = out.with_suffix(".pre.onnx")
+    quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
+    input_name = onnx.load(str(prepared), load_external_data=False).graph.input[0].name
+    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+               "percentile": CalibrationMethod.Percentile}
+    if method not in methods:
+        raise ExportError(f"calibration method must be one of {sorted(methods)}")
+    quantize_static(
+        str(prepared), str(out), _CalibrationReader(calibration_images, imgsz, input_name),
+        quant_format=QuantFormat.QDQ, per_channel=per_channel, activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8, calibrate_method=methods[method],
+        nodes_to_exclude=head_nodes_to_keep_float(prepared),
+        extra_options={"CalibMovingAverage": method == "minmax"} if method == "minmax" else {},
+    )
+    prepared.unlink(missing_ok=True)
+    # quantize_static keeps metadata_props? Copy them over explicitly so the agent can read names/imgsz.
+    src = onnx.load(str(fp32), load_external_data=False)
+    dst = onnx.load(str(out))
+    have = {p.key for p in dst.metadata_props}
+    for prop in src.metadata_props:
+        if prop.key not in have:
+            new = dst.metadata_props.add()
+            new.key, new.value = prop.key, prop.value
+    precision = next((p for p in dst.metadata_props if p.key == "edge_precision"), None) or dst.metadata_props.add()
+    precision.key, precision.value = "edge_precision", "int8-qdq"
+    onnx.save(dst, str(out))
+    return out
+
+
+def tensorrt_calibration_cache(fp32: Path, out: Path, images: Sequence[Path], imgsz: int) -> Optional[Path]:
+    """Write a TensorRT INT8 calibration cache when TensorRT is importable here; None otherwise."""
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        return None
+    from agent.engine.config import TensorRTConfig
+    from agent.engine.detector import read_model
+    from agent.engine import trt_build
+
+    model = read_model(fp32)
+    config = TensorRTConfig(precision="int8", calibration_cache=str(out),
+                            engine_cache_dir=str(out.parent / "engines"), calibration_images=str(images[0].parent))
+    trt_build.build_engine(model, config)
+    return out if out.is_file() else None
+
+
+def pick_calibration_images(data_dirs: Sequence[Path], count: int, seed: int = 0) -> List[Path]:
+    images: List[Path] = []
+    for d in data_dirs:
+        images += sorted(p for p in d.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp"))
+    if not images:
+        raise ExportError(f"no calibration images under {', '.join(map(str, data_dirs))}")
+    rng = np.random.default_rng(seed)
+    take = min(count, len(images))
+    return [images[i] for i in sorted(rng.choice(len(images), size=take, replace=False))]
+
+
+def export_all(weights: Path, out_dir: Path, imgsz: int, version: str, calib_dirs: Sequence[Path],
+               calib_count: int, holdout: Optional[Path], name: str = "model", method: str = "minmax",
+               training_data: str = "") -> Dict[str, Any]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    fp32 = export_onnx(weights, out_dir / f"{name}.onnx", imgsz, version,
+                       {"edge_training_data": training_data} if training_data else None)
+    print(f"export: {fp32} ({fp32.stat().st_size / 1e6:.2f} MB)", file=sys.stderr)
+    images = pick_calibration_images(calib_dirs, calib_count)
+    calib_dir = out_dir / "calibration"
+    if calib_dir.exists():
+        shutil.rmtree(calib_dir)
+    calib_dir.mkdir()
+    for i, img in enumerate(images):
+        shutil.copyfile(img, calib_dir / f"{i:05d}{img.suffix.lower()}")
+    int8 = quantize_int8(fp32, out_dir / f"{name}-int8.onnx", images, imgsz, method=method)
+    print(f"export: {int8} ({int8.stat().st_size / 1e6:.2f} MB)", file=sys.stderr)
+    trt_cache = tensorrt_calibration_cache(fp32, out_dir / f"{name}.trt-calib.cache", images, imgsz)
+    report: Dict[str, Any] = {
+        "weights": str(weights),
+        "version": version,
+        "imgsz": imgsz,
+        "opset": ONNX_OPSET,
+        "calibration": {"images": len(images), "method": method, "folder": str(calib_dir)},
+        "files": {"onnx_fp32": str(fp32), "onnx_int8": str(int8),
+                  "trt_calibration_cache": str(trt_cache) if trt_cache else None},
+        "tensorrt_cache_note": None if trt_cache else "TensorRT is not importable here: no calibration cache written; "
+                                                     "devices calibrate on-device from the calibration images",
+    }
+    if holdout is not None:
+        from trainer.evaluate import evaluate
+
+        scores = {}
+        for key, path in (("onnx_fp32", fp32), ("onnx_int8", int8)):
+            r = evaluate(path, holdout, "val")
+            scores[key] = {"map50": r["map50"], "map50_95": r["map50_95"]}
+        scores["int8_loss_map50_95"] = round(scores["onnx_fp32"]["map50_95"] - scores["onnx_int8"]["map50_95"], 5)
+        report["accuracy"] = scores
+    report["seconds"] = round(time.time() - started, 1)
+    (out_dir / "export_report.json").write_text(json.dumps(report, indent=2))
+    return report
+
+
+def add_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser("export", help="export ONNX FP32 + INT8 (+ TensorRT calibration cache)")
+    p.add_argument("--weights", type=Path, required=True, help="trained .pt")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--name", default="model", help="file stem of the exported models")
+    p.add_argument("--imgsz", type=int, default=256)
+    p.add_argument("--version", default="0.0.0", help="model version written into the metadata")
+    p.add_argument("--calib", type=Path, nargs="+", required=True, help="folders of target-domain images")
+    p.add_argument("--calib-count", type=int, default=300, help="calibration images (default 300)")
+    p.add_argument("--calib-method", default="minmax", choices=["minmax", "entropy", "percentile"])
+    p.add_argument("--holdout", type=Path, help="data.yaml to score every variant on")
+    p.add_argument("--training-data", default="", help="recorded in the metadata for lineage")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        report = export_all(args.weights, args.out, args.imgsz, args.version, args.calib, args.calib_count,
+                            args.holdout, args.name, args.calib_method, args.training_data)
+    except ExportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(report, indent=2))
+    return 0

@@ -1,0 +1,221 @@
+"""``edge-trainer train``: fine-tune or train a YOLO detector with Ultralytics, offline.
+
+Multi-GPU runs use Ultralytics' own DDP launcher (``--devices 0,1,2,3`` starts one process per GPU through
+``torch.distributed.run``); ``--amp`` (on by default) enables mixed precision on GPU; on CPU AMP is off.
+Fine-tuning on new samples can replay a fraction of the base data set against forgetting: the train list
+becomes the new images plus a seeded random subset of the base training images.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import yaml
+
+from trainer.offline import offline_environment
+
+TINY_MODEL_YAML = Path(__file__).parent / "models" / "yolov8-edge-tiny.yaml"
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
+
+
+class TrainError(Exception):
+    """The training inputs are unusable (missing data set, bad model path, bad arguments)."""
+
+
+def _images_of(data_yaml: Path, split: str) -> List[Path]:
+    """Image paths of ``split`` in an Ultralytics data.yaml (folders, lists or .txt files of paths)."""
+    spec = yaml.safe_load(data_yaml.read_text())
+    root = Path(spec.get("path") or data_yaml.parent)
+    if not root.is_absolute():
+        root = (data_yaml.parent / root).resolve()
+    entries = spec.get(split)
+    if entries is None:
+        raise TrainError(f"{data_yaml}: no '{split}' entry")
+    if isinstance(entries, str):
+        entries = [entries]
+    images: List[Path] = []
+    for entry in entries:
+        p = Path(entry)
+        p = p if p.is_absolute() else root / p
+        if p.is_dir():
+            images += sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_SUFFIXES)
+        elif p.suffix == ".txt" and p.is_file():
+            images += [Path(line.strip()) for line in p.read_text().splitlines() if line.strip()]
+        elif p.is_file():
+            images.append(p)
+        else:
+            raise TrainError(f"{data_yaml}: '{split}' entry {entry} does not exist")
+    return images
+
+
+def build_replay_dataset(new_data: Path, base_data: Path, fraction: float, out_dir: Path, seed: int = 0) -> Path:
+    """Write a data.yaml training on ``new_data`` plus ``fraction`` of ``base_data``'s training images.
+
+    Validation stays on the new data set's ``val`` split. Class names must agree.
+    """
+    if not 0.0 <= fraction <= 1.0:
+        raise TrainError(f"--replay-fraction must be in [0, 1], got {fraction}")
+    new_spec = yaml.safe_load(new_data.read_text())
+    base_spec = yaml.safe_load(base_data.read_text())
+    if _names(new_spec) != _names(base_spec):
+        raise TrainError(f"class names differ between {new_data} and {base_data}: cannot replay")
+    new_images = _images_of(new_data, "train")
+    base_images = _images_of(base_data, "train")
+    rng = random.Random(seed)
+    replay = rng.sample(base_images, k=min(len(base_images), round(len(new_images) * fraction / max(1e-9, 1 - fraction))
+                                          if fraction < 1 else len(base_images)))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    train_list = out_dir / "train.txt"
+    train_list.write_text("\n".join(str(p.resolve()) for p in new_images + replay) + "\n")
+    val_list = out_dir / "val.txt"
+    val_list.write_text("\n".join(str(p.resolve()) for p in _images_of(new_data, "val")) + "\n")
+    merged = {"path": str(out_dir.resolve()), "train": "train.txt", "val": "val.txt", "names": _names(new_spec)}
+    merged["nc"] = len(merged["names"])
+    target = out_dir / "data.yaml"
+    target.write_text(yaml.safe_dump(merged, sort_keys=False))
+    print(f"replay: {len(new_images)} new + {len(replay)} base images ({fraction:.0%} replay)", file=sys.stderr)
+    return target
+
+
+def _names(spec: Dict[str, Any]) -> Dict[int, str]:
+    names = spec.get("names")
+    if isinstance(names, list):
+        return dict(enumerate(names))
+    return {int(k): str(v) for k, v in (names or {}).items()}
+
+
+def parse_devices(devices: str) -> Any:
+    """``cpu`` | ``0`` | ``0,1,2,3`` -> the value Ultralytics expects."""
+    devices = devices.strip().lower()
+    if devices in ("cpu", ""):
+        return "cpu"
+    parts = [p.strip() for p in devices.split(",") if p.strip()]
+    if not all(p.isdigit() for p in parts):
+        raise TrainError(f"--devices must be 'cpu' or GPU indices like 0,1,2,3; got {devices!r}")
+    return ",".join(parts) if len(parts) > 1 else int(parts[0])
+
+
+def train(
+    data: Path,
+    model: str,
+    out: Path,
+    epochs: int,
+    imgsz: int,
+    batch: int,
+    devices: str = "cpu",
+    amp: bool = True,
+    resume: bool = False,
+    workers: int = 2,
+    seed: int = 0,
+    patience: int = 100,
+    replay_data: Optional[Path] = None,
+    replay_fraction: float = 0.3,
+    extra: Optional[Dict[str, Any]] = None,
+) -> Dict[str, Any]:
+    """Train and return a summary (weights paths, metrics, images/s, whether AMP was active)."""
+    if not data.is_file():
+        raise TrainError(f"data set file not found: {data}")
+    model_path = Path(model)
+    if model_path.suffix in (".pt", ".yaml") and not model_path.is_file() and model != "tiny":
+        raise TrainError(f"model not found: {model}")
+    if model == "tiny":
+        model_path = TINY_MODEL_YAML
+    out = out.resolve()
+    if replay_data is not None:
+        data = build_replay_dataset(data, replay_data, replay_fraction, out / "replay")
+    device = parse_devices(devices)
+    with offline_environment():
+        from ultralytics import YOLO
+
+        yolo = YOLO(str(model_path), task="detect")
+        n_train = len(_images_of(data, "train"))
+        started = time.time()
+        results = yolo.train(
+            data=str(data),
+            epochs=epochs,
+            imgsz=imgsz,
+            batch=batch,
+            device=device,
+            amp=amp,
+            resume=resume,
+            workers=workers,
+            seed=seed,
+            deterministic=True,
+            patience=patience,
+            project=str(out.parent),
+            name=out.name,
+            exist_ok=True,
+            plots=True,
+            verbose=False,
+            **(extra or {}),
+        )
+        elapsed = time.time() - started
+        trainer = yolo.trainer
+    save_dir = Path(trainer.save_dir)
+    amp_active = bool(getattr(trainer, "amp", False))
+    metrics = {k: float(v) for k, v in (getattr(results, "results_dict", {}) or {}).items()}
+    summary = {
+        "data": str(data),
+        "model": str(model_path),
+        "epochs": epochs,
+        "imgsz": imgsz,
+        "batch": batch,
+        "device": str(device),
+        "amp_requested": amp,
+        "amp_active": amp_active,
+        "train_images": n_train,
+        "seconds": round(elapsed, 1),
+        "images_per_second": round(n_train * epochs / max(elapsed, 1e-9), 2),
+        "best": str(save_dir / "weights" / "best.pt"),
+        "last": str(save_dir / "weights" / "last.pt"),
+        "save_dir": str(save_dir),
+        "metrics": metrics,
+    }
+    (save_dir / "train_summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def add_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser("train", help="train or fine-tune a detector (Ultralytics, offline)")
+    p.add_argument("--data", type=Path, required=True, help="Ultralytics data.yaml")
+    p.add_argument("--model", default="tiny",
+                   help="start weights (.pt), a model YAML, or 'tiny' for the shipped edge-tiny architecture")
+    p.add_argument("--out", type=Path, default=Path("runs/train"), help="run directory")
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--imgsz", type=int, default=256)
+    p.add_argument("--batch", type=int, default=16, help="total batch size (split across GPUs under DDP)")
+    p.add_argument("--devices", default="cpu", help="'cpu', '0', or '0,1,2,3' for multi-GPU DDP")
+    p.add_argument("--amp", dest="amp", action="store_true", default=True, help="mixed precision on GPU (default)")
+    p.add_argument("--no-amp", dest="amp", action="store_false", help="disable mixed precision")
+    p.add_argument("--resume", action="store_true", help="resume the run whose last.pt is --model")
+    p.add_argument("--workers", type=int, default=2, help="data loader workers per process")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--patience", type=int, default=100, help="early-stop after this many epochs without gain")
+    p.add_argument("--replay-data", type=Path, help="base data.yaml to replay from when fine-tuning")
+    p.add_argument("--replay-fraction", type=float, default=0.3, help="share of the train list taken from the base")
+    p.add_argument("--mosaic", type=float, default=None, help="mosaic augmentation probability (Ultralytics)")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    extra: Dict[str, Any] = {}
+    if args.mosaic is not None:
+        extra["mosaic"] = args.mosaic
+    try:
+        summary = train(
+            data=args.data, model=args.model, out=args.out, epochs=args.epochs, imgsz=args.imgsz,
+            batch=args.batch, devices=args.devices, amp=args.amp, resume=args.resume, workers=args.workers,
+            seed=args.seed, patience=args.patience, replay_data=args.replay_data,
+            replay_fraction=args.replay_fraction, extra=extra,
+        )
+    except TrainError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary, indent=2))
+    return 0
