@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import List, Optional
+from pathlib import Path
+from typing import Any, List, Optional
 
 from agent import __version__
+
+DEFAULT_CONFIG = Path("/etc/edge-agent/config.yaml")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -14,15 +17,43 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"edge-agent {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     from agent.app import detect
+    from agent.ota import cli as ota_cli
 
     detect.add_parser(sub)
+    ota_parser = ota_cli.add_parser(sub)
+    ota_parser.add_argument(
+        "--config", type=Path, default=DEFAULT_CONFIG, help=f"agent configuration (default {DEFAULT_CONFIG})"
+    )
+    ota_parser.set_defaults(handler=_run_ota)
+    try:
+        from agent.app import daemon, status
+    except ImportError:  # pragma: no cover - only while the daemon modules are absent
+        pass
+    else:
+        daemon.add_run_parser(sub)
+        status.add_status_parser(sub)
     return parser
+
+
+def _run_ota(args: argparse.Namespace) -> int:
+    from agent.config import ConfigError, load_config
+    from agent.ota import cli as ota_cli
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 2
+    if config.ota is None:
+        sys.stderr.write(f"error: {args.config}: updates are disabled (no 'ota' section)\n")
+        return 2
+    return ota_cli.run(args, config.ota)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    handler = getattr(args, "handler", None) or getattr(args, "func", None)
+    handler: Any = getattr(args, "handler", None) or getattr(args, "func", None)
     if handler is None:
         parser.print_help(sys.stderr)
         return 2
@@ -30,6 +61,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         return int(handler(args))
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `edge-agent detect ... | head`: the reader left; not an error of ours
+        return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

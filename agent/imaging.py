@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
+from numpy.typing import NDArray
 
 from agent.core.detections import Detections
 
@@ -30,7 +31,7 @@ def opencv() -> Any:
     return cv2
 
 
-def read_image(path: Union[str, Path]) -> np.ndarray:
+def read_image(path: Union[str, Path]) -> NDArray[Any]:
     """Read an image file as BGR uint8.
 
     Raises:
@@ -50,7 +51,7 @@ def read_image(path: Union[str, Path]) -> np.ndarray:
     return np.asarray(image)
 
 
-def encode_jpeg(image: np.ndarray, quality: int = 90) -> bytes:
+def encode_jpeg(image: NDArray[Any], quality: int = 90) -> bytes:
     """Encode a BGR uint8 image as JPEG bytes."""
     cv2 = opencv()
     ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
@@ -71,7 +72,7 @@ def _colour(class_id: int) -> Tuple[int, int, int]:
     return int(b), int(g), int(r)
 
 
-def annotate(image: np.ndarray, detections: Detections, names: Mapping[int, str]) -> np.ndarray:
+def annotate(image: NDArray[Any], detections: Detections, names: Mapping[int, str]) -> NDArray[Any]:
     """Return a copy of ``image`` with boxes and ``name conf`` labels drawn."""
     cv2 = opencv()
     out = image.copy()
@@ -104,12 +105,12 @@ class VideoFile:
         if not ok or first is None:
             self._cap.release()
             raise MediaError("video has no decodable frame", self.path)
-        self._first: Optional[np.ndarray] = first
+        self._first: Optional[NDArray[Any]] = first
         self.fps = float(self._cap.get(cv2.CAP_PROP_FPS)) or 0.0
         self.frame_count = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT))
         self.size = (int(first.shape[0]), int(first.shape[1]))
 
-    def __iter__(self) -> Iterator[np.ndarray]:
+    def __iter__(self) -> Iterator[NDArray[Any]]:
         if self._first is not None:
             first, self._first = self._first, None
             yield first
@@ -153,8 +154,14 @@ def list_source(path: Union[str, Path]) -> Tuple[str, List[Path]]:
     raise MediaError("not an image or a video this tool can read", path)
 
 
-def describe_frame(source: Path, index: int, image: np.ndarray, detections: Detections,
-                   names: Mapping[int, str], timing: Optional[Dict[str, float]] = None) -> Dict[str, Any]:
+def describe_frame(
+    source: Path,
+    index: int,
+    image: NDArray[Any],
+    detections: Detections,
+    names: Mapping[int, str],
+    timing: Optional[Dict[str, float]] = None,
+) -> Dict[str, Any]:
     """The JSON object printed per frame by ``edge-agent detect --json``."""
     record: Dict[str, Any] = {
         "source": str(source),

@@ -56,9 +56,7 @@ class UnknownClassError(ValueError):
     """
 
     def __init__(self, rule: str, class_name: Union[str, int], known: Sequence[str]) -> None:
-        super().__init__(
-            f"alert rule {rule!r}: class {class_name!r} is not one of the model's classes {list(known)}"
-        )
+        super().__init__(f"alert rule {rule!r}: class {class_name!r} is not one of the model's classes {list(known)}")
         self.rule = rule
         self.class_name = class_name
         self.known = tuple(known)
@@ -70,15 +68,9 @@ class UnknownClassError(ValueError):
 class TrackerConfig(_Strict):
     """The per-camera IoU tracker (feeds alert streaks and the ``inconsistent`` triage strategy)."""
 
-    iou_threshold: float = Field(
-        default=0.3, gt=0, le=1, description="Minimum IoU to match a box to a track."
-    )
-    max_misses: int = Field(
-        default=5, ge=0, le=1000, description="Frames a track may go unseen before it dies."
-    )
-    confirm_hits: int = Field(
-        default=3, ge=1, le=1000, description="Hits after which a track counts as confirmed."
-    )
+    iou_threshold: float = Field(default=0.3, gt=0, le=1, description="Minimum IoU to match a box to a track.")
+    max_misses: int = Field(default=5, ge=0, le=1000, description="Frames a track may go unseen before it dies.")
+    confirm_hits: int = Field(default=3, ge=1, le=1000, description="Hits after which a track counts as confirmed.")
     flicker_max_gap: int = Field(
         default=3,
         ge=0,
@@ -99,9 +91,7 @@ class TrackerConfig(_Strict):
     @model_validator(mode="after")
     def _gap_within_misses(self) -> TrackerConfig:
         if self.flicker_max_gap > self.max_misses:
-            raise ValueError(
-                f"flicker_max_gap ({self.flicker_max_gap}) must be <= max_misses ({self.max_misses})"
-            )
+            raise ValueError(f"flicker_max_gap ({self.flicker_max_gap}) must be <= max_misses ({self.max_misses})")
         return self
 
     def to_core(self) -> TrackerParams:
@@ -221,9 +211,7 @@ class FlagConfig(_Strict):
     """Send frames inside operator/PLC flag windows (added by the flag-window command)."""
 
     enabled: bool = Field(default=True, description="Use this strategy.")
-    sample_interval_s: float = Field(
-        default=1.0, ge=0, description="At most one frame per this many seconds."
-    )
+    sample_interval_s: float = Field(default=1.0, ge=0, description="At most one frame per this many seconds.")
     max_windows: int = Field(default=64, ge=1, le=10000, description="Open windows kept per camera.")
     rate: RateLimitConfig = Field(default=RateLimitConfig(per_minute=60, burst=10), description="Rate limit.")
 
@@ -242,12 +230,8 @@ class NearDuplicateConfig(_Strict):
 
     enabled: bool = Field(default=True, description="Use near-duplicate suppression.")
     hash_size: int = Field(default=8, ge=2, le=32, description="Difference hash of hash_size**2 bits.")
-    tolerance: float = Field(
-        default=2.0, ge=0, le=255, description="Grey levels of difference ignored as noise."
-    )
-    max_distance: int = Field(
-        default=4, ge=0, description="Hashes this many bits apart or closer are duplicates."
-    )
+    tolerance: float = Field(default=2.0, ge=0, le=255, description="Grey levels of difference ignored as noise.")
+    max_distance: int = Field(default=4, ge=0, description="Hashes this many bits apart or closer are duplicates.")
     memory: int = Field(default=32, ge=1, le=10000, description="Recently sent frames remembered.")
     memory_s: float = Field(default=600.0, ge=0, description="Seconds a sent frame is remembered.")
     exempt_flagged: bool = Field(default=True, description="Never suppress frames inside a flag window.")

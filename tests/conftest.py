@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["tests.agent.broker_fixtures"]
+
 REPO = Path(__file__).resolve().parents[1]
 DEMO_DIR = REPO / "models" / "demo"
 

@@ -11,15 +11,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edge-trainer", description="Train, evaluate, export and release models.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     from trainer import evaluate, export, synth, train
+    from trainer.release import cli as release_cli
 
     for module in (synth, train, evaluate, export):
         module.add_parser(sub)
+    release_cli.add_parsers(sub)
     return parser
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from trainer.release import cli as release_cli
+
+    if args.command in release_cli.COMMANDS:
+        return int(release_cli.run(args))
     handler = getattr(args, "handler", None) or getattr(args, "func", None)
     if handler is None:
         parser.print_help(sys.stderr)

@@ -102,15 +102,23 @@ def pt_predictor(model: Path, imgsz: Optional[int]) -> Tuple[Predictor, Dict[int
 
     def predict(paths: List[Path]) -> List[Tuple[np.ndarray, np.ndarray, np.ndarray]]:
         with offline_environment():
-            results = yolo.predict([str(p) for p in paths], conf=EVAL_CONF, iou=EVAL_IOU, max_det=300,
-                                   imgsz=imgsz or yolo.overrides.get("imgsz", 640), verbose=False, device="cpu")
+            results = yolo.predict(
+                [str(p) for p in paths],
+                conf=EVAL_CONF,
+                iou=EVAL_IOU,
+                max_det=300,
+                imgsz=imgsz or yolo.overrides.get("imgsz", 640),
+                verbose=False,
+                device="cpu",
+            )
         return [(r.boxes.xyxy.numpy(), r.boxes.conf.numpy(), r.boxes.cls.numpy().astype(np.int64)) for r in results]
 
     return predict, dict(yolo.names)
 
 
-def evaluate(model: Path, data: Path, split: str = "val", imgsz: Optional[int] = None,
-             threads: int = 0, progress: bool = True) -> Dict[str, Any]:
+def evaluate(
+    model: Path, data: Path, split: str = "val", imgsz: Optional[int] = None, threads: int = 0, progress: bool = True
+) -> Dict[str, Any]:
     """Score ``model`` on ``data``'s ``split``; returns the JSON-ready report."""
     if not model.is_file():
         raise EvaluateError(f"model not found: {model}")
@@ -138,8 +146,9 @@ def evaluate(model: Path, data: Path, split: str = "val", imgsz: Optional[int] =
     return report_dict(model, data, split, names, result, len(samples), elapsed)
 
 
-def report_dict(model: Path, data: Path, split: str, names: Dict[int, str], result: MetricsResult,
-                images: int, seconds: float) -> Dict[str, Any]:
+def report_dict(
+    model: Path, data: Path, split: str, names: Dict[int, str], result: MetricsResult, images: int, seconds: float
+) -> Dict[str, Any]:
     return {
         "model": str(model),
         "model_sha256": hashlib.sha256(model.read_bytes()).hexdigest(),
@@ -211,8 +220,12 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--data", type=Path, required=True, help="data.yaml of the holdout")
     p.add_argument("--split", default="val", help="split of data.yaml to score (default val)")
     p.add_argument("--baseline", type=Path, help="model to compare against")
-    p.add_argument("--max-regression", type=float, default=0.01,
-                   help="largest allowed mAP50-95 drop versus the baseline (default 0.01)")
+    p.add_argument(
+        "--max-regression",
+        type=float,
+        default=0.01,
+        help="largest allowed mAP50-95 drop versus the baseline (default 0.01)",
+    )
     p.add_argument("--imgsz", type=int, help="inference size for .pt models (default: the model's)")
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0: all cores)")
     p.add_argument("--out", type=Path, default=Path("runs/evaluate"), help="report folder (JSON and plots)")
@@ -237,18 +250,24 @@ def run(args: argparse.Namespace) -> int:
     if baseline is not None:
         delta = report["map50_95"] - baseline["map50_95"]
         regressed = delta < -args.max_regression
-        verdict.update(baseline=baseline, delta_map50_95=round(delta, 5), max_regression=args.max_regression,
-                       passed=not regressed)
+        verdict.update(
+            baseline=baseline, delta_map50_95=round(delta, 5), max_regression=args.max_regression, passed=not regressed
+        )
         code = 1 if regressed else 0
     plots = write_plots(report, args.out, baseline)
     verdict["plots"] = [str(p) for p in plots]
     (args.out / "report.json").write_text(json.dumps(verdict, indent=2))
-    line = f"{args.model.name}: mAP50 {report['map50']:.4f}  mAP50-95 {report['map50_95']:.4f}  ({report['images']} images)"
-    print(line)
+    print(
+        f"{args.model.name}: mAP50 {report['map50']:.4f}  mAP50-95 {report['map50_95']:.4f}"
+        f"  ({report['images']} images)"
+    )
     for name, row in report["per_class"].items():
         print(f"  {name:<16} mAP50 {row['map50']:.4f}  mAP50-95 {row['map50_95']:.4f}  n={row['instances']}")
     if baseline is not None:
-        print(f"baseline {args.baseline.name}: mAP50-95 {baseline['map50_95']:.4f}; delta {verdict['delta_map50_95']:+.4f}"
-              f" -> {'PASS' if code == 0 else 'REGRESSION'} (threshold {args.max_regression})")
+        print(
+            f"baseline {args.baseline.name}: mAP50-95 {baseline['map50_95']:.4f};"
+            f" delta {verdict['delta_map50_95']:+.4f}"
+            f" -> {'PASS' if code == 0 else 'REGRESSION'} (threshold {args.max_regression})"
+        )
     print(f"report: {args.out / 'report.json'}")
     return code

@@ -31,7 +31,9 @@ class ExportError(Exception):
     """Unusable export inputs."""
 
 
-def export_onnx(weights: Path, out: Path, imgsz: int, version: str, extra_metadata: Optional[Dict[str, str]] = None) -> Path:
+def export_onnx(
+    weights: Path, out: Path, imgsz: int, version: str, extra_metadata: Optional[Dict[str, str]] = None
+) -> Path:
     """Export ``weights`` (.pt) to an FP32 ONNX file at ``out`` with metadata."""
     import onnx
 
@@ -41,8 +43,19 @@ def export_onnx(weights: Path, out: Path, imgsz: int, version: str, extra_metada
         from ultralytics import YOLO
 
         yolo = YOLO(str(weights), task="detect")
-        produced = Path(yolo.export(format="onnx", imgsz=imgsz, opset=ONNX_OPSET, simplify=True, dynamic=False,
-                                    half=False, batch=1, device="cpu", verbose=False))
+        produced = Path(
+            yolo.export(
+                format="onnx",
+                imgsz=imgsz,
+                opset=ONNX_OPSET,
+                simplify=True,
+                dynamic=False,
+                half=False,
+                batch=1,
+                device="cpu",
+                verbose=False,
+            )
+        )
     model = onnx.load(str(produced))
     meta = {"edge_model_version": version, **(extra_metadata or {})}
     existing = {p.key: p for p in model.metadata_props}
@@ -98,27 +111,40 @@ class _CalibrationReader:
         self._iter = iter(self._images)
 
 
-def quantize_int8(fp32: Path, out: Path, calibration_images: Sequence[Path], imgsz: int,
-                  method: str = "minmax", per_channel: bool = True) -> Path:
+def quantize_int8(
+    fp32: Path,
+    out: Path,
+    calibration_images: Sequence[Path],
+    imgsz: int,
+    method: str = "minmax",
+    per_channel: bool = True,
+) -> Path:
     """Static INT8 QDQ quantisation with ONNX Runtime, Detect-head tail kept in float."""
+    import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    import onnx
 
     if not calibration_images:
         raise ExportError("no calibration images")
     prepared = out.with_suffix(".pre.onnx")
     quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
     input_name = onnx.load(str(prepared), load_external_data=False).graph.input[0].name
-    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-               "percentile": CalibrationMethod.Percentile}
+    methods = {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+    }
     if method not in methods:
         raise ExportError(f"calibration method must be one of {sorted(methods)}")
     quantize_static(
-        str(prepared), str(out), _CalibrationReader(calibration_images, imgsz, input_name),
-        quant_format=QuantFormat.QDQ, per_channel=per_channel, activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8, calibrate_method=methods[method],
+        str(prepared),
+        str(out),
+        _CalibrationReader(calibration_images, imgsz, input_name),
+        quant_format=QuantFormat.QDQ,
+        per_channel=per_channel,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        calibrate_method=methods[method],
         nodes_to_exclude=head_nodes_to_keep_float(prepared),
         extra_options={"CalibMovingAverage": method == "minmax"} if method == "minmax" else {},
     )
@@ -143,13 +169,17 @@ def tensorrt_calibration_cache(fp32: Path, out: Path, images: Sequence[Path], im
         import tensorrt  # noqa: F401
     except ImportError:
         return None
+    from agent.engine import trt_build
     from agent.engine.config import TensorRTConfig
     from agent.engine.detector import read_model
-    from agent.engine import trt_build
 
     model = read_model(fp32)
-    config = TensorRTConfig(precision="int8", calibration_cache=str(out),
-                            engine_cache_dir=str(out.parent / "engines"), calibration_images=str(images[0].parent))
+    config = TensorRTConfig(
+        precision="int8",
+        calibration_cache=str(out),
+        engine_cache_dir=str(out.parent / "engines"),
+        calibration_images=str(images[0].parent),
+    )
     trt_build.build_engine(model, config)
     return out if out.is_file() else None
 
@@ -165,13 +195,27 @@ def pick_calibration_images(data_dirs: Sequence[Path], count: int, seed: int = 0
     return [images[i] for i in sorted(rng.choice(len(images), size=take, replace=False))]
 
 
-def export_all(weights: Path, out_dir: Path, imgsz: int, version: str, calib_dirs: Sequence[Path],
-               calib_count: int, holdout: Optional[Path], name: str = "model", method: str = "minmax",
-               training_data: str = "") -> Dict[str, Any]:
+def export_all(
+    weights: Path,
+    out_dir: Path,
+    imgsz: int,
+    version: str,
+    calib_dirs: Sequence[Path],
+    calib_count: int,
+    holdout: Optional[Path],
+    name: str = "model",
+    method: str = "minmax",
+    training_data: str = "",
+) -> Dict[str, Any]:
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    fp32 = export_onnx(weights, out_dir / f"{name}.onnx", imgsz, version,
-                       {"edge_training_data": training_data} if training_data else None)
+    fp32 = export_onnx(
+        weights,
+        out_dir / f"{name}.onnx",
+        imgsz,
+        version,
+        {"edge_training_data": training_data} if training_data else None,
+    )
     print(f"export: {fp32} ({fp32.stat().st_size / 1e6:.2f} MB)", file=sys.stderr)
     images = pick_calibration_images(calib_dirs, calib_count)
     calib_dir = out_dir / "calibration"
@@ -189,10 +233,15 @@ def export_all(weights: Path, out_dir: Path, imgsz: int, version: str, calib_dir
         "imgsz": imgsz,
         "opset": ONNX_OPSET,
         "calibration": {"images": len(images), "method": method, "folder": str(calib_dir)},
-        "files": {"onnx_fp32": str(fp32), "onnx_int8": str(int8),
-                  "trt_calibration_cache": str(trt_cache) if trt_cache else None},
-        "tensorrt_cache_note": None if trt_cache else "TensorRT is not importable here: no calibration cache written; "
-                                                     "devices calibrate on-device from the calibration images",
+        "files": {
+            "onnx_fp32": str(fp32),
+            "onnx_int8": str(int8),
+            "trt_calibration_cache": str(trt_cache) if trt_cache else None,
+        },
+        "tensorrt_cache_note": None
+        if trt_cache
+        else "TensorRT is not importable here: no calibration cache written; "
+        "devices calibrate on-device from the calibration images",
     }
     if holdout is not None:
         from trainer.evaluate import evaluate
@@ -225,8 +274,18 @@ def add_parser(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        report = export_all(args.weights, args.out, args.imgsz, args.version, args.calib, args.calib_count,
-                            args.holdout, args.name, args.calib_method, args.training_data)
+        report = export_all(
+            args.weights,
+            args.out,
+            args.imgsz,
+            args.version,
+            args.calib,
+            args.calib_count,
+            args.holdout,
+            args.name,
+            args.calib_method,
+            args.training_data,
+        )
     except ExportError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

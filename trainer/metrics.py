@@ -17,7 +17,10 @@ IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
 
 
 def match_predictions(
-    pred_xyxy: np.ndarray, pred_cls: np.ndarray, gt_xyxy: np.ndarray, gt_cls: np.ndarray,
+    pred_xyxy: np.ndarray,
+    pred_cls: np.ndarray,
+    gt_xyxy: np.ndarray,
+    gt_cls: np.ndarray,
     iou_thresholds: np.ndarray = IOU_THRESHOLDS,
 ) -> np.ndarray:
     """Which predictions are true positives at each IoU threshold: ``(N, T)`` bool.
@@ -64,8 +67,14 @@ class DetectionMetrics:
     _pred_cls: List[np.ndarray] = field(default_factory=list)
     _gt_cls: List[np.ndarray] = field(default_factory=list)
 
-    def add(self, pred_xyxy: np.ndarray, pred_conf: np.ndarray, pred_cls: np.ndarray,
-            gt_xyxy: np.ndarray, gt_cls: np.ndarray) -> None:
+    def add(
+        self,
+        pred_xyxy: np.ndarray,
+        pred_conf: np.ndarray,
+        pred_cls: np.ndarray,
+        gt_xyxy: np.ndarray,
+        gt_cls: np.ndarray,
+    ) -> None:
         pred_cls = np.asarray(pred_cls, np.int64)
         gt_cls = np.asarray(gt_cls, np.int64)
         self._correct.append(match_predictions(np.asarray(pred_xyxy), pred_cls, np.asarray(gt_xyxy), gt_cls))

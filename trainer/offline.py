@@ -53,7 +53,9 @@ def prepare_config_dir(config_dir: Path) -> Path:
 def offline_environment(config_dir: Optional[Path] = None, strict: bool = True) -> Iterator[List[str]]:
     """Context in which Ultralytics runs offline; yields the list of refused network attempts."""
     attempts: List[str] = []
-    config_dir = config_dir or Path(os.environ.get("EDGE_TRAINER_YOLO_DIR", Path(tempfile.gettempdir()) / "edge-trainer-yolo"))
+    config_dir = config_dir or Path(
+        os.environ.get("EDGE_TRAINER_YOLO_DIR", Path(tempfile.gettempdir()) / "edge-trainer-yolo")
+    )
     prepare_config_dir(config_dir)
     saved = {k: os.environ.get(k) for k in ("YOLO_OFFLINE", "YOLO_CONFIG_DIR", "YOLO_VERBOSE")}
     os.environ["YOLO_OFFLINE"] = "1"

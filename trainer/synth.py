@@ -61,15 +61,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument("--domain", required=True, help=f"scene domain: {', '.join(sorted(DOMAINS))}")
     parser.add_argument("--seed", required=True, type=_non_negative_int, help="random seed (>= 0)")
-    parser.add_argument(
-        "--count", type=_non_negative_int, help="number of data set images (required without --video)"
-    )
-    parser.add_argument(
-        "--out", required=True, type=Path, help="output folder (data set) or video file/folder"
-    )
-    parser.add_argument(
-        "--size", type=parse_size, default=None, help="HxW; default 256x256, or 1080x1920 with --video"
-    )
+    parser.add_argument("--count", type=_non_negative_int, help="number of data set images (required without --video)")
+    parser.add_argument("--out", required=True, type=Path, help="output folder (data set) or video file/folder")
+    parser.add_argument("--size", type=parse_size, default=None, help="HxW; default 256x256, or 1080x1920 with --video")
     parser.add_argument(
         "--val-fraction",
         type=float,
@@ -88,9 +82,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="replace the images/, labels/ and data.yaml of an existing data set",
     )
     parser.add_argument("--video", action="store_true", help="render a conveyor video instead of a data set")
-    parser.add_argument(
-        "--frames", type=_non_negative_int, default=150, help="video length in frames (default 150)"
-    )
+    parser.add_argument("--frames", type=_non_negative_int, default=150, help="video length in frames (default 150)")
     parser.add_argument("--fps", type=float, default=15.0, help="video frame rate (default 15)")
     parser.add_argument("--codec", default="mp4v", help="video FourCC (default mp4v; MJPG for .avi)")
     parser.set_defaults(func=run)

@@ -68,8 +68,13 @@ def build_replay_dataset(new_data: Path, base_data: Path, fraction: float, out_d
     new_images = _images_of(new_data, "train")
     base_images = _images_of(base_data, "train")
     rng = random.Random(seed)
-    replay = rng.sample(base_images, k=min(len(base_images), round(len(new_images) * fraction / max(1e-9, 1 - fraction))
-                                          if fraction < 1 else len(base_images)))
+    replay = rng.sample(
+        base_images,
+        k=min(
+            len(base_images),
+            round(len(new_images) * fraction / max(1e-9, 1 - fraction)) if fraction < 1 else len(base_images),
+        ),
+    )
     out_dir.mkdir(parents=True, exist_ok=True)
     train_list = out_dir / "train.txt"
     train_list.write_text("\n".join(str(p.resolve()) for p in new_images + replay) + "\n")
@@ -184,8 +189,11 @@ def train(
 def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser("train", help="train or fine-tune a detector (Ultralytics, offline)")
     p.add_argument("--data", type=Path, required=True, help="Ultralytics data.yaml")
-    p.add_argument("--model", default="tiny",
-                   help="start weights (.pt), a model YAML, or 'tiny' for the shipped edge-tiny architecture")
+    p.add_argument(
+        "--model",
+        default="tiny",
+        help="start weights (.pt), a model YAML, or 'tiny' for the shipped edge-tiny architecture",
+    )
     p.add_argument("--out", type=Path, default=Path("runs/train"), help="run directory")
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--imgsz", type=int, default=256)
@@ -209,10 +217,21 @@ def run(args: argparse.Namespace) -> int:
         extra["mosaic"] = args.mosaic
     try:
         summary = train(
-            data=args.data, model=args.model, out=args.out, epochs=args.epochs, imgsz=args.imgsz,
-            batch=args.batch, devices=args.devices, amp=args.amp, resume=args.resume, workers=args.workers,
-            seed=args.seed, patience=args.patience, replay_data=args.replay_data,
-            replay_fraction=args.replay_fraction, extra=extra,
+            data=args.data,
+            model=args.model,
+            out=args.out,
+            epochs=args.epochs,
+            imgsz=args.imgsz,
+            batch=args.batch,
+            devices=args.devices,
+            amp=args.amp,
+            resume=args.resume,
+            workers=args.workers,
+            seed=args.seed,
+            patience=args.patience,
+            replay_data=args.replay_data,
+            replay_fraction=args.replay_fraction,
+            extra=extra,
         )
     except TrainError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator, List, Optional, TextIO, Tuple
 
-import numpy as np
+from numpy.typing import NDArray
 
 from agent.core.decode import DecodeParams
 from agent.engine import Detector, EngineError, OnnxRuntimeConfig, PreparedFrame
@@ -30,7 +30,7 @@ class PreparedVideo:
     def __init__(self, video: VideoFile, detector: Detector, depth: int = 2) -> None:
         self._video = video
         self._detector = detector
-        self._queue: "queue.Queue[Any]" = queue.Queue(maxsize=depth)
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=depth)
         self._error: Optional[BaseException] = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"decode:{video.path.name}", daemon=True)
@@ -53,7 +53,7 @@ class PreparedVideo:
         finally:
             self._queue.put(_END)
 
-    def __iter__(self) -> Iterator[Tuple[np.ndarray, PreparedFrame]]:
+    def __iter__(self) -> Iterator[Tuple[NDArray[Any], PreparedFrame]]:
         while True:
             item = self._queue.get()
             if item is _END:
@@ -103,7 +103,7 @@ def _emit(out: TextIO, as_json: bool, record: dict) -> None:  # type: ignore[typ
         return
     dets = record["detections"]
     head = f"{record['source']}"
-    if record["frame"] or record["source"].lower().endswith(tuple(".mp4 .avi .mkv .mov".split())):
+    if record["frame"] or record["source"].lower().endswith((".mp4", ".avi", ".mkv", ".mov")):
         head += f" frame {record['frame']}"
     summary = ", ".join(f"{d['class_name']} {d['confidence']:.2f}" for d in dets) or "no detections"
     out.write(f"{head} ({record['width']}x{record['height']}): {len(dets)} ({summary})\n")
@@ -112,8 +112,10 @@ def _emit(out: TextIO, as_json: bool, record: dict) -> None:  # type: ignore[typ
         out.write(f"    {d['class_name']:<16} {d['confidence']:.3f}  [{x1:.1f}, {y1:.1f}, {x2:.1f}, {y2:.1f}]\n")
 
 
-def run(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+def run(args: argparse.Namespace, out: Optional[TextIO] = None, err: Optional[TextIO] = None) -> int:
     """Exit codes: 0 ok, 2 bad input (model, source, arguments)."""
+    out = out or sys.stdout
+    err = err or sys.stderr
     try:
         params = DecodeParams(
             conf=args.conf,
@@ -126,9 +128,7 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.st
         return 2
     try:
         kind, files = list_source(args.source)
-        detector = Detector.open(
-            args.model, OnnxRuntimeConfig(providers=args.providers, intra_op_threads=args.threads)
-        )
+        detector = Detector.open(args.model, OnnxRuntimeConfig(providers=args.providers, intra_op_threads=args.threads))
     except (MediaError, EngineError) as exc:
         err.write(f"error: {exc}\n")
         return 2

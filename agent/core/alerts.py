@@ -42,9 +42,7 @@ class AlertRule:
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.min_confidence <= 1.0:
-            raise ValueError(
-                f"rule {self.name!r}: min_confidence must be in [0, 1], got {self.min_confidence}"
-            )
+            raise ValueError(f"rule {self.name!r}: min_confidence must be in [0, 1], got {self.min_confidence}")
         if self.min_consecutive_frames < 1:
             raise ValueError(
                 f"rule {self.name!r}: min_consecutive_frames must be >= 1, got {self.min_consecutive_frames}"
@@ -66,9 +64,7 @@ class AlertRule:
             for _, inside in per_zone:
                 inside_any |= inside
             ok &= inside_any
-            zone_names = [
-                tuple(name for name, inside in per_zone if inside[i]) if ok[i] else () for i in range(n)
-            ]
+            zone_names = [tuple(name for name, inside in per_zone if inside[i]) if ok[i] else () for i in range(n)]
         return ok, zone_names
 
 

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Any, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
+from numpy.typing import NDArray
 
 from agent.core.detections import Detections
 from agent.core.nms import nms, xywh_to_xyxy
@@ -103,13 +104,11 @@ def detect_layout(
     return OutputLayout.RAW
 
 
-def _finish(xyxy: np.ndarray, conf: np.ndarray, cls: np.ndarray) -> Detections:
-    return Detections(
-        np.ascontiguousarray(xyxy, np.float32), conf.astype(np.float32), cls.astype(np.int64)
-    )
+def _finish(xyxy: NDArray[Any], conf: NDArray[Any], cls: NDArray[Any]) -> Detections:
+    return Detections(np.ascontiguousarray(xyxy, np.float32), conf.astype(np.float32), cls.astype(np.int64))
 
 
-def decode_raw(pred: np.ndarray, params: DecodeParams) -> List[Detections]:
+def decode_raw(pred: NDArray[Any], params: DecodeParams) -> List[Detections]:
     """Decode a raw head ``(B, 4 + nc, N)``: confidence filter, best class, class-aware NMS.
 
     Returns one :class:`Detections` per image, boxes in model-input pixels, by descending score.
@@ -144,7 +143,7 @@ def decode_raw(pred: np.ndarray, params: DecodeParams) -> List[Detections]:
     return out
 
 
-def decode_end2end(pred: np.ndarray, params: DecodeParams) -> List[Detections]:
+def decode_end2end(pred: NDArray[Any], params: DecodeParams) -> List[Detections]:
     """Decode an NMS-free head ``(B, K, 6)`` of ``x1 y1 x2 y2 score class`` rows."""
     if pred.ndim != 3 or pred.shape[2] < 6:
         raise DecodeError(f"end-to-end output must be (B, K, 6), got {pred.shape}")
@@ -159,10 +158,10 @@ def decode_end2end(pred: np.ndarray, params: DecodeParams) -> List[Detections]:
 
 
 def decode_efficient_nms(
-    num_dets: np.ndarray,
-    boxes: np.ndarray,
-    scores: np.ndarray,
-    classes: np.ndarray,
+    num_dets: NDArray[Any],
+    boxes: NDArray[Any],
+    scores: NDArray[Any],
+    classes: NDArray[Any],
     params: DecodeParams,
 ) -> List[Detections]:
     """Decode TensorRT EfficientNMS outputs: ``(B, 1)``, ``(B, K, 4)`` xyxy, ``(B, K)``, ``(B, K)``."""
@@ -184,7 +183,7 @@ def decode_efficient_nms(
 
 
 def decode_outputs(
-    layout: OutputLayout, outputs: Sequence[np.ndarray], params: DecodeParams, output_names: Sequence[str] = ()
+    layout: OutputLayout, outputs: Sequence[NDArray[Any]], params: DecodeParams, output_names: Sequence[str] = ()
 ) -> List[Detections]:
     """Dispatch to the decoder of ``layout``. For EfficientNMS, ``output_names`` orders the four outputs."""
     if layout is OutputLayout.RAW:

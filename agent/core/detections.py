@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional
 
 import numpy as np
+from numpy.typing import NDArray
 
 
 @dataclass(frozen=True)
@@ -18,9 +19,9 @@ class Detections:
         class_id: ``(N,)`` int64.
     """
 
-    xyxy: np.ndarray
-    confidence: np.ndarray
-    class_id: np.ndarray
+    xyxy: NDArray[Any]
+    confidence: NDArray[Any]
+    class_id: NDArray[Any]
 
     def __post_init__(self) -> None:
         n = len(self.xyxy)
@@ -32,9 +33,7 @@ class Detections:
 
     @classmethod
     def empty(cls) -> Detections:
-        return cls(
-            np.zeros((0, 4), np.float32), np.zeros((0,), np.float32), np.zeros((0,), np.int64)
-        )
+        return cls(np.zeros((0, 4), np.float32), np.zeros((0,), np.float32), np.zeros((0,), np.int64))
 
     @classmethod
     def from_arrays(cls, xyxy: Any, confidence: Any, class_id: Any) -> Detections:

@@ -7,9 +7,10 @@ exactly, rounding included, so that our boxes and Ultralytics' agree to the pixe
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Tuple
+from typing import Any, Tuple
 
 import numpy as np
+from numpy.typing import NDArray
 
 PAD_VALUE = 114
 """Grey used for the padding, as in Ultralytics training and prediction."""
@@ -79,7 +80,7 @@ def compute_letterbox(src_hw: Tuple[int, int], dst_hw: Tuple[int, int], scaleup:
     )
 
 
-def boxes_to_source(xyxy: np.ndarray, lb: Letterbox) -> np.ndarray:
+def boxes_to_source(xyxy: NDArray[Any], lb: Letterbox) -> NDArray[Any]:
     """Map ``(N, 4)`` xyxy boxes from model-input pixels back to the original frame, clipped to it.
 
     Same arithmetic as Ultralytics ``scale_boxes(..., padding=True)`` followed by ``clip_boxes``.

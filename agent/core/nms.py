@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, List, Optional
 
 import numpy as np
+from numpy.typing import NDArray
 
 
-def box_area(xyxy: np.ndarray) -> np.ndarray:
+def box_area(xyxy: NDArray[Any]) -> NDArray[Any]:
     """Areas of ``(N, 4)`` xyxy boxes, shape ``(N,)``; degenerate boxes have area 0."""
-    return np.clip(xyxy[:, 2] - xyxy[:, 0], 0, None) * np.clip(xyxy[:, 3] - xyxy[:, 1], 0, None)
+    area: NDArray[Any] = np.clip(xyxy[:, 2] - xyxy[:, 0], 0, None) * np.clip(xyxy[:, 3] - xyxy[:, 1], 0, None)
+    return area
 
 
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def box_iou(a: NDArray[Any], b: NDArray[Any]) -> NDArray[Any]:
     """Pairwise IoU of ``a`` ``(N, 4)`` and ``b`` ``(M, 4)`` xyxy boxes, shape ``(N, M)``."""
     a = np.asarray(a, np.float32).reshape(-1, 4)
     b = np.asarray(b, np.float32).reshape(-1, 4)
@@ -21,11 +23,11 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     wh = np.clip(rb - lt, 0, None)
     inter = wh[..., 0] * wh[..., 1]
     union = box_area(a)[:, None] + box_area(b)[None, :] - inter
-    out: np.ndarray = np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0).astype(np.float32)
+    out: NDArray[Any] = np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0).astype(np.float32)
     return out
 
 
-def xywh_to_xyxy(xywh: np.ndarray) -> np.ndarray:
+def xywh_to_xyxy(xywh: NDArray[Any]) -> NDArray[Any]:
     """Centre-size boxes ``(..., 4)`` to corner boxes ``(..., 4)``."""
     out = np.empty_like(xywh)
     half_w = xywh[..., 2] / 2
@@ -43,12 +45,12 @@ _CLASS_OFFSET = 7680.0
 
 
 def nms(
-    xyxy: np.ndarray,
-    scores: np.ndarray,
+    xyxy: NDArray[Any],
+    scores: NDArray[Any],
     iou_threshold: float,
-    class_id: Optional[np.ndarray] = None,
+    class_id: Optional[NDArray[Any]] = None,
     max_det: int = 300,
-) -> np.ndarray:
+) -> NDArray[Any]:
     """Greedy NMS; class-aware when ``class_id`` is given.
 
     Args:
@@ -70,7 +72,7 @@ def nms(
     order = np.argsort(-np.asarray(scores), kind="stable")
     x1, y1, x2, y2 = boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]
     areas = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    keep = []
+    keep: List[int] = []
     while order.size and len(keep) < max_det:
         i = order[0]
         keep.append(i)

@@ -207,6 +207,4 @@ def parse_onnx_model(data: Union[bytes, bytearray, memoryview]) -> OnnxModelInfo
         raise OnnxParseError("the graph has no input")
     if not outputs:
         raise OnnxParseError("the graph has no output")
-    return OnnxModelInfo(
-        metadata=metadata, inputs=real_inputs, outputs=tuple(outputs), opset=opset, producer=producer
-    )
+    return OnnxModelInfo(metadata=metadata, inputs=real_inputs, outputs=tuple(outputs), opset=opset, producer=producer)

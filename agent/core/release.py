@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
+from numpy.typing import NDArray
 
 from agent.core.nms import box_iou
 
@@ -288,7 +289,7 @@ def _str(raw: Any, where: str, pattern: Optional[re.Pattern[str]] = None, max_le
 def _int(raw: Any, where: str, lo: int = 0, hi: int = 2**62) -> int:
     if isinstance(raw, bool) or not isinstance(raw, int) or not lo <= raw <= hi:
         raise ManifestError(f"{where}: expected an integer in [{lo}, {hi}]")
-    return raw
+    return int(raw)
 
 
 def _float(raw: Any, where: str, lo: float, hi: float) -> float:
@@ -324,7 +325,9 @@ def _expected(raw: Any, where: str) -> ExpectedDetection:
     if x2 < x1 or y2 < y1:
         raise ManifestError(f"{where}.xyxy: corners out of order")
     return ExpectedDetection(
-        (x1, y1, x2, y2), _int(obj["class_id"], f"{where}.class_id", 0, 100_000), _float(obj["confidence"], f"{where}.confidence", 0.0, 1.0)
+        (x1, y1, x2, y2),
+        _int(obj["class_id"], f"{where}.class_id", 0, 100_000),
+        _float(obj["confidence"], f"{where}.confidence", 0.0, 1.0),
     )
 
 
@@ -389,7 +392,16 @@ def parse_manifest(data: bytes) -> ReleaseManifest:
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise ManifestError(f"manifest is not UTF-8 JSON: {exc}") from None
     keys = (
-        "schema", "name", "version", "counter", "channel", "created", "files", "engines", "compatibility", "health",
+        "schema",
+        "name",
+        "version",
+        "counter",
+        "channel",
+        "created",
+        "files",
+        "engines",
+        "compatibility",
+        "health",
     )
     obj = _obj(raw, "manifest", keys, ("schema", "name", "version", "counter", "channel", "files", "health"))
     schema = _int(obj["schema"], "schema", 1, 1000)
@@ -403,7 +415,12 @@ def parse_manifest(data: bytes) -> ReleaseManifest:
     engines = []
     for i, e in enumerate(engines_raw):
         where = f"engines[{i}]"
-        eobj = _obj(e, where, ("target", "device_type", "tensorrt_version", "compute_capability"), ("target", "device_type", "tensorrt_version", "compute_capability"))
+        eobj = _obj(
+            e,
+            where,
+            ("target", "device_type", "tensorrt_version", "compute_capability"),
+            ("target", "device_type", "tensorrt_version", "compute_capability"),
+        )
         engines.append(
             EngineRef(
                 _target(eobj["target"], f"{where}.target"),
@@ -433,7 +450,11 @@ def manifest_to_dict(m: ReleaseManifest) -> Dict[str, Any]:
         return {"path": t.path, "length": t.length, "sha256": t.sha256}
 
     c = m.compatibility
-    compat: Dict[str, Any] = {"device_types": list(c.device_types), "tensorrt": c.tensorrt.text, "jetpack": c.jetpack.text}
+    compat: Dict[str, Any] = {
+        "device_types": list(c.device_types),
+        "tensorrt": c.tensorrt.text,
+        "jetpack": c.jetpack.text,
+    }
     if c.min_agent_version is not None:
         compat["min_agent_version"] = str(c.min_agent_version)
     h = m.health
@@ -535,9 +556,9 @@ def select_engine(manifest: ReleaseManifest, device: DeviceProfile) -> Optional[
 
 def compare_detections(
     expected: Sequence[ExpectedDetection],
-    xyxy: np.ndarray,
-    confidence: np.ndarray,
-    class_id: np.ndarray,
+    xyxy: NDArray[Any],
+    confidence: NDArray[Any],
+    class_id: NDArray[Any],
     spec: HealthSpec,
 ) -> List[str]:
     """Match actual detections against the expected ones; return the mismatches (empty: healthy).
@@ -583,14 +604,14 @@ def compare_detections(
 
 
 def expected_from_arrays(
-    xyxy: np.ndarray, confidence: np.ndarray, class_id: np.ndarray
+    xyxy: NDArray[Any], confidence: NDArray[Any], class_id: NDArray[Any]
 ) -> Tuple[ExpectedDetection, ...]:
     """Expected detections recorded from a model run (the trainer's side of the golden images)."""
     return tuple(
-        ExpectedDetection(
-            (float(b[0]), float(b[1]), float(b[2]), float(b[3])), int(c), float(s)
+        ExpectedDetection((float(b[0]), float(b[1]), float(b[2]), float(b[3])), int(c), float(s))
+        for b, s, c in zip(
+            np.asarray(xyxy).reshape(-1, 4), np.asarray(confidence).reshape(-1), np.asarray(class_id).reshape(-1)
         )
-        for b, s, c in zip(np.asarray(xyxy).reshape(-1, 4), np.asarray(confidence).reshape(-1), np.asarray(class_id).reshape(-1))
     )
 
 

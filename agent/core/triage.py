@@ -356,9 +356,7 @@ class CameraTriage:
 
         if cfg.uncertainty.enabled and n:
             conf = np.asarray(detections.confidence, np.float32)
-            band = np.flatnonzero(
-                (conf >= np.float32(cfg.uncertainty.lo)) & (conf < np.float32(cfg.uncertainty.hi))
-            )
+            band = np.flatnonzero((conf >= np.float32(cfg.uncertainty.lo)) & (conf < np.float32(cfg.uncertainty.hi)))
             if band.size:
                 reasons.append(TriageReason.UNCERTAIN)
                 indices.update(band.tolist())

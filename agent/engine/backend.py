@@ -6,9 +6,10 @@ frames, letterboxing or boxes. :class:`agent.engine.detector.Detector` does the 
 
 from __future__ import annotations
 
-from typing import Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Sequence, Tuple
 
 import numpy as np
+from numpy.typing import NDArray
 
 try:  # Python 3.8 has Protocol in typing already; keep the import explicit for readers.
     from typing import Protocol
@@ -29,11 +30,11 @@ class InferenceBackend(Protocol):
 
     name: str
     input_shape: Tuple[int, int, int, int]
-    input_dtype: "np.dtype[np.floating]"  # type: ignore[type-arg]
+    input_dtype: np.dtype[np.floating]  # type: ignore[type-arg]
     max_batch: int
     output_names: List[str]
 
-    def run(self, batch: np.ndarray) -> List[np.ndarray]:
+    def run(self, batch: NDArray[Any]) -> List[NDArray[Any]]:
         """Run the model on ``batch`` (shape ``(n, 3, H, W)``, ``n <= max_batch``) and return the outputs.
 
         The returned arrays may be views into backend-owned buffers that the next call overwrites:

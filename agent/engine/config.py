@@ -11,10 +11,13 @@ try:
 except ImportError:  # pragma: no cover
     from typing_extensions import Literal  # type: ignore[assignment]
 
-try:
-    from typing import Annotated
-except ImportError:  # pragma: no cover - Python 3.8
-    from typing_extensions import Annotated
+from typing_extensions import Annotated
+
+ProviderName = Literal["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
+def _cpu_only() -> List[ProviderName]:
+    return ["CPUExecutionProvider"]
 
 
 class OnnxRuntimeConfig(BaseModel):
@@ -23,20 +26,16 @@ class OnnxRuntimeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     type: Literal["onnxruntime"] = Field("onnxruntime", description="Backend selector.")
-    providers: List[Literal["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]] = (
-        Field(
-            default_factory=lambda: ["CPUExecutionProvider"],
-            description="Execution providers in order of preference; unavailable ones are skipped with a "
-            "warning, and CPU is always the last resort.",
-        )
+    providers: List[ProviderName] = Field(
+        default_factory=_cpu_only,
+        description="Execution providers in order of preference; unavailable ones are skipped with a "
+        "warning, and CPU is always the last resort.",
     )
     intra_op_threads: int = Field(
         0, ge=0, le=256, description="Threads inside one operator (0: ONNX Runtime's default, all cores)."
     )
     inter_op_threads: int = Field(0, ge=0, le=256, description="Threads across operators (0: default).")
-    max_batch: int = Field(
-        4, ge=1, le=64, description="Largest batch for a model with a dynamic batch dimension."
-    )
+    max_batch: int = Field(4, ge=1, le=64, description="Largest batch for a model with a dynamic batch dimension.")
     trt_fp16: bool = Field(True, description="TensorRT EP: allow FP16 kernels.")
     trt_int8: bool = Field(False, description="TensorRT EP: INT8 (needs a calibration table or a QDQ model).")
     trt_engine_cache_dir: Optional[str] = Field(

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
+from numpy.typing import NDArray
 
 from agent.core.decode import DecodeError, DecodeParams, OutputLayout, decode_outputs, detect_layout
 from agent.core.detections import Detections
@@ -113,7 +114,7 @@ def create_backend(model: LoadedModel, config: Union[OnnxRuntimeConfig, TensorRT
 class PreparedFrame:
     """One frame already letterboxed into its own ``(1, 3, H, W)`` tensor (see :meth:`Detector.prepare`)."""
 
-    tensor: np.ndarray
+    tensor: NDArray[Any]
     letterbox: Letterbox
 
 
@@ -131,9 +132,7 @@ class Detector:
     _pre: Optional[Preprocessor] = None
 
     @classmethod
-    def open(
-        cls, path: Union[str, Path], config: Union[OnnxRuntimeConfig, TensorRTConfig, None] = None
-    ) -> Detector:
+    def open(cls, path: Union[str, Path], config: Union[OnnxRuntimeConfig, TensorRTConfig, None] = None) -> Detector:
         model = read_model(path)
         backend = create_backend(model, config or OnnxRuntimeConfig())
         h, w = backend.input_shape[2], backend.input_shape[3]
@@ -161,13 +160,13 @@ class Detector:
             self._pre = Preprocessor(self.model.metadata.imgsz, self.backend.max_batch, self.backend.input_dtype)
         return self._pre
 
-    def prepare(self, frame: np.ndarray) -> PreparedFrame:
+    def prepare(self, frame: NDArray[Any]) -> PreparedFrame:
         """Letterbox one frame into a fresh tensor (thread-safe; for decode/inference overlap)."""
         tensor = np.empty((1, 3, *self.model.metadata.imgsz), dtype=self.backend.input_dtype)
         lb = letterbox_into(frame, tensor[0])
         return PreparedFrame(tensor, lb)
 
-    def detect(self, frames: Sequence[np.ndarray], params: Optional[DecodeParams] = None) -> List[Detections]:
+    def detect(self, frames: Sequence[NDArray[Any]], params: Optional[DecodeParams] = None) -> List[Detections]:
         """Detect objects in up to :attr:`max_batch` BGR uint8 frames; boxes in each frame's pixels.
 
         Raises:
@@ -203,12 +202,10 @@ class Detector:
         return result
 
     def _postprocess(
-        self, outputs: Sequence[np.ndarray], boxes: Sequence[Letterbox], params: DecodeParams
+        self, outputs: Sequence[NDArray[Any]], boxes: Sequence[Letterbox], params: DecodeParams
     ) -> List[Detections]:
         decoded = decode_outputs(self.model.layout, outputs, params, self.backend.output_names)
-        return [
-            Detections(boxes_to_source(d.xyxy, lb), d.confidence, d.class_id) for d, lb in zip(decoded, boxes)
-        ]
+        return [Detections(boxes_to_source(d.xyxy, lb), d.confidence, d.class_id) for d, lb in zip(decoded, boxes)]
 
     def describe(self) -> Dict[str, object]:
         meta = self.model.metadata

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Dict, List, Tuple
 
 import numpy as np
+from numpy.typing import NDArray
 
 from agent.engine.backend import static_batch
 from agent.engine.config import OnnxRuntimeConfig
@@ -44,12 +45,12 @@ class OnnxRuntimeBackend:
         if "CPUExecutionProvider" not in config.providers:
             providers.append("CPUExecutionProvider")
         self.skipped_providers = [p for p in config.providers if p not in available]
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = config.intra_op_threads
-        options.inter_op_num_threads = config.inter_op_threads
-        options.log_severity_level = 3
+        session_options = ort.SessionOptions()
+        session_options.intra_op_num_threads = config.intra_op_threads
+        session_options.inter_op_num_threads = config.inter_op_threads
+        session_options.log_severity_level = 3
         try:
-            self._session = ort.InferenceSession(model, sess_options=options, providers=providers)
+            self._session = ort.InferenceSession(model, sess_options=session_options, providers=providers)
         except Exception as exc:  # ORT raises its own Fail / InvalidProtobuf / RuntimeException types
             raise ModelFileError(f"ONNX Runtime cannot load the model: {str(exc).strip()[:300]}", source) from exc
         inputs = self._session.get_inputs()
@@ -74,7 +75,7 @@ class OnnxRuntimeBackend:
         self.output_names = [o.name for o in self._session.get_outputs()]
         self._input_name = self._input.name
 
-    def run(self, batch: np.ndarray) -> List[np.ndarray]:
+    def run(self, batch: NDArray[Any]) -> List[NDArray[Any]]:
         if batch.ndim != 4 or batch.shape[1] != 3 or not 1 <= batch.shape[0] <= self.max_batch:
             raise InputError(
                 f"input batch {batch.shape} does not fit the model input {self.input_shape}",
@@ -82,7 +83,7 @@ class OnnxRuntimeBackend:
                 got=batch.shape,
             )
         try:
-            outputs: List[np.ndarray] = self._session.run(self.output_names, {self._input_name: batch})
+            outputs: List[NDArray[Any]] = self._session.run(self.output_names, {self._input_name: batch})
         except Exception as exc:
             raise BackendRuntimeError(f"ONNX Runtime failed: {str(exc).strip()[:300]}") from exc
         return outputs

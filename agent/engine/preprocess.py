@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, List, Optional, Sequence, Tuple
 
 import numpy as np
+from numpy.typing import NDArray
 
 from agent.core.letterbox import PAD_VALUE, Letterbox, compute_letterbox
 from agent.engine.errors import InputError
@@ -18,7 +19,7 @@ _255 = np.float32(255.0)
 
 
 def _opencv() -> Any:
-    global _cv2  # noqa: PLW0603 - imported once, lazily: the pure parts of the engine must import without cv2
+    global _cv2
     if _cv2 is None:
         import cv2
 
@@ -26,7 +27,7 @@ def _opencv() -> Any:
     return _cv2
 
 
-def as_bgr(frame: np.ndarray) -> np.ndarray:
+def as_bgr(frame: NDArray[Any]) -> NDArray[Any]:
     """Return ``frame`` as ``(H, W, 3)`` uint8 BGR; grey and BGRA frames are converted.
 
     Raises:
@@ -49,7 +50,7 @@ def as_bgr(frame: np.ndarray) -> np.ndarray:
     return frame
 
 
-def letterbox_into(frame: np.ndarray, out: np.ndarray, previous: Optional[Letterbox] = None) -> Letterbox:
+def letterbox_into(frame: NDArray[Any], out: NDArray[Any], previous: Optional[Letterbox] = None) -> Letterbox:
     """Letterbox one BGR uint8 frame into ``out`` of shape ``(3, H, W)`` (float32 or float16), RGB, 0..1.
 
     When ``previous`` has the same geometry, the padding already in ``out`` is left as it is.
@@ -57,7 +58,7 @@ def letterbox_into(frame: np.ndarray, out: np.ndarray, previous: Optional[Letter
     cv2 = _opencv()
     frame = as_bgr(frame)
     _, dst_h, dst_w = out.shape
-    lb = compute_letterbox(frame.shape[:2], (dst_h, dst_w))
+    lb = compute_letterbox((int(frame.shape[0]), int(frame.shape[1])), (dst_h, dst_w))
     new_h, new_w = lb.resized_hw
     if (new_h, new_w) != frame.shape[:2]:
         resized = cv2.resize(frame, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
@@ -82,7 +83,7 @@ class Preprocessor:
         self.buffer = np.empty((self.max_batch, 3, *self.imgsz), dtype=dtype)
         self._last: List[Optional[Letterbox]] = [None] * self.max_batch
 
-    def __call__(self, frames: Sequence[np.ndarray]) -> Tuple[np.ndarray, List[Letterbox]]:
+    def __call__(self, frames: Sequence[NDArray[Any]]) -> Tuple[NDArray[Any], List[Letterbox]]:
         """Fill the buffer with ``frames``; returns the ``(n, 3, H, W)`` view and each frame's geometry."""
         n = len(frames)
         if not 1 <= n <= self.max_batch:

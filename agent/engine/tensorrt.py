@@ -218,8 +218,7 @@ def plan_bindings(
             shape = tuple(top if (i == 0 and batched) else int(d) for i, d in enumerate(out.shape))
         if any(d < 0 for d in shape):
             raise ModelFileError(
-                f"engine output {out.name!r} has data-dependent shape {out.shape}; "
-                "only the batch may be dynamic"
+                f"engine output {out.name!r} has data-dependent shape {out.shape}; only the batch may be dynamic"
             )
         output_specs.append(BufferSpec(out.name, out.dtype, shape, batched, index[out.name]))
     return BindingPlan(
@@ -340,9 +339,7 @@ class TensorRTBackend:
 
     name = "tensorrt"
 
-    def __init__(
-        self, model: LoadedModel, config: TensorRTConfig, *, cuda: Optional[CudaMemory] = None
-    ) -> None:
+    def __init__(self, model: LoadedModel, config: TensorRTConfig, *, cuda: Optional[CudaMemory] = None) -> None:
         self._closed = False
         self._cuda: Optional[CudaMemory] = None
         self._trt = _import_tensorrt()

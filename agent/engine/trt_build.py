@@ -487,9 +487,7 @@ def make_logger(trt: Any, min_severity: str = "WARNING") -> Any:
     return _Logger()
 
 
-def make_entropy_calibrator(
-    trt: Any, batches: CalibrationBatches, cache: CalibrationCacheFiles, cuda: Any
-) -> Any:
+def make_entropy_calibrator(trt: Any, batches: CalibrationBatches, cache: CalibrationCacheFiles, cuda: Any) -> Any:
     """A ``trt.IInt8EntropyCalibrator2`` fed by ``batches`` and backed by the ``cache`` files.
 
     When the cache exists TensorRT reads it and never asks for batches; otherwise it pulls batches through

@@ -124,9 +124,7 @@ class CameraSource:
         if self._thread is not None:
             raise RuntimeError(f"camera {self.name!r} already started")
         self._thread = threading.Thread(target=self._run, name=f"camera-{self.name}", daemon=True)
-        self._watchdog = threading.Thread(
-            target=self._watch, name=f"camera-{self.name}-watchdog", daemon=True
-        )
+        self._watchdog = threading.Thread(target=self._watch, name=f"camera-{self.name}-watchdog", daemon=True)
         self._notify_listeners(self.status())
         self._thread.start()
         self._watchdog.start()
@@ -222,9 +220,7 @@ class CameraSource:
         """
         with self._cond:
             self._cond.wait_for(
-                lambda: (
-                    (self._latest is not None and self._latest.index > after_index) or self._state.terminal
-                ),
+                lambda: (self._latest is not None and self._latest.index > after_index) or self._state.terminal,
                 timeout,
             )
             return self._take_newer_locked(after_index)
@@ -354,9 +350,7 @@ class CameraSource:
         """RECONNECTING, then wait the backoff delay; True when stop() was called meanwhile."""
         self._set_state(SourceState.RECONNECTING, reason)
         delay = self._backoff.delay(attempt, self._rng)
-        log.info(
-            "camera_reconnect_wait", camera=self.name, attempt=attempt, delay_s=round(delay, 3), reason=reason
-        )
+        log.info("camera_reconnect_wait", camera=self.name, attempt=attempt, delay_s=round(delay, 3), reason=reason)
         return self._stop.wait(delay)
 
     def _timed(self, call: Callable[[], Any]) -> Any:
@@ -422,6 +416,4 @@ class CameraSource:
             if state is SourceState.STREAMING and started is not None:
                 blocked = time.monotonic() - started
                 if blocked > timeout:
-                    self._set_state(
-                        SourceState.STALLED, f"no frame for {blocked:.1f} s (limit {timeout:.1f} s)"
-                    )
+                    self._set_state(SourceState.STALLED, f"no frame for {blocked:.1f} s (limit {timeout:.1f} s)")

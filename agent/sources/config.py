@@ -51,9 +51,7 @@ class RtspSourceConfig(_Strict):
     """An RTSP stream read by OpenCV's FFmpeg backend."""
 
     type: Literal["rtsp"] = Field(description="Source kind.")
-    url: str = Field(
-        pattern=r"^rtsps?://", description="rtsp:// or rtsps:// URL (credentials may be inline)."
-    )
+    url: str = Field(pattern=r"^rtsps?://", description="rtsp:// or rtsps:// URL (credentials may be inline).")
     transport: Literal["tcp", "udp"] = Field(
         default="tcp", description="RTSP transport; tcp survives lossy networks without smeared frames."
     )
@@ -75,9 +73,7 @@ class UsbSourceConfig(_Strict):
 
     type: Literal["usb"] = Field(description="Source kind.")
     device: Union[int, str] = Field(description="V4L2 device index (0) or path (/dev/video0).")
-    width: Optional[int] = Field(
-        default=None, ge=16, le=16384, description="Requested width (driver may adjust)."
-    )
+    width: Optional[int] = Field(default=None, ge=16, le=16384, description="Requested width (driver may adjust).")
     height: Optional[int] = Field(default=None, ge=16, le=16384, description="Requested height.")
     fps: Optional[float] = Field(default=None, gt=0, le=1000, description="Requested frame rate.")
     fourcc: Optional[str] = Field(
@@ -121,9 +117,7 @@ class GStreamerSourceConfig(_Strict):
     type: Literal["gstreamer"] = Field(description="Source kind.")
     pipeline: str = Field(min_length=1, max_length=4096, description="gst-launch syntax, ending in appsink.")
     live: bool = Field(default=True, description="A live source (stall detection, no pacing).")
-    fps: Optional[float] = Field(
-        default=None, gt=0, le=1000, description="Expected rate, for stall detection."
-    )
+    fps: Optional[float] = Field(default=None, gt=0, le=1000, description="Expected rate, for stall detection.")
 
     @field_validator("pipeline")
     @classmethod
@@ -159,9 +153,7 @@ class SyntheticSourceConfig(_Strict):
     """Rendered industrial scenes from agent.synthetic (demos, tests, benchmarks)."""
 
     type: Literal["synthetic"] = Field(description="Source kind.")
-    domain: str = Field(
-        default="factory", min_length=1, description="Scene domain (factory, drifted, night)."
-    )
+    domain: str = Field(default="factory", min_length=1, description="Scene domain (factory, drifted, night).")
     seed: int = Field(default=0, ge=0, description="Scene seed; the same seed renders the same frames.")
     width: int = Field(default=1920, ge=32, le=8192, description="Frame width.")
     height: int = Field(default=1080, ge=32, le=8192, description="Frame height.")

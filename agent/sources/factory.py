@@ -86,9 +86,7 @@ def make_opener(source: SourceConfig, camera: str = "") -> Opener:
         return lambda: ImageFolderReader(cfg_images.path, cfg_images.fps)
     if isinstance(source, SyntheticSourceConfig):
         cfg_syn = source
-        return lambda: SyntheticReader(
-            cfg_syn.domain, cfg_syn.seed, (cfg_syn.height, cfg_syn.width), cfg_syn.fps
-        )
+        return lambda: SyntheticReader(cfg_syn.domain, cfg_syn.seed, (cfg_syn.height, cfg_syn.width), cfg_syn.fps)
     raise TypeError(f"unknown source configuration {type(source).__name__}")  # pragma: no cover
 
 

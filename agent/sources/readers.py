@@ -247,9 +247,7 @@ def open_gstreamer(pipeline: str, live: bool = True, fps: Optional[float] = None
     if not capture.isOpened():
         capture.release()
         raise SourceUnavailableError(f"GStreamer pipeline did not start: {pipeline}")
-    return OpenCvReader(
-        capture, live=live, nominal_fps=fps or _reported_fps(capture), what="GStreamer pipeline"
-    )
+    return OpenCvReader(capture, live=live, nominal_fps=fps or _reported_fps(capture), what="GStreamer pipeline")
 
 
 # ----------------------------------------------------------------------------------------- image folder

@@ -81,23 +81,16 @@ class DomainParams:
             if not 0.0 <= getattr(self, field_name) <= 1.0:
                 raise ValueError(f"domain {self.name!r}: {field_name} must lie within [0, 1]")
         if self.belt_texture not in BELT_TEXTURES:
-            raise ValueError(
-                f"domain {self.name!r}: belt_texture {self.belt_texture!r} is not one of {BELT_TEXTURES}"
-            )
+            raise ValueError(f"domain {self.name!r}: belt_texture {self.belt_texture!r} is not one of {BELT_TEXTURES}")
         if self.jpeg_quality is not None:
             q_low, q_high = self.jpeg_quality
             if not 1 <= q_low <= q_high <= 100:
                 raise ValueError(f"domain {self.name!r}: jpeg_quality must satisfy 1 <= low <= high <= 100")
         if not 0 <= self.objects[0] <= self.objects[1] <= 32:
             raise ValueError(f"domain {self.name!r}: objects must satisfy 0 <= low <= high <= 32")
-        if (
-            len(self.class_weights) != len(CLASS_NAMES)
-            or min(self.class_weights) < 0
-            or sum(self.class_weights) <= 0
-        ):
+        if len(self.class_weights) != len(CLASS_NAMES) or min(self.class_weights) < 0 or sum(self.class_weights) <= 0:
             raise ValueError(
-                f"domain {self.name!r}: class_weights needs {len(CLASS_NAMES)} non-negative weights,"
-                " not all zero"
+                f"domain {self.name!r}: class_weights needs {len(CLASS_NAMES)} non-negative weights, not all zero"
             )
         if self.belt_speed < 0:
             raise ValueError(f"domain {self.name!r}: belt_speed must be >= 0")

@@ -66,9 +66,7 @@ def translation(dx: float, dy: float) -> FloatArray:
 def place(points: FloatArray, cx: float, cy: float, angle: float) -> FloatArray:
     """Rotate local (N, 2) points by ``angle`` radians and move their origin to ``(cx, cy)``."""
     c, s = math.cos(angle), math.sin(angle)
-    return np.stack(
-        [c * points[:, 0] - s * points[:, 1] + cx, s * points[:, 0] + c * points[:, 1] + cy], axis=1
-    )
+    return np.stack([c * points[:, 0] - s * points[:, 1] + cx, s * points[:, 0] + c * points[:, 1] + cy], axis=1)
 
 
 def bounds(points: FloatArray) -> FloatArray:

@@ -133,9 +133,7 @@ def _bolt(size: float, rng: np.random.Generator, bent: bool) -> Tuple[Layer, ...
         length = 0.5 * size - shaft_start
         layers.append(Layer(rectangle(shaft_start - 0.6 * head_r, -half_w, 0.5 * size, half_w), "body"))
         layers.append(
-            Layer(
-                rectangle(shaft_start, -half_w * 0.7, 0.5 * size - 0.02 * size, -half_w * 0.15), "highlight"
-            )
+            Layer(rectangle(shaft_start, -half_w * 0.7, 0.5 * size - 0.02 * size, -half_w * 0.15), "highlight")
         )
         layers.extend(_threads((shaft_start + 0.35 * length, 0.0), 0.0, 0.65 * length, half_w))
     else:
@@ -159,9 +157,7 @@ def _bolt(size: float, rng: np.random.Generator, bent: bool) -> Tuple[Layer, ...
         )
     layers.append(Layer(regular_polygon(head_r * 0.78, 6, head_phase, head_center), "face"))
     layers.append(
-        Layer(
-            circle(head_r * 0.35, (head_center[0] - 0.2 * head_r, head_center[1] - 0.2 * head_r)), "highlight"
-        )
+        Layer(circle(head_r * 0.35, (head_center[0] - 0.2 * head_r, head_center[1] - 0.2 * head_r)), "highlight")
     )
     return tuple(layers)
 

@@ -147,9 +147,7 @@ def _domain_key(domain: DomainParams) -> int:
 
 def _sample_look(domain: DomainParams, rng: np.random.Generator) -> _Look:
     quality = (
-        0
-        if domain.jpeg_quality is None
-        else int(rng.integers(domain.jpeg_quality[0], domain.jpeg_quality[1] + 1))
+        0 if domain.jpeg_quality is None else int(rng.integers(domain.jpeg_quality[0], domain.jpeg_quality[1] + 1))
     )
     return _Look(
         brightness=float(rng.uniform(*domain.brightness)),
@@ -236,9 +234,7 @@ def _belt_texture(
     grain_h, grain_w = max(2, canvas_h // 2), max(2, canvas_w // 2)
     grain_sigma = {"rubber": 14.0, "mesh": 6.0, "slats": 9.0}[domain.belt_texture] * contrast
     coarse = rng.normal(0.0, grain_sigma, (grain_h, grain_w)).astype(np.float32)
-    grain = np.asarray(
-        cv2.resize(coarse, (canvas_w, canvas_h), interpolation=cv2.INTER_LINEAR), dtype=np.float32
-    )
+    grain = np.asarray(cv2.resize(coarse, (canvas_w, canvas_h), interpolation=cv2.INTER_LINEAR), dtype=np.float32)
     belt = np.asarray(domain.belt_color, dtype=np.float32)[None, None, :] + grain[belt_rows][:, :, None]
     canvas[belt_rows] = belt
 
@@ -343,9 +339,7 @@ def _draw_parts(
         layers = [
             (
                 layer.role,
-                apply_homography(
-                    background.plane_to_image, place(layer.points, part.cx, part.cy, part.angle)
-                ),
+                apply_homography(background.plane_to_image, place(layer.points, part.cx, part.cy, part.angle)),
             )
             for layer in part.shape.layers
         ]
@@ -378,11 +372,7 @@ def _draw_parts(
                 continue
             roi = image[y0:y1, x0:x1]
             mask = np.zeros(roi.shape[:2], dtype=np.uint8)
-            polys = [
-                to_cv_points(points + np.array([dx - x0, dy - y0]))
-                for role, points in layers
-                if role == "body"
-            ]
+            polys = [to_cv_points(points + np.array([dx - x0, dy - y0])) for role, points in layers if role == "body"]
             cv2.fillPoly(mask, polys, 255, cv2.LINE_AA, CV_SHIFT)
             soft = cv2.GaussianBlur(mask, (0, 0), max(0.6, 0.03 * extent))
             factor = 1.0 - domain.shadow * soft.astype(np.float32) / 255.0
@@ -461,9 +451,7 @@ def _layout(
     return placed
 
 
-def render_frame(
-    domain: Union[str, DomainParams], seed: int, index: int, size: Size = (256, 256)
-) -> SyntheticFrame:
+def render_frame(domain: Union[str, DomainParams], seed: int, index: int, size: Size = (256, 256)) -> SyntheticFrame:
     """Render independent scene ``index`` of the data set ``(domain, seed)``.
 
     Args:
@@ -487,9 +475,7 @@ def render_frame(
     look = _sample_look(params, rng_look)
     background = _build_background(params, look, rng_belt, height, width)
     image = background.image.copy()
-    _draw_seams(
-        image, background, float(rng_look.uniform(0, max(background.seam_period, 1.0))), height, width
-    )
+    _draw_seams(image, background, float(rng_look.uniform(0, max(background.seam_period, 1.0))), height, width)
     placed = _layout(params, rng_parts, height, width, background.plane_to_image)
     boxes, class_ids, _regions = _draw_parts(image, placed, background, params)
     scale = short / REFERENCE_SIDE
@@ -581,9 +567,7 @@ def render_stream_frame(
         sharp = background.image.copy()
         boxes, class_ids, regions = _draw_parts(sharp, placed, background, params)
         image = context.blurred.copy()
-        pad = (
-            math.ceil(3 * context.sigma) + (context.motion.shape[0] if context.motion is not None else 0) + 1
-        )
+        pad = math.ceil(3 * context.sigma) + (context.motion.shape[0] if context.motion is not None else 0) + 1
         for rx0, ry0, rx1, ry1 in regions:
             x0, y0, x1, y1 = (
                 max(rx0 - pad, 0),

@@ -64,9 +64,7 @@ def write_yolo_dataset(
     for split in splits:
         (root / "images" / split).mkdir(parents=True, exist_ok=True)
         (root / "labels" / split).mkdir(parents=True, exist_ok=True)
-    params_write = (
-        [cv2.IMWRITE_PNG_COMPRESSION, 1] if image_format == "png" else [cv2.IMWRITE_JPEG_QUALITY, 95]
-    )
+    params_write = [cv2.IMWRITE_PNG_COMPRESSION, 1] if image_format == "png" else [cv2.IMWRITE_JPEG_QUALITY, 95]
     for index in range(count):
         split = "val" if index >= count - n_val else "train"
         frame = render_frame(params, seed, index, size)
@@ -128,9 +126,7 @@ def render_video(
         raise ValueError(f"codec must be a four-character code such as 'mp4v' or 'MJPG', got {codec!r}")
     target = Path(path)
     height, width = size
-    writer = cv2.VideoWriter(
-        str(target), cv2.VideoWriter.fourcc(*codec), float(fps), (int(width), int(height))
-    )
+    writer = cv2.VideoWriter(str(target), cv2.VideoWriter.fourcc(*codec), float(fps), (int(width), int(height)))
     if not writer.isOpened():
         raise VideoWriterError(target, codec)
     try:

@@ -54,8 +54,16 @@ def test_matches_ultralytics_val(holdout, demo_model_path):
         from ultralytics import YOLO
 
         ref = YOLO(str(demo_model_path), task="detect").val(
-            data=str(holdout), imgsz=256, batch=1, conf=0.001, iou=0.7, device="cpu", plots=False, verbose=False,
-            project=str(holdout.parent / "val"), name="run",
+            data=str(holdout),
+            imgsz=256,
+            batch=1,
+            conf=0.001,
+            iou=0.7,
+            device="cpu",
+            plots=False,
+            verbose=False,
+            project=str(holdout.parent / "val"),
+            name="run",
         )
     assert ours["map50_95"] == pytest.approx(ref.box.map, abs=0.01)
     assert ours["map50"] == pytest.approx(ref.box.map50, abs=0.01)
@@ -66,15 +74,41 @@ def test_gate_exit_codes_and_report(holdout, demo_model_path, demo_int8_model_pa
     from trainer.cli import main
 
     out = tmp_path / "report"
-    code = main(["evaluate", "--model", str(demo_int8_model_path), "--data", str(holdout), "--baseline",
-                 str(demo_model_path), "--max-regression", "0.05", "--out", str(out)])
+    code = main(
+        [
+            "evaluate",
+            "--model",
+            str(demo_int8_model_path),
+            "--data",
+            str(holdout),
+            "--baseline",
+            str(demo_model_path),
+            "--max-regression",
+            "0.05",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     report = json.loads((out / "report.json").read_text())
     assert report["passed"] is True
     assert {Path(p).name for p in report["plots"]} == {"pr_curve.png", "per_class.png"}
     # An impossible threshold turns the same comparison into a failing gate.
-    code = main(["evaluate", "--model", str(demo_int8_model_path), "--data", str(holdout), "--baseline",
-                 str(demo_model_path), "--max-regression", "-1", "--out", str(out)])
+    code = main(
+        [
+            "evaluate",
+            "--model",
+            str(demo_int8_model_path),
+            "--data",
+            str(holdout),
+            "--baseline",
+            str(demo_model_path),
+            "--max-regression",
+            "-1",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 1
 
 

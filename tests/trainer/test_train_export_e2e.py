@@ -26,8 +26,14 @@ def tiny_run(tmp_path_factory):
     data = write_yolo_dataset(root / "data", "factory", 5, 32, size=(128, 128), val_fraction=0.25)
     summary = train(data=data, model="tiny", out=root / "run", epochs=1, imgsz=128, batch=8, workers=0)
     report = export_all(
-        weights=root / "run" / "weights" / "last.pt", out_dir=root / "export", imgsz=128, version="0.0.1-test",
-        calib_dirs=[root / "data" / "images" / "train"], calib_count=8, holdout=None, name="tiny",
+        weights=root / "run" / "weights" / "last.pt",
+        out_dir=root / "export",
+        imgsz=128,
+        version="0.0.1-test",
+        calib_dirs=[root / "data" / "images" / "train"],
+        calib_count=8,
+        holdout=None,
+        name="tiny",
         training_data="factory seed 5",
     )
     return root, summary, report

@@ -17,9 +17,7 @@ from agent.rules_config import AlertRuleConfig, CameraRulesConfig, UnknownClassE
 
 SQUARE = Zone.from_points("square", [(0, 0), (100, 0), (100, 100), (0, 100)])
 # A "U" shape: the notch (40..60, 0..60) is outside although inside the bounding box.
-U_SHAPE = Zone.from_points(
-    "u", [(0, 0), (40, 0), (40, 60), (60, 60), (60, 0), (100, 0), (100, 100), (0, 100)]
-)
+U_SHAPE = Zone.from_points("u", [(0, 0), (40, 0), (40, 60), (60, 60), (60, 0), (100, 0), (100, 100), (0, 100)])
 
 
 # -------------------------------------------------------------------------------------------------- zones
@@ -189,9 +187,7 @@ def test_several_rules_fire_independently() -> None:
     assert [e.rule for e in events] == ["people", "forklifts"]
 
 
-@pytest.mark.parametrize(
-    "kwargs", [{"min_confidence": 1.5}, {"min_consecutive_frames": 0}, {"cooldown_s": -1.0}]
-)
+@pytest.mark.parametrize("kwargs", [{"min_confidence": 1.5}, {"min_consecutive_frames": 0}, {"cooldown_s": -1.0}])
 def test_invalid_rules_are_rejected(kwargs: dict) -> None:
     with pytest.raises(ValueError, match="rule 'r'"):
         AlertRule("r", **kwargs)

@@ -92,8 +92,13 @@ def test_efficient_nms_respects_num_dets():
         (["output0"], [("batch", 10, "anchors")], 6, False, OutputLayout.RAW),
         (["output0"], [(1, 300, 6)], 80, False, OutputLayout.END2END),
         (["output0"], [(1, 300, 6)], 2, True, OutputLayout.END2END),
-        (["num_dets", "det_boxes", "det_scores", "det_classes"], [(1, 1), (1, 100, 4), (1, 100), (1, 100)], 80,
-         False, OutputLayout.EFFICIENT_NMS),
+        (
+            ["num_dets", "det_boxes", "det_scores", "det_classes"],
+            [(1, 1), (1, 100, 4), (1, 100), (1, 100)],
+            80,
+            False,
+            OutputLayout.EFFICIENT_NMS,
+        ),
     ],
 )
 def test_detect_layout(names, dims, nc, end2end, layout):

@@ -47,8 +47,9 @@ def test_xywh_to_xyxy():
     ],
 )
 def test_nms_table(boxes, scores, classes, iou, expected):
-    keep = nms(np.array(boxes, np.float32).reshape(-1, 4), np.array(scores, np.float32), iou,
-               np.array(classes, np.int64))
+    keep = nms(
+        np.array(boxes, np.float32).reshape(-1, 4), np.array(scores, np.float32), iou, np.array(classes, np.int64)
+    )
     assert keep.tolist() == expected
 
 
@@ -63,9 +64,7 @@ def _reference_nms(boxes, scores, iou_thr, classes):
     order = sorted(range(len(boxes)), key=lambda i: -scores[i])
     keep = []
     for i in order:
-        if all(
-            classes[i] != classes[k] or box_iou(boxes[i : i + 1], boxes[k : k + 1])[0, 0] <= iou_thr for k in keep
-        ):
+        if all(classes[i] != classes[k] or box_iou(boxes[i : i + 1], boxes[k : k + 1])[0, 0] <= iou_thr for k in keep):
             keep.append(i)
     return keep
 

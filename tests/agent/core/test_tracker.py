@@ -149,9 +149,7 @@ def frames_of_boxes(draw: st.DrawFn) -> List[Detections]:
 
 @settings(max_examples=60, deadline=None)
 @given(frames_of_boxes(), st.booleans())
-def test_random_boxes_never_crash_and_ids_are_unique_per_frame(
-    frames: List[Detections], agnostic: bool
-) -> None:
+def test_random_boxes_never_crash_and_ids_are_unique_per_frame(frames: List[Detections], agnostic: bool) -> None:
     tracker = IouTracker(TrackerParams(class_agnostic=agnostic, max_misses=2, flicker_max_gap=1))
     seen_ids = set()
     for t, frame in enumerate(frames):

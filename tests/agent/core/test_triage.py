@@ -116,9 +116,7 @@ def test_inconsistency_from_a_real_tracker_flicker() -> None:
 
 
 def test_inconsistency_kinds_filter() -> None:
-    policy = replace(
-        OFF, inconsistency=InconsistencyPolicy(True, frozenset({TrackEventKind.CLASS_FLIP}), UNLIMITED)
-    )
+    policy = replace(OFF, inconsistency=InconsistencyPolicy(True, frozenset({TrackEventKind.CLASS_FLIP}), UNLIMITED))
     triage = CameraTriage("cam", policy)
     tracker = IouTracker()
     frames = [dets(0.9), dets(0.9), dets(0.9), Detections.empty(), dets(0.9)]
@@ -203,9 +201,7 @@ def scene(seed: int, noise: float = 0.0, shift: int = 0) -> np.ndarray:
             -1,
         )
     if noise:
-        image = np.clip(
-            image + np.random.default_rng(seed + 99).normal(0, noise, image.shape), 0, 255
-        ).astype(np.uint8)
+        image = np.clip(image + np.random.default_rng(seed + 99).normal(0, noise, image.shape), 0, 255).astype(np.uint8)
     return image
 
 

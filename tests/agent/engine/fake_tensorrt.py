@@ -133,9 +133,7 @@ class FakePycudaDriver:
 
     def pagelocked_empty(self, shape: Sequence[int], dtype: Any) -> np.ndarray:
         self._require_context()
-        array = np.empty(
-            tuple(shape), dtype=dtype
-        )  # pinning itself is not emulated: host memory is host memory
+        array = np.empty(tuple(shape), dtype=dtype)  # pinning itself is not emulated: host memory is host memory
         self.pinned.append(array)
         return array
 
@@ -427,9 +425,7 @@ def make_fake_tensorrt(version: str = "10.3.0", api: str = "named") -> types.Mod
             dynamic = any(d < 0 for d in image.shape)
             profile = config.profiles[0].shapes.get(image.name) if config.profiles else None
             if dynamic and profile is None:
-                self.logger.log(
-                    Severity.ERROR, "Network has dynamic or shape inputs, but no optimization profile"
-                )
+                self.logger.log(Severity.ERROR, "Network has dynamic or shape inputs, but no optimization profile")
                 return None
             calibrated = 0
             if "INT8" in config.flags:
@@ -450,9 +446,7 @@ def make_fake_tensorrt(version: str = "10.3.0", api: str = "named") -> types.Mod
                             break
                         device_view(pointers[0], nbytes)  # the batch really is in device memory
                         calibrated += 1
-                    calibrator.write_calibration_cache(
-                        memoryview(f"FAKE-CALIB batches={calibrated}".encode())
-                    )
+                    calibrator.write_calibration_cache(memoryview(f"FAKE-CALIB batches={calibrated}".encode()))
             record = {
                 "version": trt.__version__,
                 "inputs": [[t.name, list(t.shape), t.dtype.name] for t in network.inputs],
@@ -542,9 +536,7 @@ def make_fake_tensorrt(version: str = "10.3.0", api: str = "named") -> types.Mod
             shape = tuple(int(d) for d in shape)
             if name != in_name or len(shape) != len(declared):
                 return False
-            if profile is not None and not all(
-                lo <= d <= hi for lo, d, hi in zip(profile[0], shape, profile[2])
-            ):
+            if profile is not None and not all(lo <= d <= hi for lo, d, hi in zip(profile[0], shape, profile[2])):
                 return False
             if profile is None and shape != declared:
                 return False
@@ -633,9 +625,7 @@ def make_fake_tensorrt(version: str = "10.3.0", api: str = "named") -> types.Mod
                 return None
             record = json.loads(data[len(ENGINE_MAGIC) :])
             if record["version"] != trt.__version__:
-                self.logger.log(
-                    Severity.ERROR, "The engine plan file is not compatible with this version of TensorRT"
-                )
+                self.logger.log(Severity.ERROR, "The engine plan file is not compatible with this version of TensorRT")
                 return None
             trt.deserialized.append(record)
             return engine_class(record)

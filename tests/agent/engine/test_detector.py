@@ -65,7 +65,7 @@ def test_prepared_frames_give_the_same_result(detector):
 def test_grey_and_bgra_frames_are_accepted(detector):
     frame = render_frame("factory", 11, 0, (256, 256)).image
     grey = frame.mean(axis=2).astype(np.uint8)
-    bgra = np.concatenate([frame, np.full(frame.shape[:2] + (1,), 255, np.uint8)], axis=2)
+    bgra = np.concatenate([frame, np.full((*frame.shape[:2], 1), 255, np.uint8)], axis=2)
     assert isinstance(detector.detect([grey])[0].xyxy, np.ndarray)
     np.testing.assert_array_equal(detector.detect([bgra])[0].xyxy, detector.detect([frame])[0].xyxy)
 

@@ -222,10 +222,7 @@ def test_format_parser_errors_names_nodes() -> None:
     parser = trt.OnnxParser(trt.Builder(None).create_network(0), None)
     assert parser.parse(b"not onnx") is False
     text = format_parser_errors([parser.get_error(0), _Trt8ParserError()])
-    assert (
-        "node 7 '/model.22/fancy' (FancyOp): No importer registered for op: FancyOp [UNSUPPORTED_NODE]"
-        in text
-    )
+    assert "node 7 '/model.22/fancy' (FancyOp): No importer registered for op: FancyOp [UNSUPPORTED_NODE]" in text
     assert "node 12: Assertion failed: axis >= 0 [INVALID_NODE]" in text
     assert "and 2 more" in format_parser_errors([_Trt8ParserError()] * 7, limit=5)
 
@@ -437,9 +434,7 @@ def test_engine_cache_store_load_discard(tmp_path: Path) -> None:
     cache.discard("m.engine")  # idempotent
 
 
-def test_atomic_write_keeps_the_old_file_when_writing_fails(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     target = tmp_path / "e.engine"
     target.write_bytes(b"old")
 
@@ -459,16 +454,12 @@ def _model(
 ) -> LoadedModel:
     path = tmp_path / "model.onnx"
     path.write_bytes(data)
-    info = OnnxModelInfo(
-        metadata={}, inputs=(TensorSpec("images", 1, dims),), outputs=(), opset=17, producer="fake"
-    )
+    info = OnnxModelInfo(metadata={}, inputs=(TensorSpec("images", 1, dims),), outputs=(), opset=17, producer="fake")
     meta = ModelMetadata(names={0: "a", 1: "b"}, imgsz=imgsz)
     return LoadedModel(path, data, hashlib.sha256(data).hexdigest(), info, meta, layout)
 
 
-def test_backend_without_tensorrt_is_unavailable_with_reason(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_backend_without_tensorrt_is_unavailable_with_reason(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "tensorrt", None)  # makes `import tensorrt` raise ImportError
     model = _model(tmp_path, b"x", (1, 3, 32, 32), (32, 32), OutputLayout.RAW)
     with pytest.raises(BackendUnavailableError) as info:
@@ -522,9 +513,7 @@ def cuda_factory(request: pytest.FixtureRequest) -> Any:
 
 
 def _raw_model(tmp_path: Path, batch: int = -1, imgsz: Tuple[int, int] = (32, 32)) -> LoadedModel:
-    data = fake.fake_onnx(
-        [("images", [batch, 3, *imgsz], "FLOAT")], [("output0", [batch, *RAW_OUT], "FLOAT")]
-    )
+    data = fake.fake_onnx([("images", [batch, 3, *imgsz], "FLOAT")], [("output0", [batch, *RAW_OUT], "FLOAT")])
     dims = ("batch" if batch < 0 else batch, 3, *imgsz)
     return _model(tmp_path, data, dims, imgsz, OutputLayout.RAW)
 
@@ -578,9 +567,7 @@ def test_build_cache_and_run_end_to_end(tmp_path: Path, trt: Any, cuda_factory: 
 
     again = TensorRTBackend(model, _config(tmp_path), cuda=cuda_factory())
     assert again.engine_source == "cache" and len(trt.builds) == 1  # no second build
-    np.testing.assert_allclose(
-        again.run(_frames(2))[0], fake.raw_head_reference(_frames(2), *RAW_OUT), rtol=1e-6
-    )
+    np.testing.assert_allclose(again.run(_frames(2))[0], fake.raw_head_reference(_frames(2), *RAW_OUT), rtol=1e-6)
     again.close()
 
 
@@ -655,9 +642,7 @@ def test_efficient_nms_outputs_pass_through_by_name(tmp_path: Path, trt: Any, cu
     for name, array in zip(backend.output_names, results):
         assert array.dtype == want[name].dtype
         np.testing.assert_allclose(array, want[name], rtol=1e-6)
-    detections = decode_outputs(
-        OutputLayout.EFFICIENT_NMS, results, DecodeParams(conf=0.1), backend.output_names
-    )
+    detections = decode_outputs(OutputLayout.EFFICIENT_NMS, results, DecodeParams(conf=0.1), backend.output_names)
     assert [len(d.confidence) for d in detections] == [1, 2, 3]
     backend.close()
 
@@ -672,9 +657,7 @@ def test_dynamic_hw_model_is_pinned_to_imgsz(tmp_path: Path, trt: Any, cuda_fact
     backend.close()
 
 
-def test_int8_calibrates_from_images_then_reuses_the_cache(
-    tmp_path: Path, trt: Any, cuda_factory: Any
-) -> None:
+def test_int8_calibrates_from_images_then_reuses_the_cache(tmp_path: Path, trt: Any, cuda_factory: Any) -> None:
     _write_images(tmp_path / "calib", [(40, 30)] * 5)
     model = _raw_model(tmp_path)
     config = _config(tmp_path, precision="int8", calibration_images=str(tmp_path / "calib"), max_batch=2)
@@ -699,9 +682,7 @@ def test_int8_calibrates_from_images_then_reuses_the_cache(
     # A release that ships the cache: no images, another engine directory: calibration is read, not redone.
     shipped = tmp_path / "release.calib"
     shipped.write_bytes(written.read_bytes())
-    config2 = _config(
-        tmp_path, precision="int8", calibration_cache=str(shipped), engine_cache_dir=str(tmp_path / "e2")
-    )
+    config2 = _config(tmp_path, precision="int8", calibration_cache=str(shipped), engine_cache_dir=str(tmp_path / "e2"))
     second = TensorRTBackend(model, config2, cuda=cuda_factory())
     assert trt.builds[-1]["calibrated_batches"] == 0 and second.engine_source == "built"
     second.close()
@@ -718,9 +699,7 @@ def test_unparseable_onnx_is_a_model_error_with_node(tmp_path: Path, trt: Any, c
     model = _model(
         tmp_path, b"\x08\x07 real onnx with an op TensorRT lacks", (1, 3, 32, 32), (32, 32), OutputLayout.RAW
     )
-    with pytest.raises(
-        ModelFileError, match=r"cannot parse the ONNX model: node 7 '/model.22/fancy' \(FancyOp\)"
-    ):
+    with pytest.raises(ModelFileError, match=r"cannot parse the ONNX model: node 7 '/model.22/fancy' \(FancyOp\)"):
         TensorRTBackend(model, _config(tmp_path), cuda=cuda_factory())
     assert not (tmp_path / "engines").exists() or not list((tmp_path / "engines").glob("*.engine"))
 
@@ -737,9 +716,7 @@ def test_dla_core_builds_for_dla_with_gpu_fallback(tmp_path: Path, trt: Any, cud
 def test_cache_is_keyed_by_gpu(tmp_path: Path, trt: Any) -> None:
     model = _raw_model(tmp_path)
     orin = TensorRTBackend(model, _config(tmp_path), cuda=PycudaMemory(fake.FakePycudaDriver("Orin", (8, 7))))
-    xavier = TensorRTBackend(
-        model, _config(tmp_path), cuda=PycudaMemory(fake.FakePycudaDriver("Xavier", (7, 2)))
-    )
+    xavier = TensorRTBackend(model, _config(tmp_path), cuda=PycudaMemory(fake.FakePycudaDriver("Xavier", (7, 2))))
     assert orin.engine_path != xavier.engine_path and "sm72" in xavier.engine_path.name
     assert xavier.engine_source == "built" and len(trt.builds) == 2
     orin.close()

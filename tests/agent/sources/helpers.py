@@ -104,9 +104,7 @@ class MjpegCamera:
                         if not camera.running.is_set():
                             time.sleep(0.01)
                             continue
-                        part = b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(
-                            camera.jpeg
-                        )
+                        part = b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(camera.jpeg)
                         self.wfile.write(part + camera.jpeg + b"\r\n")
                         time.sleep(camera.interval)
                 except OSError:

@@ -77,9 +77,7 @@ def test_every_field_of_every_model_is_described() -> None:
 
 
 def test_duplicate_camera_names() -> None:
-    cams = [
-        CameraConfig.model_validate({"name": n, "source": {"type": "synthetic"}}) for n in ("a", "b", "a")
-    ]
+    cams = [CameraConfig.model_validate({"name": n, "source": {"type": "synthetic"}}) for n in ("a", "b", "a")]
     with pytest.raises(ValueError, match=r"\['a'\]"):
         check_unique_names(cams)
 
@@ -88,10 +86,7 @@ def test_csi_pipeline() -> None:
     pipeline = csi_pipeline(sensor_id=1, width=1280, height=720, fps=60, flip_method=2, output_width=640)
     assert pipeline.startswith("nvarguscamerasrc sensor-id=1 ! ")
     assert "width=(int)1280, height=(int)720, framerate=(fraction)60/1" in pipeline
-    assert (
-        "nvvidconv flip-method=2 ! video/x-raw, width=(int)640, height=(int)720, format=(string)BGRx"
-        in pipeline
-    )
+    assert "nvvidconv flip-method=2 ! video/x-raw, width=(int)640, height=(int)720, format=(string)BGRx" in pipeline
     assert pipeline.endswith("videoconvert ! video/x-raw, format=(string)BGR ! appsink drop=1 max-buffers=1")
 
 

@@ -1,0 +1,92 @@
+"""OTA configuration (pydantic, ``extra="forbid"``): where state lives, what to trust, every size limit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class OtaLimits(BaseModel):
+    """Every size limit in one place (like ngclient's ``UpdaterConfig``): nothing is read past these."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_target_bytes: int = Field(
+        2 * 1024**3, ge=1, description="Largest single release file accepted, whatever the metadata says."
+    )
+    max_release_bytes: int = Field(4 * 1024**3, ge=1, description="Largest sum of all files of one release.")
+    max_manifest_bytes: int = Field(1024 * 1024, ge=1024, description="Largest release manifest / channel pointer.")
+    max_bundle_bytes: int = Field(
+        8 * 1024**3, ge=1, description="Largest total unpacked size of a USB / pushed bundle."
+    )
+    max_bundle_members: int = Field(10_000, ge=1, description="Most entries a bundle archive may hold.")
+    max_compression_ratio: float = Field(
+        200.0, gt=1.0, description="Unpacked size / archive size above which an archive is a bomb."
+    )
+    chunk_bytes: int = Field(256 * 1024, ge=4096, description="Read size of downloads and hashing.")
+    http_timeout_s: float = Field(30.0, gt=0, description="Socket timeout of HTTP requests.")
+
+
+class DeviceConfig(BaseModel):
+    """What this device is, for the release's compatibility constraints."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    device_type: str = Field("x86-cpu", description="Device type name matched against compatibility.device_types.")
+    tensorrt_version: Optional[str] = Field(None, description="TensorRT version (None: no TensorRT here).")
+    jetpack_version: Optional[str] = Field(None, description="JetPack version (None: not a Jetson).")
+    compute_capability: Optional[str] = Field(None, description="GPU compute capability, e.g. '8.7'.")
+
+
+class ProbationConfig(BaseModel):
+    """When a freshly switched release is committed or rolled back."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_crashes: int = Field(
+        2, ge=1, description="Unclean restarts (crash or watchdog kill) during probation that trigger a rollback."
+    )
+    period_s: float = Field(600.0, ge=0, description="Seconds of healthy running after which a trial commits.")
+
+
+class HealthCheckConfig(BaseModel):
+    """How the health check runs the golden images."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model_role: Literal["onnx", "onnx_int8"] = Field(
+        "onnx", description="Which model file of the release is health-checked and served."
+    )
+    intra_op_threads: int = Field(1, ge=0, le=64, description="ONNX Runtime threads for the check.")
+    latency_repeats: int = Field(3, ge=1, le=100, description="Timed runs per golden image (median is used).")
+
+
+class OtaConfig(BaseModel):
+    """The OTA installer's configuration."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    state_dir: Path = Field(
+        Path("/var/lib/edge-agent/ota"), description="Install state, TUF metadata caches, staging and slots."
+    )
+    trusted_root: Path = Field(
+        Path("/etc/edge-agent/trust/root.json"),
+        description="Pinned root metadata of the online repository (shipped with the agent).",
+    )
+    offline_root: Optional[Path] = Field(
+        Path("/etc/edge-agent/trust/offline-root.json"),
+        description="Pinned root metadata of the offline (USB) repository; None disables offline bundles.",
+    )
+    repository_url: Optional[str] = Field(
+        None, description="Base URL of the online repository (serves metadata/ and targets/)."
+    )
+    channel: str = Field("stable", description="Release channel followed by this device.")
+    device: DeviceConfig = Field(default_factory=DeviceConfig, description="This device, for compatibility.")
+    limits: OtaLimits = Field(default_factory=OtaLimits, description="Size limits.")
+    probation: ProbationConfig = Field(default_factory=ProbationConfig, description="Probation policy.")
+    health: HealthCheckConfig = Field(default_factory=HealthCheckConfig, description="Health check settings.")
+    keep_slots: int = Field(
+        3, ge=2, le=16, description="Most release slots kept on disk (active, previous and known-good always are)."
+    )

@@ -1,0 +1,590 @@
+"""The install state machine: verify → install into a slot → health check → switch → probation → commit.
+
+::
+
+    idle ──install──► downloading ──► verified ──► installed ──► health_checked ──switch──► trial
+      ▲                  │ reject/fail  │             │ health fails   │                 │  │
+      └──────────────────┴──────────────┴─────────────┴────────────────┘      commit ◄───┘  └──► rolled_back
+                                                                   (period over / daemon healthy)   (crashes ≥ N,
+                                                                                                     unhealthy)
+
+Every arrow is one atomic write of ``state.json`` (:mod:`agent.ota.state`). :meth:`Installer.on_start`,
+called by the daemon at every start, finishes what a kill interrupted: an attempt that had not passed its
+health check is abandoned (its downloads stay in staging and resume next time), one that had passed is
+switched; a trial counts the start, and an unclean previous run counts as a crash; ``max_crashes`` crashes
+roll back to the last known-good release. The anti-rollback floor rises only at commit.
+
+``EDGE_AGENT_OTA_FAULT=<point>`` makes the installer SIGKILL itself right after persisting ``<point>``
+(one of :data:`FAULT_POINTS`): the seam the crash-safety tests use, inert unless set.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import errno
+import hashlib
+import os
+import signal
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, Optional, Union
+
+from agent import __version__
+from agent.core.release import (
+    DeviceProfile,
+    ReleaseError,
+    ReleaseManifest,
+    check_compatibility,
+    check_rollback_floor,
+    parse_manifest,
+)
+from agent.ota.bundle import extract_tar, read_bundle_json, vet_directory
+from agent.ota.config import OtaConfig
+from agent.ota.errors import HealthCheckFailed, OtaError, ReleaseRejected, StateError, VerificationError
+from agent.ota.fetchers import DirectoryFetcher, Fetcher, HttpFetcher
+from agent.ota.fsutil import fsync_dir, remove_tree
+from agent.ota.health import HealthReport, run_health_check
+from agent.ota.state import InstallState, Pending, Phase, SlotRecord, StateFile, Trial, utcnow
+from agent.ota.trust import TimeFloor, TrustClient, read_root
+
+FAULT_ENV = "EDGE_AGENT_OTA_FAULT"
+FAULT_POINTS = (
+    "downloading",
+    "downloaded_one",
+    "verified",
+    "installed",
+    "health_checked",
+    "trial",
+    "committed",
+    "rolled_back",
+)
+EVENT_KINDS = (
+    "downloading",
+    "verified",
+    "installed",
+    "health_checked",
+    "trial",
+    "committed",
+    "rolled_back",
+    "rejected",
+    "failed",
+)
+PROTOCOL_PHASE = {
+    "downloading": "downloading",
+    "verified": "verifying",
+    "installed": "staging",
+    "health_checked": "health_check",
+    "trial": "probation",
+    "committed": "committed",
+    "rolled_back": "rolled_back",
+    "rejected": "failed",
+    "failed": "failed",
+}
+"""Event kind → ``agent.protocol.models.OtaPhase`` value, for the daemon's MQTT reports."""
+
+
+@dataclass(frozen=True)
+class OtaEvent:
+    """One step of an install attempt, for the daemon to publish (``reason`` set on rejected / failed)."""
+
+    kind: str
+    release: Optional[Dict[str, Any]] = None
+    reason: Optional[str] = None
+    detail: Optional[str] = None
+
+    @property
+    def phase(self) -> str:
+        return PROTOCOL_PHASE[self.kind]
+
+
+EventCallback = Callable[[OtaEvent], None]
+HealthChecker = Callable[[Path, ReleaseManifest], HealthReport]
+
+
+def channel_target(channel: str) -> str:
+    """Target path of a channel's current manifest."""
+    return f"models/channels/{channel}.json"
+
+
+def _fault(point: str) -> None:
+    if os.environ.get(FAULT_ENV) == point:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+class _Lock:
+    """An exclusive ``flock`` on the state directory: one installer (daemon or CLI) at a time."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fd = -1
+
+    def __enter__(self) -> _Lock:
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(self.fd)
+            if exc.errno in (errno.EAGAIN, errno.EACCES):
+                raise StateError("another OTA operation is running") from None
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self.fd)
+
+
+class Installer:
+    """Installs, switches, commits and rolls back releases under ``config.state_dir``.
+
+    Args:
+        config: OTA configuration.
+        on_event: receives every :class:`OtaEvent` (the daemon publishes them).
+        health_check: replaces :func:`run_health_check` (only where the real backend cannot run).
+        now: clock for probation (tests).
+    """
+
+    def __init__(
+        self,
+        config: OtaConfig,
+        on_event: Optional[EventCallback] = None,
+        health_check: Optional[HealthChecker] = None,
+        agent_version: str = __version__,
+        now: Optional[Callable[[], dt.datetime]] = None,
+    ) -> None:
+        self.config = config
+        self.on_event = on_event or (lambda _e: None)
+        self._health = health_check or self._default_health
+        self.agent_version = agent_version
+        self._now = now or (lambda: dt.datetime.now(dt.timezone.utc))
+        base = config.state_dir
+        self.slots_dir = base / "slots"
+        self.staging_dir = base / "staging"
+        self.state_file = StateFile(base / "state.json")
+        self.time_floor = TimeFloor(base / "time_floor.json")
+        self._lock_path = base / "lock"
+
+    # ------------------------------------------------------------------ queries
+    def state(self) -> InstallState:
+        return self.state_file.load()
+
+    def slot_dir(self, slot: str) -> Path:
+        return self.slots_dir / slot
+
+    def active_model_path(self) -> Optional[Path]:
+        """The model file the daemon should serve, or ``None`` before the first install."""
+        active = self.state().active
+        return None if active is None else self.slot_dir(active.slot) / active.model
+
+    def status(self) -> Dict[str, Any]:
+        """``ota status --json``: active, previous, known-good, probation, floor, pending attempt."""
+        s = self.state()
+
+        def rec(r: Optional[SlotRecord]) -> Optional[Dict[str, Any]]:
+            return None if r is None else dict(vars(r))
+
+        return {
+            "active": rec(s.active),
+            "previous": rec(s.previous),
+            "known_good": rec(s.known_good),
+            "probation": None if s.trial is None else dict(vars(s.trial)),
+            "pending": None if s.pending is None else dict(vars(s.pending)),
+            "floor": s.floor,
+            "time_floor": self.time_floor.get().isoformat(),
+            "bad": list(s.bad),
+        }
+
+    # ------------------------------------------------------------------ sources
+    def _client(self, trust: str, fetcher: Fetcher, metadata_url: str, targets_url: str) -> TrustClient:
+        if trust == "offline":
+            if self.config.offline_root is None:
+                raise VerificationError("offline bundles are disabled (no offline_root)", reason="unsigned")
+            root = read_root(self.config.offline_root)
+        else:
+            root = read_root(self.config.trusted_root)
+        return TrustClient(
+            self.config.state_dir / "metadata" / trust,
+            root,
+            fetcher,
+            metadata_url,
+            targets_url,
+            self.time_floor,
+            max_target_bytes=self.config.limits.max_target_bytes,
+            chunk=self.config.limits.chunk_bytes,
+        )
+
+    def install_url(self, url: str, dry_run: bool = False) -> Union[SlotRecord, ReleaseManifest]:
+        """Install the configured channel's release from an online repository at ``url``."""
+        base = url if url.endswith("/") else url + "/"
+        fetcher = HttpFetcher(self.config.limits.http_timeout_s, chunk=self.config.limits.chunk_bytes)
+        return self.install_from(
+            fetcher,
+            base + "metadata/",
+            base + "targets/",
+            "online",
+            channel_target(self.config.channel),
+            source=url,
+            dry_run=dry_run,
+        )
+
+    def install_path(self, path: Path, dry_run: bool = False) -> Union[SlotRecord, ReleaseManifest]:
+        """Install from a bundle directory, a bundle tar file, or a local mirror of the online repository."""
+        path = Path(path)
+        limits = self.config.limits
+        if path.is_file():
+            with tempfile.TemporaryDirectory(dir=self._tmp_parent()) as tmp:
+                root = Path(tmp) / "bundle"
+                extract_tar(
+                    path, root, limits.max_bundle_bytes, limits.max_bundle_members, limits.max_compression_ratio
+                )
+                return self._install_dir(root, str(path), dry_run)
+        if not path.is_dir():
+            raise OtaError(f"{path}: no such bundle file or directory", reason="bundle_invalid")
+        return self._install_dir(path, str(path), dry_run)
+
+    def install_bundle(self, path: Path) -> Union[SlotRecord, ReleaseManifest]:
+        """Install a bundle assembled by another transport (the MQTT push)."""
+        return self.install_path(path)
+
+    def _tmp_parent(self) -> Path:
+        self.staging_dir.mkdir(parents=True, exist_ok=True)
+        return self.staging_dir
+
+    def _install_dir(self, root: Path, source: str, dry_run: bool) -> Union[SlotRecord, ReleaseManifest]:
+        limits = self.config.limits
+        vet_directory(root, limits.max_bundle_bytes, limits.max_bundle_members)
+        fetcher = DirectoryFetcher(root, chunk=limits.chunk_bytes)
+        if (root / "bundle.json").exists():
+            info = read_bundle_json(root)
+            trust, manifest = info.trust, info.manifest
+        else:
+            trust, manifest = "online", channel_target(self.config.channel)
+        return self.install_from(
+            fetcher, fetcher.url("metadata/"), fetcher.url("targets/"), trust, manifest, source=source, dry_run=dry_run
+        )
+
+    # ------------------------------------------------------------------ install
+    def install_from(
+        self,
+        fetcher: Fetcher,
+        metadata_url: str,
+        targets_url: str,
+        trust: str,
+        manifest_target: str,
+        source: str = "",
+        dry_run: bool = False,
+    ) -> Union[SlotRecord, ReleaseManifest]:
+        """Verify and (unless ``dry_run``) install, health-check and switch to one release.
+
+        Returns the new active :class:`SlotRecord` (or the verified manifest when ``dry_run``).
+
+        Raises:
+            VerificationError / ReleaseRejected / HealthCheckFailed: rejected; the active model untouched.
+            TransportError: fetching failed; downloads kept in staging for the next attempt.
+            StateError: another operation runs, or a release is in probation.
+        """
+        with _Lock(self._lock_path):
+            state = self.state_file.load()
+            if state.trial is not None and not dry_run:
+                raise StateError(f"release {state.trial.slot[:12]} is in probation; commit or roll back first")
+            if state.pending is not None:
+                self._abandon(state, "superseded")
+            release_ref: Optional[Dict[str, Any]] = None
+            try:
+                if not dry_run:
+                    state.pending = Pending(Phase.DOWNLOADING.value, source=source, started=utcnow())
+                    self.state_file.store(state)
+                    self._emit("downloading")
+                    _fault("downloading")
+                client = self._client(trust, fetcher, metadata_url, targets_url)
+                staging = self.staging_dir / "files"
+                if dry_run:
+                    tmp = tempfile.mkdtemp(dir=self._tmp_parent())
+                    staging = Path(tmp)
+                try:
+                    manifest, manifest_bytes = self._verified_manifest(client, manifest_target, staging)
+                    release_ref = {"name": manifest.name, "version": str(manifest.version), "counter": manifest.counter}
+                    slot = hashlib.sha256(manifest_bytes).hexdigest()
+                    self._check_release(state, manifest, slot)
+                    staged = self._download_all(client, manifest, staging)
+                finally:
+                    if dry_run:
+                        remove_tree(staging)
+                if dry_run:
+                    return manifest
+                assert state.pending is not None
+                state.pending.phase, state.pending.slot, state.pending.release = Phase.VERIFIED.value, slot, release_ref
+                self.state_file.store(state)
+                self._emit("verified", release_ref)
+                _fault("verified")
+
+                slot_dir = self._install_slot(slot, manifest_bytes, staged)
+                state.pending.phase = Phase.INSTALLED.value
+                self.state_file.store(state)
+                self._emit("installed", release_ref)
+                _fault("installed")
+
+                try:
+                    self._health(slot_dir, manifest)
+                except HealthCheckFailed:
+                    state.bad.append(slot)
+                    raise
+                state.pending.phase = Phase.HEALTH_CHECKED.value
+                self.state_file.store(state)
+                self._emit("health_checked", release_ref)
+                _fault("health_checked")
+                return self._switch(state, manifest, slot)
+            except (VerificationError, ReleaseRejected, HealthCheckFailed) as exc:
+                self._finish_failed(state, "rejected", exc, release_ref, keep_staging=False)
+                raise
+            except OtaError as exc:
+                self._finish_failed(state, "failed", exc, release_ref, keep_staging=True)
+                raise
+
+    def _finish_failed(
+        self, state: InstallState, kind: str, exc: OtaError, release: Optional[Dict[str, Any]], keep_staging: bool
+    ) -> None:
+        if state.pending is not None:
+            slot = state.pending.slot
+            state.pending = None
+            self.state_file.store(state)
+            if slot and slot not in state.slots_in_use():
+                remove_tree(self.slot_dir(slot))
+        if not keep_staging:
+            remove_tree(self.staging_dir / "files")
+        self._emit(kind, release, exc.reason, exc.detail)
+
+    def _verified_manifest(self, client: TrustClient, target: str, staging: Path) -> tuple[ReleaseManifest, bytes]:
+        staging.mkdir(parents=True, exist_ok=True)
+        info = client.target_info(target)
+        data = client.fetch_small(
+            target, staging / f"{info.sha256}.manifest.json", self.config.limits.max_manifest_bytes
+        )
+        try:
+            return parse_manifest(data), data  # parsed only now: its hash was verified by fetch_small
+        except ReleaseError as exc:
+            raise ReleaseRejected(str(exc), reason=exc.reason) from exc
+
+    def _check_release(self, state: InstallState, manifest: ReleaseManifest, slot: str) -> None:
+        if slot in state.bad:
+            raise ReleaseRejected(f"release {slot[:12]} failed before on this device", reason="known_bad")
+        d = self.config.device
+        device = DeviceProfile(
+            d.device_type, self.agent_version, d.tensorrt_version, d.jetpack_version, d.compute_capability
+        )
+        try:
+            check_compatibility(manifest, device)
+            check_rollback_floor(manifest.counter, state.floor)
+        except ReleaseError as exc:
+            raise ReleaseRejected(str(exc), reason=exc.reason) from exc
+        total = sum(ref.length for ref in manifest.targets())
+        if total > self.config.limits.max_release_bytes:
+            raise VerificationError(f"release is {total} bytes, above the limit", reason="too_large")
+
+    def _download_all(self, client: TrustClient, manifest: ReleaseManifest, staging: Path) -> Dict[str, Path]:
+        staged = {}
+        for i, ref in enumerate(manifest.targets()):
+            info = client.target_info(ref.path)
+            if info.length != ref.length or info.sha256 != ref.sha256:
+                # The manifest and the signed targets disagree: files of two releases mixed.
+                raise VerificationError(f"{ref.path}: signed metadata and manifest disagree", reason="hash_mismatch")
+            staged[ref.path] = client.download(info, staging / f"{info.sha256}.{ref.path.rsplit('/', 1)[-1]}")
+            if i == 0:
+                _fault("downloaded_one")
+        return staged
+
+    def _install_slot(self, slot: str, manifest_bytes: bytes, staged: Dict[str, Path]) -> Path:
+        final = self.slot_dir(slot)
+        if (final / ".complete").exists():
+            return final
+        tmp = self.slots_dir / f".tmp-{slot}"
+        remove_tree(tmp)
+        tmp.mkdir(parents=True)
+        for target_path, src in staged.items():
+            dest = tmp.joinpath(*target_path.split("/"))
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(src, dest)
+        (tmp / "release.json").write_bytes(manifest_bytes)
+        for path in tmp.rglob("*"):
+            if path.is_file():
+                with open(path, "rb") as f:
+                    os.fsync(f.fileno())
+        (tmp / ".complete").write_bytes(b"")
+        remove_tree(final)
+        os.replace(tmp, final)
+        fsync_dir(self.slots_dir)
+        return final
+
+    def _switch(self, state: InstallState, manifest: ReleaseManifest, slot: str) -> SlotRecord:
+        role = self.config.health.model_role
+        model_ref = manifest.files.get(role) or manifest.files["onnx"]
+        record = SlotRecord(
+            slot,
+            manifest.name,
+            str(manifest.version),
+            manifest.counter,
+            manifest.channel,
+            model_ref.path,
+            health_passed=True,
+        )
+        if state.active is None or state.active.slot != slot:
+            state.previous = state.active
+        state.active = record
+        state.pending = None
+        if state.known_good is None:
+            # Nothing to fall back to: the first release that passes its health check is committed at once.
+            state.known_good = record
+            state.floor = max(state.floor, manifest.counter)
+            self.state_file.store(state)
+            self._emit("committed", record.ref())
+        else:
+            state.trial = Trial(slot, since=self._now().isoformat())
+            self.state_file.store(state)
+            self._emit("trial", record.ref())
+        _fault("trial")
+        self._gc(state)
+        return record
+
+    def _abandon(self, state: InstallState, why: str) -> None:
+        pending = state.pending
+        assert pending is not None
+        state.pending = None
+        self.state_file.store(state)
+        if pending.slot and pending.slot not in state.slots_in_use():
+            remove_tree(self.slot_dir(pending.slot))
+        self._emit("failed", pending.release, "interrupted", f"install attempt abandoned ({why}) at {pending.phase}")
+
+    # ------------------------------------------------------------------ daemon lifecycle
+    def on_start(self) -> Optional[Path]:
+        """Call at every daemon start: finish or abandon an interrupted attempt, count trial starts/crashes.
+
+        Returns the model the daemon should load now.
+        """
+        with _Lock(self._lock_path):
+            state = self.state_file.load()
+            if state.pending is not None:
+                pending = state.pending
+                slot_dir = self.slot_dir(pending.slot) if pending.slot else None
+                if (
+                    pending.phase == Phase.HEALTH_CHECKED.value
+                    and slot_dir is not None
+                    and (slot_dir / ".complete").exists()
+                ):
+                    manifest = parse_manifest((slot_dir / "release.json").read_bytes())
+                    self._switch(state, manifest, pending.slot or "")
+                else:
+                    self._abandon(state, "restart")
+            for tmp in self.slots_dir.glob(".tmp-*"):
+                remove_tree(tmp)
+            if state.trial is not None:
+                trial = state.trial
+                if trial.running:
+                    trial.crashes += 1
+                trial.starts += 1
+                trial.running = True
+                if trial.crashes >= self.config.probation.max_crashes:
+                    self._rollback(state, "crash_loop", f"{trial.crashes} unclean restart(s) during probation")
+                else:
+                    self.state_file.store(state)
+        return self.active_model_path()
+
+    def mark_clean_shutdown(self) -> None:
+        """Call when the daemon stops cleanly (so the next start is not counted as a crash)."""
+        with _Lock(self._lock_path):
+            state = self.state_file.load()
+            if state.trial is not None and state.trial.running:
+                state.trial.running = False
+                self.state_file.store(state)
+
+    def report_unhealthy(self, reason: str) -> bool:
+        """The daemon's health metrics failed: roll a release in probation back. Returns whether it did."""
+        with _Lock(self._lock_path):
+            state = self.state_file.load()
+            if state.trial is None:
+                return False
+            self._rollback(state, "unhealthy", reason)
+            return True
+
+    def maybe_commit(self) -> bool:
+        """Commit the trial once the probation period has passed (call periodically while healthy)."""
+        state = self.state()
+        if state.trial is None:
+            return False
+        since = dt.datetime.fromisoformat(state.trial.since)
+        if (self._now() - since).total_seconds() < self.config.probation.period_s:
+            return False
+        self.commit()
+        return True
+
+    def commit(self) -> SlotRecord:
+        """Make the trial release the known-good one and raise the anti-rollback floor to its counter."""
+        with _Lock(self._lock_path):
+            state = self.state_file.load()
+            if state.trial is None or state.active is None:
+                raise StateError("no release in probation to commit")
+            state.known_good = state.active
+            state.floor = max(state.floor, state.active.counter)
+            state.trial = None
+            self.state_file.store(state)
+            self._emit("committed", state.active.ref())
+            _fault("committed")
+            self._gc(state)
+            return state.active
+
+    def rollback(self, reason: str = "manual") -> SlotRecord:
+        """Roll back: a release in probation → known-good; otherwise → the previous release."""
+        with _Lock(self._lock_path):
+            state = self.state_file.load()
+            return self._rollback(state, reason, "requested")
+
+    def _rollback(self, state: InstallState, reason: str, detail: str) -> SlotRecord:
+        failed = state.active
+        if state.trial is not None:
+            target = state.known_good
+            if failed is not None and failed.slot not in state.bad:
+                state.bad.append(failed.slot)
+        else:
+            target = state.previous
+        if target is None or not target.health_passed or not (self.slot_dir(target.slot) / ".complete").exists():
+            raise StateError("no healthy release to roll back to")
+        state.active, state.previous, state.trial = target, failed, None
+        if state.known_good is None:
+            state.known_good = target
+        self.state_file.store(state)
+        self._emit("rolled_back", None if failed is None else failed.ref(), reason, detail)
+        _fault("rolled_back")
+        return target
+
+    # ------------------------------------------------------------------ housekeeping
+    def _gc(self, state: InstallState) -> None:
+        """Delete slots that are neither active, previous, known-good nor pending; clear staging."""
+        keep = set(state.slots_in_use())
+        if self.slots_dir.exists():
+            for path in self.slots_dir.iterdir():
+                if path.name not in keep:
+                    remove_tree(path)
+        if state.pending is None:
+            remove_tree(self.staging_dir / "files")
+
+    def _emit(
+        self,
+        kind: str,
+        release: Optional[Dict[str, Any]] = None,
+        reason: Optional[str] = None,
+        detail: Optional[str] = None,
+    ) -> None:
+        try:
+            self.on_event(OtaEvent(kind, release, reason, detail))
+        except Exception:
+            pass
+
+    def _default_health(self, slot_dir: Path, manifest: ReleaseManifest) -> HealthReport:
+        h = self.config.health
+        return run_health_check(slot_dir, manifest, h.model_role, h.intra_op_threads, h.latency_repeats)
+
+
+def iter_fault_points() -> Iterator[str]:
+    return iter(FAULT_POINTS)

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Install (or update) the edge agent on an NVIDIA Jetson (JetPack 5: Python 3.8; JetPack 6: Python 3.10).
+#
+#   sudo deploy/install-jetson.sh [SOURCE]   SOURCE: wheel file or project dir (default: this checkout)
+#
+# The virtualenv is created with --system-site-packages so the agent sees JetPack's own builds:
+# TensorRT (python3-libnvinfer), OpenCV with GStreamer (nvarguscamerasrc for CSI cameras) and, if
+# installed, onnxruntime-gpu. Therefore the package is installed WITHOUT the opencv/ort extras: a pip
+# OpenCV wheel would shadow the system one and lose GStreamer.
+# Idempotent: re-running upgrades the package and keeps config, credentials and state.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+SOURCE=${1:-$(dirname "$HERE")}
+PREFIX=/opt/edge-agent
+VENV=$PREFIX/venv
+PYTHON=${PYTHON:-/usr/bin/python3}
+EXTRAS=""
+VENV_ARGS=(--system-site-packages)
+
+# shellcheck source=deploy/install-lib.sh
+. "$HERE/install-lib.sh"
+
+require_root
+if [[ ! -e /etc/nv_tegra_release ]]; then
+    echo "install-jetson: /etc/nv_tegra_release missing; this is not a Jetson (use install-x86.sh)" >&2
+    exit 1
+fi
+ensure_packages python3 python3-venv python3-libnvinfer python3-opencv
+ensure_user
+ensure_venv "$PYTHON" "$VENV" "${VENV_ARGS[@]}"
+install_agent "$VENV" "$SOURCE" "$EXTRAS"
+# The system builds must be the ones the venv imports.
+"$VENV/bin/python" - <<'PY'
+import cv2, tensorrt
+info = cv2.getBuildInformation()
+gst = [line for line in info.splitlines() if "GStreamer" in line]
+print("TensorRT", tensorrt.__version__, "| OpenCV", cv2.__version__, "|", gst[0].strip() if gst else "GStreamer: ?")
+if not gst or "YES" not in gst[0]:
+    raise SystemExit("OpenCV in the venv has no GStreamer: a pip opencv wheel shadows the JetPack build")
+PY
+ensure_config
+install_unit "$HERE/../systemd/edge-agent.service"
+echo "edge-agent installed: edit /etc/edge-agent/config.yaml, put secrets in /etc/edge-agent/credentials/,"
+echo "then: systemctl restart edge-agent && journalctl -u edge-agent -f"

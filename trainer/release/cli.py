@@ -1,0 +1,126 @@
+"""``edge-trainer keys|release|usb-bundle``: handlers for the lead's trainer/cli.py.
+
+Wiring::
+
+    from trainer.release import cli as release_cli
+    release_cli.add_parsers(subparsers)     # adds "keys", "release", "usb-bundle"
+    if args.command in release_cli.COMMANDS: return release_cli.run(args)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, List, Optional
+
+from trainer.release.build import ROLE_FILENAMES, ReleaseSpec, build_bundle, build_release
+from trainer.release.keys import KeyError_, KeyRing, init_keys, rotate_keys
+from trainer.release.repo import Repository, RepositoryError
+
+COMMANDS = ("keys", "release", "usb-bundle")
+
+
+def add_parsers(subparsers: Any) -> None:
+    keys = subparsers.add_parser("keys", help="create or rotate the release signing keys")
+    ksub = keys.add_subparsers(dest="keys_command", required=True)
+    p = ksub.add_parser("init", help="create keys for every role (and the repository when --repo is given)")
+    p.add_argument("dir", type=Path, help="key directory (keep it offline; see docs/OTA.md for HSM/KMS)")
+    p.add_argument("--repo", type=Path, help="also create an empty repository here")
+    p = ksub.add_parser("rotate", help="replace a role's keys and re-sign the metadata that names them")
+    p.add_argument("role", choices=["root", "targets", "snapshot", "timestamp", "trainer", "offline"])
+    p.add_argument("--keys", type=Path, required=True, help="key directory")
+    p.add_argument("--repo", type=Path, required=True, help="repository directory")
+
+    rel = subparsers.add_parser("release", help="sign a model release into a repository")
+    rel.add_argument("--model", type=Path, required=True, help="ONNX model file, or a directory with model.onnx etc.")
+    rel.add_argument("--name", required=True)
+    rel.add_argument("--version", required=True, help="semantic version, e.g. 1.2.0")
+    rel.add_argument("--channel", default="stable")
+    rel.add_argument("--counter", type=int, help="release counter (default: highest + 1)")
+    rel.add_argument("--repo", type=Path, required=True)
+    rel.add_argument("--keys", type=Path, required=True)
+    rel.add_argument("--golden", type=Path, nargs="*", default=[], help="golden images (default: generated)")
+    rel.add_argument("--device-type", action="append", default=[], help="compatible device type (repeatable)")
+    rel.add_argument("--min-agent-version")
+    rel.add_argument("--tensorrt", default="", help="TensorRT constraint, e.g. '>=8.5,<11'")
+    rel.add_argument("--jetpack", default="", help="JetPack constraint")
+    rel.add_argument("--conf", type=float, default=0.25)
+    rel.add_argument("--max-latency-ms", type=float)
+
+    usb = subparsers.add_parser("usb-bundle", help="write a self-contained offline bundle (dir, or .tar)")
+    usb.add_argument("out", type=Path)
+    usb.add_argument("--repo", type=Path, required=True)
+    usb.add_argument("--keys", type=Path, required=True)
+    usb.add_argument("--channel", default="stable")
+    usb.add_argument("--online", action="store_true", help="carry the online metadata (for an MQTT push)")
+
+
+def _model_files(model: Path) -> dict:
+    if model.is_file():
+        return {"onnx": model}
+    files = {role: model / name for role, name in ROLE_FILENAMES.items() if (model / name).is_file()}
+    if "onnx" not in files:
+        raise RepositoryError(f"{model}: no model.onnx")
+    return files
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        if args.command == "keys":
+            if args.keys_command == "init":
+                ring = init_keys(args.dir)
+                print(f"keys written to {args.dir} (private keys: {args.dir}/*.pem, mode 0600)")
+                if args.repo:
+                    Repository(args.repo, ring).init()
+                    Repository(args.repo, ring, offline=True).init()
+                    print(
+                        f"repository initialised in {args.repo}; ship {args.repo}/metadata/1.root.json and "
+                        f"{args.repo}/offline/metadata/1.root.json to devices as their pinned roots"
+                    )
+                return 0
+            ring = KeyRing.load(args.keys)
+            rotate_keys(ring, args.role)
+            for offline in (False, True):
+                repo = Repository(args.repo, ring, offline=offline)
+                if args.role in ("root", "targets", "snapshot", "timestamp") or (offline and args.role == "offline"):
+                    repo.rotate_root()
+                    repo.bump_timestamp()
+                if args.role in ("trainer", "targets") and not offline:
+                    repo.rotate_trainer()
+            print(f"rotated {args.role}; retired keys are kept in keys.json until you delete them")
+            return 0
+        ring = KeyRing.load(args.keys)
+        if args.command == "release":
+            repo = Repository(args.repo, ring)
+            spec = ReleaseSpec(
+                name=args.name,
+                version=args.version,
+                channel=args.channel,
+                files=_model_files(args.model),
+                golden=args.golden,
+                counter=args.counter,
+                device_types=args.device_type,
+                min_agent_version=args.min_agent_version,
+                tensorrt=args.tensorrt,
+                jetpack=args.jetpack,
+                conf=args.conf,
+                max_latency_ms=args.max_latency_ms,
+            )
+            m = build_release(repo, spec)
+            print(f"released {m.name} {m.version} #{m.counter} on channel {m.channel}")
+            return 0
+        if args.command == "usb-bundle":
+            out = build_bundle(args.repo, ring, args.out, args.channel, trust="online" if args.online else "offline")
+            print(f"bundle written to {out}")
+            return 0
+    except (KeyError_, RepositoryError, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 1
+
+
+def main(argv: Optional[List[str]] = None) -> int:  # type: ignore[assignment]
+    parser = argparse.ArgumentParser(prog="edge-trainer")
+    add_parsers(parser.add_subparsers(dest="command", required=True))
+    return run(parser.parse_args(argv))
