@@ -12,7 +12,7 @@ VENV38 := .venv38
 export YOLO_OFFLINE := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup demo test lint typecheck pytest pytest38 bench clean
+.PHONY: setup demo test lint typecheck pytest pytest38 bench clean demo-model
 
 setup: .stamps/apt $(VENV)/.installed $(VENV38)/.installed
 
@@ -60,8 +60,26 @@ pytest38: setup
 
 test: lint typecheck pytest38 pytest
 
+# Benchmarks write their sections of docs/BENCHMARKS.md; run them on an otherwise idle machine.
 bench: setup
-	$(VENV)/bin/python bench/run_all.py
+	$(VENV)/bin/python bench/bench_engine.py
+	$(VENV)/bin/python bench/bench_int8.py
+	PYTHONPATH=. $(VENV)/bin/python bench/bench_ota_verify.py
+	PYTHONPATH=. $(VENV)/bin/python bench/bench_spool_drain.py
+	PYTHONPATH=. $(VENV)/bin/python bench/bench_cameras.py
 
 clean:
 	rm -rf $(VENV) $(VENV38) .stamps runs .pytest_cache .mypy_cache .ruff_cache
+
+# Re-create the shipped demo model from nothing (about 40 minutes on 2 CPU cores). Writes into data/ and
+# models/demo/; see models/demo/README.md for the figures this produced.
+DATA := data
+demo-model: setup
+	$(VENV)/bin/edge-trainer synth --domain factory --seed 1 --count 900 --val-fraction 0.1111 --size 256x256 --out $(DATA)/factory-train --overwrite
+	$(VENV)/bin/edge-trainer synth --domain factory --seed 1000 --count 500 --size 256x256 --out $(DATA)/factory-holdout --overwrite
+	$(VENV)/bin/edge-trainer synth --domain drifted --seed 2000 --count 500 --size 256x256 --out $(DATA)/drifted-holdout --overwrite
+	$(VENV)/bin/edge-trainer train --data $(DATA)/factory-train/data.yaml --model tiny --epochs 40 --imgsz 256 --batch 16 --devices cpu --seed 0 --out $(DATA)/runs/demo
+	$(VENV)/bin/edge-trainer export --weights $(DATA)/runs/demo/weights/best.pt --out models/demo --name demo --imgsz 256 --version 1.0.0 --calib $(DATA)/factory-train/images/train --calib-count 300 --holdout $(DATA)/factory-holdout/data.yaml --training-data "synthetic factory seed 1, 800 train images"
+	cp $(DATA)/runs/demo/weights/best.pt models/demo/demo.pt
+	$(VENV)/bin/edge-trainer evaluate --model models/demo/demo.onnx --data $(DATA)/factory-holdout/data.yaml --out models/demo/eval-factory
+	$(VENV)/bin/edge-trainer evaluate --model models/demo/demo.onnx --data $(DATA)/drifted-holdout/data.yaml --out models/demo/eval-drifted

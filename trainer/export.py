@@ -163,25 +163,31 @@ def quantize_int8(
     return out
 
 
-def tensorrt_calibration_cache(fp32: Path, out: Path, images: Sequence[Path], imgsz: int) -> Optional[Path]:
-    """Write a TensorRT INT8 calibration cache when TensorRT is importable here; None otherwise."""
+def tensorrt_calibration_cache(fp32: Path, out: Path, calib_dir: Path) -> Optional[Path]:
+    """Calibrate with TensorRT (when importable here) and copy its INT8 calibration cache to ``out``.
+
+    Builds the INT8 engine through the agent's own backend (same preprocessing as on the device), so the
+    cache matches what a Jetson would compute; returns None where TensorRT is absent (this CPU machine).
+    """
     try:
         import tensorrt  # noqa: F401
     except ImportError:
         return None
-    from agent.engine import trt_build
     from agent.engine.config import TensorRTConfig
     from agent.engine.detector import read_model
+    from agent.engine.tensorrt import TensorRTBackend
 
+    engines = out.parent / "engines"
     model = read_model(fp32)
-    config = TensorRTConfig(
-        precision="int8",
-        calibration_cache=str(out),
-        engine_cache_dir=str(out.parent / "engines"),
-        calibration_images=str(images[0].parent),
+    backend = TensorRTBackend(
+        model, TensorRTConfig(precision="int8", engine_cache_dir=str(engines), calibration_images=str(calib_dir))
     )
-    trt_build.build_engine(model, config)
-    return out if out.is_file() else None
+    backend.close()
+    made = sorted(engines.glob(f"{model.sha256[:16]}-*.calib"), key=lambda p: p.stat().st_mtime)
+    if not made:
+        return None
+    shutil.copyfile(made[-1], out)
+    return out
 
 
 def pick_calibration_images(data_dirs: Sequence[Path], count: int, seed: int = 0) -> List[Path]:
@@ -226,7 +232,7 @@ def export_all(
         shutil.copyfile(img, calib_dir / f"{i:05d}{img.suffix.lower()}")
     int8 = quantize_int8(fp32, out_dir / f"{name}-int8.onnx", images, imgsz, method=method)
     print(f"export: {int8} ({int8.stat().st_size / 1e6:.2f} MB)", file=sys.stderr)
-    trt_cache = tensorrt_calibration_cache(fp32, out_dir / f"{name}.trt-calib.cache", images, imgsz)
+    trt_cache = tensorrt_calibration_cache(fp32, out_dir / f"{name}.trt-calib.cache", calib_dir)
     report: Dict[str, Any] = {
         "weights": str(weights),
         "version": version,

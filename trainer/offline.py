@@ -42,8 +42,10 @@ def prepare_config_dir(config_dir: Path) -> Path:
     from matplotlib import font_manager
 
     dejavu = Path(font_manager.findfont("DejaVu Sans", fallback_to_default=True))
+    fonts_dir = config_dir / "Ultralytics"  # Ultralytics' USER_CONFIG_DIR is $YOLO_CONFIG_DIR/Ultralytics
+    fonts_dir.mkdir(parents=True, exist_ok=True)
     for name in ("Arial.ttf", "Arial.Unicode.ttf"):
-        target = config_dir / name
+        target = fonts_dir / name
         if not target.exists() and dejavu.is_file():
             shutil.copyfile(dejavu, target)
     return config_dir

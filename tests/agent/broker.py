@@ -106,7 +106,7 @@ class MosquittoBroker:
             if db.exists():
                 db.unlink()
         self._write_conf()
-        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+        log = open(self.log_path, "ab")
         try:
             self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf_path)], stdout=log, stderr=log)
         finally:

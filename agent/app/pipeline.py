@@ -1,0 +1,745 @@
+"""The inference loop: newest frames of every camera -> one shared Detector (batched) -> tracker, alert rules,
+triage -> outputs (JPEG + lineage) -> the durable spool.
+
+Threads::
+
+    inference     InferenceThread: runs Pipeline.step() calls handed to it by the daemon's asyncio task;
+                  everything that touches the Detector, trackers, alert and triage state runs here, so none
+                  of it needs a lock. Changes from elsewhere (commands, reload, model swap) are queued as
+                  operations and applied at the start of the next step: between batches.
+    output-writer OutputWriter: JPEG encoding, message building and Spool.put (an fsync per put), so a slow
+                  or full disk never stalls inference. Alerts wait for room in its queue; samples are
+                  dropped (counted) when it is full.
+
+Hot swap: the daemon builds the new Detector off the loop (a loader thread), then queues
+:meth:`Pipeline.swap_detector`; the next step swaps it in before collecting frames and closes the old one.
+No frame is lost to the swap: frames are taken only inside a step.
+
+Per-camera FPS limits are applied by the camera sources (``CameraConfig.fps_limit``): a source delivers at
+most that rate, and the pipeline takes each delivered frame at most once.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import queue
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import numpy.typing as npt
+import structlog
+
+from agent.core.alerts import AlertEvaluator
+from agent.core.alerts import AlertEvent as CoreAlertEvent
+from agent.core.decode import DecodeParams
+from agent.core.detections import Detections
+from agent.core.tracker import IouTracker
+from agent.core.triage import CameraTriage, FlagWindow, TriageDecision, thumbnail_size
+from agent.engine.detector import Detector
+from agent.protocol.models import (
+    AlertEvent,
+    AlertRuleRef,
+    Box,
+    ImageInfo,
+    ModelRef,
+    SampleMeta,
+    SampleReason,
+    SnapshotRef,
+)
+from agent.protocol.parse import encode_framed, encode_json
+from agent.protocol.topics import Topics
+from agent.rules_config import CameraRulesConfig, class_names_from_mapping
+from agent.sources.camera import CameraSource
+from agent.sources.config import CameraConfig
+from agent.sources.frame import Frame
+from agent.spool.errors import SpoolError, SpoolFullError
+
+log = structlog.get_logger(__name__)
+
+LATENCY_WINDOW = 2048
+"""Per-camera latencies kept for p50/p99 (the most recent ones)."""
+
+
+def _utc(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, tz=timezone.utc)
+
+
+def percentile(values: Sequence[float], q: float) -> Optional[float]:
+    """``q``-th percentile (0..100) by linear interpolation; ``None`` for no values."""
+    if not values:
+        return None
+    return float(np.percentile(np.asarray(values, dtype=np.float64), q))
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Lineage of the model in use: release name and version (OTA, or the file's metadata) and file hash."""
+
+    name: str
+    version: str
+    sha256: str
+
+    def ref(self) -> ModelRef:
+        return ModelRef(name=self.name, version=self.version, sha256=self.sha256)
+
+    @classmethod
+    def of(cls, detector: Detector, name: Optional[str] = None, version: Optional[str] = None) -> ModelInfo:
+        described = detector.describe()
+        return cls(
+            name=(name or detector.model.path.stem or "model")[:128],
+            version=(version or str(described.get("version") or "unversioned"))[:64],
+            sha256=detector.model.sha256,
+        )
+
+
+# ------------------------------------------------------------------------------------------------ cameras
+
+
+@dataclass
+class CameraStats:
+    """Counters of one camera as the pipeline sees it."""
+
+    processed: int = 0
+    alerts: int = 0
+    samples: int = 0
+    snapshots: int = 0
+    last_processed_wall: Optional[float] = None
+    latencies_ms: Deque[float] = field(default_factory=lambda: collections.deque(maxlen=LATENCY_WINDOW))
+    fps_window: Deque[float] = field(default_factory=lambda: collections.deque(maxlen=256))
+
+    def fps(self, now: float, horizon_s: float = 5.0) -> float:
+        recent = [t for t in self.fps_window if now - t <= horizon_s]
+        if len(recent) < 2:
+            return 0.0
+        span = max(recent[-1] - recent[0], 1e-6)
+        return (len(recent) - 1) / span
+
+
+class CameraRuntime:
+    """A camera's source and its per-camera state (tracker, alert streaks, triage). Owned by the inference
+    thread once registered."""
+
+    def __init__(self, config: CameraConfig, source: CameraSource, class_names: List[str]) -> None:
+        self.config = config
+        self.source = source
+        self.rules: CameraRulesConfig = config.rules
+        self.tracker = IouTracker(self.rules.tracker.to_core())
+        self.alerts = AlertEvaluator(config.name, self.rules.alert_rules(class_names))
+        self.triage = CameraTriage(config.name, self.rules.triage.to_core())
+        self.last_index = -1
+        self.stats = CameraStats()
+        self.snapshot_requests: List[str] = []
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def apply_rules(self, rules: CameraRulesConfig, class_names: List[str]) -> None:
+        """New rules (reload, set_thresholds, a model with other class names). Raises before changing
+        anything when a rule names an unknown class. Flag windows survive."""
+        alert_rules = rules.alert_rules(class_names)
+        windows = self.triage.flag_windows
+        if rules.tracker != self.rules.tracker:
+            self.tracker = IouTracker(rules.tracker.to_core())
+        self.alerts = AlertEvaluator(self.name, alert_rules)
+        if rules.triage != self.rules.triage:
+            self.triage = CameraTriage(self.name, rules.triage.to_core())
+            for window in windows:
+                self.triage.add_flag_window(window)
+        self.rules = rules
+
+
+# ------------------------------------------------------------------------------------------------ outputs
+
+
+@dataclass
+class OutputJob:
+    """Something to encode and spool: an alert (with optional snapshot), a sample or a snapshot."""
+
+    kind: str  # "alert" | "sample" | "snapshot"
+    camera: str
+    frame: Frame
+    detections: Detections
+    track_ids: npt.NDArray[Any]
+    model: ModelInfo
+    names: Dict[int, str]
+    alert: Optional[CoreAlertEvent] = None
+    rule_ref: Optional[AlertRuleRef] = None
+    decision: Optional[TriageDecision] = None
+    request_id: Optional[str] = None
+    enqueued: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class OutputCounters:
+    """What the output writer did (for status and metrics)."""
+
+    alerts_spooled: int = 0
+    samples_spooled: int = 0
+    snapshots_spooled: int = 0
+    samples_dropped_queue_full: int = 0
+    spool_full: int = 0
+    spool_write_errors: int = 0
+    encode_errors: int = 0
+    last_error: Optional[str] = None
+    last_error_wall: Optional[float] = None
+    last_ok_wall: Optional[float] = None
+
+    @property
+    def disk_ok(self) -> bool:
+        """False while the latest spool write failed (disk full, I/O error)."""
+        if self.last_error_wall is None:
+            return True
+        return self.last_ok_wall is not None and self.last_ok_wall > self.last_error_wall
+
+
+SpoolPut = Callable[..., str]
+
+
+def _boxes(detections: Detections, names: Dict[int, str], track_ids: Optional[npt.NDArray[Any]]) -> List[Box]:
+    out = []
+    for i in range(len(detections)):
+        x1, y1, x2, y2 = (float(v) for v in detections.xyxy[i])
+        cls = int(detections.class_id[i])
+        tid = None if track_ids is None or i >= len(track_ids) or track_ids[i] < 0 else int(track_ids[i])
+        out.append(
+            Box(
+                x1=x1,
+                y1=y1,
+                x2=max(x1, x2),
+                y2=max(y1, y2),
+                class_id=cls,
+                class_name=names.get(cls, str(cls))[:128],
+                confidence=min(1.0, max(0.0, float(detections.confidence[i]))),
+                track_id=tid,
+            )
+        )
+    return out
+
+
+def encode_jpeg(image: npt.NDArray[Any], quality: int) -> bytes:
+    import cv2
+
+    ok, buffer = cv2.imencode(".jpg", image, [int(cv2.IMWRITE_JPEG_QUALITY), int(quality)])
+    if not ok:
+        raise ValueError("JPEG encoding failed")
+    return bytes(buffer.tobytes())
+
+
+def _image_info(image: npt.NDArray[Any], jpeg: bytes) -> ImageInfo:
+    return ImageInfo(
+        width=int(image.shape[1]), height=int(image.shape[0]), size=len(jpeg), sha256=hashlib.sha256(jpeg).hexdigest()
+    )
+
+
+class OutputWriter:
+    """The ``output-writer`` thread: encodes jobs into protocol messages and puts them in the spool."""
+
+    def __init__(
+        self,
+        put: SpoolPut,
+        topics: Topics,
+        device: str,
+        queue_size: int = 64,
+        sample_quality: int = 90,
+        snapshot_quality: int = 80,
+        alert_snapshots: bool = True,
+    ) -> None:
+        self._put = put
+        self.topics = topics
+        self.device = device
+        self.sample_quality = sample_quality
+        self.snapshot_quality = snapshot_quality
+        self.alert_snapshots = alert_snapshots
+        self._queue: queue.Queue[Optional[OutputJob]] = queue.Queue(maxsize=queue_size)
+        self.counters = OutputCounters()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="output-writer", daemon=True)
+        self.spool_latency_ms: Deque[float] = collections.deque(maxlen=LATENCY_WINDOW)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, job: OutputJob) -> bool:
+        """Queue a job. Alerts wait (up to 1 s) for room; samples and snapshots are dropped when full."""
+        try:
+            if job.kind == "alert":
+                self._queue.put(job, timeout=1.0)
+            else:
+                self._queue.put_nowait(job)
+            return True
+        except queue.Full:
+            with self._lock:
+                self.counters.samples_dropped_queue_full += 1
+            log.warning("output_queue_full", kind=job.kind, camera=job.camera)
+            return False
+
+    def pending(self) -> int:
+        return self._queue.qsize()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Finish what is queued (bounded by ``timeout``), then stop."""
+        try:
+            self._queue.put(None, timeout=timeout)
+        except queue.Full:
+            return
+        self._thread.join(timeout)
+
+    def snapshot(self) -> OutputCounters:
+        with self._lock:
+            return OutputCounters(**vars(self.counters))
+
+    def _run(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job is None:
+                return
+            try:
+                self._handle(job)
+            except Exception as exc:
+                with self._lock:
+                    self.counters.encode_errors += 1
+                log.exception("output_job_failed", kind=job.kind, camera=job.camera, error=str(exc))
+
+    def _spool(self, kind: str, topic: str, payload: bytes, message_id: str) -> bool:
+        try:
+            self._put(kind, topic, payload, message_id=message_id)
+        except SpoolFullError as exc:
+            with self._lock:
+                self.counters.spool_full += 1
+            log.warning("spool_full", kind=kind, error=str(exc))
+            return False
+        except SpoolError as exc:
+            with self._lock:
+                self.counters.spool_write_errors += 1
+                self.counters.last_error = str(exc)[:300]
+                self.counters.last_error_wall = time.time()
+            log.error("spool_write_failed", kind=kind, error=str(exc))
+            return False
+        with self._lock:
+            self.counters.last_ok_wall = time.time()
+        return True
+
+    def _snapshot_ref(self, job: OutputJob, quality: int) -> Tuple[SnapshotRef, bytes]:
+        jpeg = encode_jpeg(job.frame.image, quality)
+        ref = SnapshotRef(id=uuid.uuid4().hex, topic=self.topics.snapshots, image=_image_info(job.frame.image, jpeg))
+        return ref, jpeg
+
+    def _handle(self, job: OutputJob) -> None:
+        model = job.model.ref()
+        if job.kind == "alert":
+            assert job.alert is not None and job.rule_ref is not None
+            event = job.alert
+            snapshot = None
+            if self.alert_snapshots:
+                ref, jpeg = self._snapshot_ref(job, self.snapshot_quality)
+                if self._spool("snapshot", self.topics.snapshots, encode_framed(ref, jpeg), ref.id):
+                    snapshot = ref
+            boxes = _boxes(Detections(event.xyxy, event.confidence, event.class_id), job.names, event.track_ids)
+            message = AlertEvent(
+                id=uuid.uuid4().hex,
+                device=self.device,
+                camera=job.camera,
+                model=model,
+                frame_ts=_utc(job.frame.captured_wall),
+                created_ts=datetime.now(timezone.utc),
+                boxes=boxes,
+                rule=job.rule_ref,
+                snapshot=snapshot,
+            )
+            if self._spool("alert", self.topics.alerts, encode_json(message), message.id):
+                with self._lock:
+                    self.counters.alerts_spooled += 1
+                self.spool_latency_ms.append((time.monotonic() - job.frame.captured_monotonic) * 1e3)
+        elif job.kind == "sample":
+            decision = job.decision
+            assert decision is not None
+            jpeg = encode_jpeg(job.frame.image, self.sample_quality)
+            track_id = next((t for t in decision.track_ids if t >= 0), None)
+            meta = SampleMeta(
+                id=uuid.uuid4().hex,
+                device=self.device,
+                camera=job.camera,
+                reason=SampleReason(decision.sent_for.value),
+                track_id=track_id,
+                predictions=_boxes(job.detections, job.names, job.track_ids),
+                thresholds={k: float(v) for k, v in decision.thresholds.items()},
+                model=model,
+                frame_ts=_utc(job.frame.captured_wall),
+                image=_image_info(job.frame.image, jpeg),
+                note=(decision.flag_window.note or None) if decision.flag_window else None,
+            )
+            if self._spool("sample", self.topics.samples, encode_framed(meta, jpeg), meta.id):
+                with self._lock:
+                    self.counters.samples_spooled += 1
+        elif job.kind == "snapshot":
+            ref, jpeg = self._snapshot_ref(job, self.snapshot_quality)
+            if self._spool("snapshot", self.topics.snapshots, encode_framed(ref, jpeg), ref.id):
+                with self._lock:
+                    self.counters.snapshots_spooled += 1
+
+
+# ------------------------------------------------------------------------------------------------ pipeline
+
+
+@dataclass
+class PipelineCounters:
+    """Counters of the inference loop."""
+
+    steps: int = 0
+    batches: int = 0
+    frames: int = 0
+    swaps: int = 0
+    swap_failures: int = 0
+    inference_errors: int = 0
+    preprocess_ms: float = 0.0
+    inference_ms: float = 0.0
+    postprocess_ms: float = 0.0
+    rules_ms: float = 0.0
+    last_batch_size: int = 0
+    busy_since: Optional[float] = None
+
+
+Operation = Callable[[], None]
+
+
+class Pipeline:
+    """Everything the inference thread owns. Call :meth:`step` from one thread only; every other method
+    queues an operation (thread-safe) that the next step applies."""
+
+    def __init__(
+        self,
+        detector: Detector,
+        model: ModelInfo,
+        decode: DecodeParams,
+        writer: OutputWriter,
+    ) -> None:
+        self.detector = detector
+        self.model = model
+        self.decode = decode
+        self.writer = writer
+        self.cameras: Dict[str, CameraRuntime] = {}
+        self.counters = PipelineCounters()
+        self._ops: Deque[Operation] = collections.deque()
+        self._rr = 0
+        self._class_names = class_names_from_mapping(detector.names)
+        self._thumb_cache: Dict[int, Tuple[int, int]] = {}
+
+    # -- queued operations (any thread)
+
+    def call_soon(self, op: Operation) -> None:
+        """Run ``op`` on the inference thread before the next batch."""
+        self._ops.append(op)
+
+    def add_camera(self, runtime: CameraRuntime) -> None:
+        self.call_soon(lambda: self.cameras.__setitem__(runtime.name, runtime))
+
+    def remove_camera(self, name: str, on_removed: Optional[Callable[[CameraRuntime], None]] = None) -> None:
+        def op() -> None:
+            runtime = self.cameras.pop(name, None)
+            if runtime is not None and on_removed is not None:
+                on_removed(runtime)
+
+        self.call_soon(op)
+
+    def swap_detector(
+        self, detector: Detector, model: ModelInfo, done: Optional[Callable[[Optional[Exception]], None]] = None
+    ) -> None:
+        """Swap in a built detector between batches; the old one is closed. When the new model's class
+        names break a camera's alert rules, the swap is refused (the new detector closed, the old one kept)
+        and ``done`` gets the error."""
+
+        def op() -> None:
+            names = class_names_from_mapping(detector.names)
+            error: Optional[Exception] = None
+            try:
+                if names != self._class_names:
+                    for runtime in self.cameras.values():
+                        runtime.rules.alert_rules(names)  # validate all first: all or nothing
+                    for runtime in self.cameras.values():
+                        runtime.apply_rules(runtime.rules, names)
+            except ValueError as exc:
+                error = exc
+            if error is not None:
+                self.counters.swap_failures += 1
+                detector.close()
+                log.error("model_swap_refused", error=str(error), model=model.name, version=model.version)
+            else:
+                old = self.detector
+                self.detector, self.model, self._class_names = detector, model, names
+                self.counters.swaps += 1
+                old.close()
+                log.info("model_swapped", model=model.name, version=model.version, sha256=model.sha256)
+            if done is not None:
+                done(error)
+
+        self.call_soon(op)
+
+    @property
+    def class_names(self) -> List[str]:
+        return list(self._class_names)
+
+    # -- the step (inference thread)
+
+    def _apply_ops(self) -> None:
+        while self._ops:
+            op = self._ops.popleft()
+            try:
+                op()
+            except Exception:
+                log.exception("pipeline_operation_failed")
+
+    def _collect(self) -> List[Tuple[CameraRuntime, Frame]]:
+        runtimes = list(self.cameras.values())
+        if not runtimes:
+            return []
+        limit = max(1, self.detector.max_batch)
+        picked: List[Tuple[CameraRuntime, Frame]] = []
+        n = len(runtimes)
+        start = self._rr % n
+        for k in range(n):
+            runtime = runtimes[(start + k) % n]
+            frame = runtime.source.latest()
+            if frame is None or frame.index <= runtime.last_index:
+                continue
+            runtime.last_index = frame.index
+            picked.append((runtime, frame))
+            if len(picked) >= limit:
+                self._rr = (start + k + 1) % n
+                break
+        else:
+            self._rr = (start + 1) % n
+        return picked
+
+    def step(self) -> int:
+        """Apply queued operations, then run one batch; returns the frames processed (0: nothing new)."""
+        self._apply_ops()
+        self.counters.steps += 1
+        batch = self._collect()
+        if not batch:
+            return 0
+        self.counters.busy_since = time.monotonic()
+        try:
+            results = self.detector.detect([frame.image for _, frame in batch], self.decode)
+        except Exception as exc:
+            self.counters.inference_errors += 1
+            log.error("inference_failed", error=f"{type(exc).__name__}: {exc}", cameras=[r.name for r, _ in batch])
+            return 0
+        finally:
+            self.counters.busy_since = None
+        times = self.detector.last_times
+        c = self.counters
+        c.batches += 1
+        c.frames += len(batch)
+        c.last_batch_size = len(batch)
+        c.preprocess_ms, c.inference_ms, c.postprocess_ms = (
+            times.preprocess_ms,
+            times.inference_ms,
+            times.postprocess_ms,
+        )
+        t0 = time.perf_counter()
+        for (runtime, frame), detections in zip(batch, results):
+            try:
+                self._post(runtime, frame, detections)
+            except Exception:
+                log.exception("postprocess_failed", camera=runtime.name)
+        c.rules_ms = (time.perf_counter() - t0) * 1e3
+        return len(batch)
+
+    def _thumbnail(self, image: npt.NDArray[Any], hash_size: int) -> npt.NDArray[Any]:
+        import cv2
+
+        gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
+        return np.asarray(cv2.resize(gray, thumbnail_size(hash_size), interpolation=cv2.INTER_AREA))
+
+    def _post(self, runtime: CameraRuntime, frame: Frame, detections: Detections) -> None:
+        now, wall = frame.captured_monotonic, frame.captured_wall
+        update = runtime.tracker.update(detections, now)
+        events = runtime.alerts.update(detections, now, frame.index, update.track_ids)
+        policy = runtime.triage.config
+        thumbnail = (
+            self._thumbnail(frame.image, policy.near_duplicate.hash_size) if policy.near_duplicate.enabled else None
+        )
+        decision = runtime.triage.decide(
+            detections,
+            now=now,
+            wall_time=wall,
+            frame_index=frame.index,
+            track_ids=update.track_ids,
+            events=update.events,
+            thumbnail=thumbnail,
+        )
+        names = self.detector.names
+        for event in events:
+            rule_cfg = next((r for r in runtime.rules.alerts if r.name == event.rule), None)
+            rule_ref = AlertRuleRef(
+                name=event.rule,
+                classes=[str(c) for c in rule_cfg.classes] if rule_cfg else [],
+                min_confidence=rule_cfg.min_confidence if rule_cfg else 0.0,
+                min_frames=rule_cfg.min_consecutive_frames if rule_cfg else 1,
+                zone=",".join(z.name for z in rule_cfg.zones)[:128] or None if rule_cfg else None,
+            )
+            runtime.stats.alerts += 1
+            self.writer.submit(
+                OutputJob(
+                    "alert", runtime.name, frame, detections, update.track_ids, self.model, names, event, rule_ref
+                )
+            )
+        if decision is not None:
+            runtime.stats.samples += 1
+            self.writer.submit(
+                OutputJob(
+                    "sample", runtime.name, frame, detections, update.track_ids, self.model, names, decision=decision
+                )
+            )
+        while runtime.snapshot_requests:
+            request_id = runtime.snapshot_requests.pop(0)
+            runtime.stats.snapshots += 1
+            self.writer.submit(
+                OutputJob(
+                    "snapshot",
+                    runtime.name,
+                    frame,
+                    detections,
+                    update.track_ids,
+                    self.model,
+                    names,
+                    request_id=request_id,
+                )
+            )
+        done = time.monotonic()
+        stats = runtime.stats
+        stats.processed += 1
+        stats.last_processed_wall = time.time()
+        stats.latencies_ms.append((done - frame.captured_monotonic) * 1e3)
+        stats.fps_window.append(done)
+
+    # -- commands (queued)
+
+    def add_flag_window(self, window: FlagWindow) -> None:
+        def op() -> None:
+            runtime = self.cameras.get(window.camera)
+            if runtime is not None:
+                runtime.triage.add_flag_window(window)
+
+        self.call_soon(op)
+
+    def request_snapshot(self, camera: str, request_id: str) -> None:
+        def op() -> None:
+            runtime = self.cameras.get(camera)
+            if runtime is not None:
+                runtime.snapshot_requests.append(request_id)
+
+        self.call_soon(op)
+
+    def set_rules(self, camera: str, rules: CameraRulesConfig) -> None:
+        def op() -> None:
+            runtime = self.cameras.get(camera)
+            if runtime is not None:
+                runtime.apply_rules(rules, self._class_names)
+
+        self.call_soon(op)
+
+    def set_decode(self, decode: DecodeParams) -> None:
+        def op() -> None:
+            self.decode = decode
+
+        self.call_soon(op)
+
+
+# ------------------------------------------------------------------------------------------------ thresholds
+
+THRESHOLD_NAMES = ("conf", "iou", "uncertainty.lo", "uncertainty.hi", "random.probability", "<rule>.min_confidence")
+
+
+def rules_with_thresholds(rules: CameraRulesConfig, thresholds: Dict[str, float]) -> CameraRulesConfig:
+    """Apply ``set_thresholds`` names other than conf/iou to a camera's rules (pure; validates).
+
+    Raises:
+        KeyError: an unknown threshold name (the message lists the known ones).
+        ValueError: the result is invalid (e.g. ``uncertainty.lo >= hi``).
+    """
+    triage = rules.triage
+    uncertainty = triage.uncertainty.model_dump()
+    random_cfg = triage.random.model_dump()
+    alerts = [rule.model_dump() for rule in rules.alerts]
+    rule_names = {rule["name"]: rule for rule in alerts}
+    for name, value in thresholds.items():
+        if name in ("conf", "iou"):
+            continue
+        if name == "uncertainty.lo":
+            uncertainty["lo"] = value
+        elif name == "uncertainty.hi":
+            uncertainty["hi"] = value
+        elif name == "random.probability":
+            random_cfg["probability"] = value
+        elif name.endswith(".min_confidence") and name[: -len(".min_confidence")] in rule_names:
+            rule_names[name[: -len(".min_confidence")]]["min_confidence"] = value
+        else:
+            raise KeyError(f"unknown threshold {name!r}; known: {', '.join(THRESHOLD_NAMES)}")
+    data = rules.model_dump()
+    data["triage"]["uncertainty"] = uncertainty
+    data["triage"]["random"] = random_cfg
+    data["alerts"] = alerts
+    return CameraRulesConfig.model_validate(data)
+
+
+# ------------------------------------------------------------------------------------------------ the thread
+
+
+class InferenceThread:
+    """One daemon thread running blocking calls for the asyncio loop, in order.
+
+    Not a ``ThreadPoolExecutor``: its workers are joined at interpreter exit, so an inference call stuck
+    in a runtime would keep a SIGTERMed daemon alive forever. This thread is a daemon thread; the
+    supervisor waits for it only up to its shutdown bound.
+    """
+
+    def __init__(self, name: str = "inference") -> None:
+        self._queue: queue.Queue[Optional[Tuple[Callable[[], Any], Any, Any]]] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            fn, loop, future = item
+            try:
+                result = fn()
+            except BaseException as exc:
+                loop.call_soon_threadsafe(_set_exception, future, exc)
+            else:
+                loop.call_soon_threadsafe(_set_result, future, result)
+
+    async def call(self, fn: Callable[[], Any]) -> Any:
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._queue.put((fn, loop, future))
+        return await future
+
+    def stop(self) -> None:
+        self._queue.put(None)
+
+    def join(self, timeout: float) -> bool:
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+
+def _set_result(future: Any, result: Any) -> None:
+    if not future.done():
+        future.set_result(result)
+
+
+def _set_exception(future: Any, exc: BaseException) -> None:
+    if not future.done():
+        future.set_exception(exc)

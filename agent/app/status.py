@@ -1,0 +1,174 @@
+"""``edge-agent status``: what a person at the box needs, from the status file the daemon writes.
+
+The daemon writes ``<state_dir>/status.json`` atomically (temporary file in the same directory, then
+``os.replace``) every ``daemon.status_interval_s``; this command reads it, adds the OTA installer's status
+when OTA is configured, and prints a summary (or ``--json``). It never talks to the running daemon, so it
+works while the daemon is hung, and says how old the file is.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Dict, List, Optional, TextIO
+
+STATUS_FILE = "status.json"
+
+
+def write_status(path: Path, document: Dict[str, Any]) -> None:
+    """Write ``document`` as JSON to ``path`` atomically (readers never see a half-written file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = json.dumps(document, indent=1, sort_keys=True, default=str).encode("utf-8")
+    fd, tmp = tempfile.mkstemp(prefix=".status-", suffix=".tmp", dir=str(path.parent))
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def read_status(path: Path) -> Dict[str, Any]:
+    """The daemon's status document. Raises ``OSError`` / ``ValueError`` when missing or unreadable."""
+    document = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(document, dict):
+        raise ValueError(f"{path}: not a JSON object")
+    return document
+
+
+def _age_s(document: Dict[str, Any]) -> Optional[float]:
+    try:
+        updated = datetime.fromisoformat(str(document["updated"]))
+    except (KeyError, ValueError):
+        return None
+    return max(0.0, time.time() - updated.timestamp())
+
+
+def _fmt_ms(value: Any) -> str:
+    return "-" if value is None else f"{float(value):.0f} ms"
+
+
+def render_summary(document: Dict[str, Any], ota: Optional[Dict[str, Any]] = None) -> str:
+    """A readable multi-line summary (pure)."""
+    lines: List[str] = []
+    age = _age_s(document)
+    stale = age is not None and age > 60
+    lines.append(
+        f"edge-agent {document.get('agent_version', '?')}"
+        f"  device {document.get('site', '?')}/{document.get('device', '?')}"
+        f"  state {document.get('state', '?')}  pid {document.get('pid', '?')}"
+    )
+    if age is not None:
+        lines.append(f"status written {age:.0f} s ago" + ("  (STALE: is the daemon running?)" if stale else ""))
+    model = document.get("model") or {}
+    if model:
+        lines.append(f"model    {model.get('name')} {model.get('version')}  sha256 {str(model.get('sha256', ''))[:12]}")
+    inference = document.get("inference") or {}
+    if inference:
+        lines.append(
+            f"inference {inference.get('aggregate_fps', 0)} fps  frames {inference.get('frames', 0)}"
+            f"  errors {inference.get('inference_errors', 0)}"
+            f"  last batch: pre {_fmt_ms(inference.get('preprocess_ms'))}"
+            f" inf {_fmt_ms(inference.get('inference_ms'))} post {_fmt_ms(inference.get('postprocess_ms'))}"
+        )
+    lines.append("cameras:")
+    for name, cam in sorted((document.get("cameras") or {}).items()):
+        lines.append(
+            f"  {name:<20} {cam.get('state', '?'):<12} {cam.get('fps', 0):>6} fps  processed {cam.get('processed', 0)}"
+            f"  dropped {cam.get('dropped', 0)}  reconnects {cam.get('reconnects', 0)}"
+            f"  p50 {_fmt_ms(cam.get('latency_p50_ms'))} p99 {_fmt_ms(cam.get('latency_p99_ms'))}"
+            + (f"  ({cam['reason']})" if cam.get("reason") else "")
+        )
+    mqtt = document.get("mqtt") or {}
+    if mqtt:
+        lines.append(
+            f"mqtt     {'connected' if mqtt.get('connected') else 'DISCONNECTED'}  protocol {mqtt.get('protocol')}"
+            f"  published {mqtt.get('published', 0)} acked {mqtt.get('acked', 0)}"
+            f" quarantined {mqtt.get('quarantined', 0)}"
+        )
+    spool = document.get("spool") or {}
+    if spool:
+        counters = spool.get("counters") or {}
+        evicted = {k.split(".", 1)[1]: v for k, v in counters.items() if k.startswith("evicted.")}
+        lines.append(
+            f"spool    {spool.get('items', 0)} items, {spool.get('bytes', 0)} / {spool.get('max_bytes', 0)} bytes"
+            + (f"  evicted {evicted}" if evicted else "")
+        )
+    output = document.get("output") or {}
+    if output:
+        lines.append(
+            f"output   alerts {output.get('alerts_spooled', 0)}  samples {output.get('samples_spooled', 0)}"
+            f"  disk {'ok' if output.get('disk_ok', True) else 'FAILING'}"
+        )
+    if ota:
+        active = ota.get("active") or {}
+        trial = ota.get("probation")
+        lines.append(
+            f"ota      active {active.get('name', '-')} {active.get('version', '')}"
+            + (f"  IN PROBATION since {trial.get('since')}" if trial else "")
+            + f"  floor {ota.get('floor', '-')}"
+        )
+    problems = document.get("problems") or []
+    if problems:
+        lines.append("problems:")
+        lines.extend(f"  - {p}" for p in problems)
+    return "\n".join(lines)
+
+
+def status_main(config_path: Path, as_json: bool = False, out: Optional[TextIO] = None) -> int:
+    """The command; exit 0 when running and fresh, 1 when stale/stopped or with problems, 2 when no status."""
+    from agent.config import ConfigError, load_config
+
+    out = out or sys.stdout
+
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    path = config.daemon.state_dir / STATUS_FILE
+    try:
+        document = read_status(path)
+    except (OSError, ValueError) as exc:
+        print(f"no status at {path}: {exc} (has the daemon started?)", file=sys.stderr)
+        return 2
+    ota: Optional[Dict[str, Any]] = None
+    if config.ota is not None:
+        try:
+            from agent.ota.installer import Installer
+
+            ota = Installer(config.ota).status()
+        except Exception as exc:
+            ota = {"error": str(exc)}
+    if as_json:
+        json.dump({"daemon": document, "ota": ota}, out, indent=1, sort_keys=True, default=str)
+        out.write("\n")
+    else:
+        out.write(render_summary(document, ota) + "\n")
+    age = _age_s(document)
+    healthy = document.get("state") == "running" and (age is None or age <= 60) and not document.get("problems")
+    return 0 if healthy else 1
+
+
+def add_status_parser(subparsers: Any) -> Any:
+    """``edge-agent status [--config PATH] [--json]`` (for agent/cli.py)."""
+    parser = subparsers.add_parser("status", help="Show the running agent's status (reads its status file).")
+    parser.add_argument(
+        "--config",
+        "-c",
+        type=Path,
+        default=Path(os.environ.get("EDGE_AGENT_CONFIG", "/etc/edge-agent/config.yaml")),
+        help="Configuration file (for the state directory).",
+    )
+    parser.add_argument("--json", action="store_true", help="Print the raw status document as JSON.")
+    parser.set_defaults(handler=lambda args: status_main(args.config, args.json))
+    return parser

@@ -1,0 +1,352 @@
+"""The daemon's whole configuration: one pydantic model, loaded from YAML, overridden from the environment.
+
+Sources, in order (later wins)::
+
+    /etc/edge-agent/config.yaml          the file (``load_config(path)``)
+    EDGE_AGENT__SECTION__KEY=value       environment overrides; ``__`` separates levels, list items are
+                                         addressed by index (``EDGE_AGENT__CAMERAS__0__FPS_LIMIT=5``); the
+                                         value is read as a YAML scalar (``true``, ``5``, ``0.3``, text)
+    !credential NAME                     a YAML tag: the value is the content of ``$CREDENTIALS_DIRECTORY/NAME``
+                                         (systemd ``LoadCredential=``), trailing newline removed
+
+Every model forbids unknown keys; a mistake is reported with the key's path, e.g.
+``cameras.0.source.rtsp.urll: Extra inputs are not permitted``. Sections are the other packages' own models
+(:class:`~agent.sources.config.CameraConfig`, :class:`~agent.link.config.MqttConfig`,
+:class:`~agent.spool.config.SpoolConfig`, :class:`~agent.ota.config.OtaConfig`, the engine's
+:data:`~agent.engine.config.BackendConfig`), so each is documented once, next to the code that uses it.
+
+Errors::
+
+    ConfigError               base; ``problems`` lists "path: message" lines
+    └── CredentialError       a ``!credential`` could not be read
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Union, cast
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from agent.core.decode import DecodeParams
+from agent.engine.config import BackendConfig, OnnxRuntimeConfig
+from agent.link.config import MqttConfig
+from agent.ota.config import OtaConfig
+from agent.sources.config import CameraConfig, check_unique_names
+from agent.spool.config import DiskBudgetConfig, SpoolConfig
+
+try:
+    from typing import Literal
+except ImportError:  # pragma: no cover - Python 3.7
+    from typing_extensions import Literal  # type: ignore[assignment]
+
+ENV_PREFIX = "EDGE_AGENT__"
+CREDENTIAL_TAG = "!credential"
+MAX_CONFIG_BYTES = 4 * 1024 * 1024
+"""A configuration file larger than this is refused before parsing (it is a few kB)."""
+
+
+class ConfigError(Exception):
+    """The configuration is unusable. ``problems``: one "path: message" line per problem; ``source``: file."""
+
+    def __init__(self, problems: List[str], source: str = "") -> None:
+        self.problems = list(problems)
+        self.source = source
+        head = f"invalid configuration {source}" if source else "invalid configuration"
+        super().__init__(head + ":\n  " + "\n  ".join(self.problems))
+
+
+class CredentialError(ConfigError):
+    """A ``!credential NAME`` could not be resolved (no ``$CREDENTIALS_DIRECTORY``, missing file, bad name)."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelConfig(_Strict):
+    """The detection model and how it runs."""
+
+    path: Optional[Path] = Field(
+        default=None,
+        description="ONNX model served when OTA has no active release (the factory model); null: OTA must provide one.",
+    )
+    backend: BackendConfig = Field(
+        default_factory=OnnxRuntimeConfig, description="Inference backend, chosen by `type`."
+    )
+    conf_threshold: float = Field(
+        default=0.25, ge=0, le=1, description="Detections at or below this confidence are dropped (decode)."
+    )
+    iou_threshold: float = Field(default=0.7, ge=0, le=1, description="NMS IoU threshold.")
+    max_detections: int = Field(default=100, ge=1, le=10000, description="Most boxes kept per frame.")
+
+    def decode_params(self) -> DecodeParams:
+        return DecodeParams(conf=self.conf_threshold, iou=self.iou_threshold, max_det=self.max_detections)
+
+
+class LoggingConfig(_Strict):
+    """Structured logs on stderr (journald picks them up under systemd)."""
+
+    level: Literal["debug", "info", "warning", "error"] = Field(default="info", description="Lowest level logged.")
+    format: Literal["json", "console"] = Field(
+        default="json", description="json: one object per line (journald, log shippers); console: for people."
+    )
+
+
+class MetricsConfig(_Strict):
+    """Prometheus text-format endpoint (``GET /metrics``), served by a stdlib HTTP server thread."""
+
+    enabled: bool = Field(default=False, description="Serve metrics; off by default.")
+    host: str = Field(default="127.0.0.1", description="Address to bind; 0.0.0.0 exposes it on every interface.")
+    port: int = Field(default=9108, ge=0, le=65535, description="TCP port (0: any free port, for tests).")
+
+
+class OutputConfig(_Strict):
+    """What alerts and samples carry."""
+
+    sample_jpeg_quality: int = Field(default=90, ge=10, le=100, description="JPEG quality of triage samples.")
+    alert_snapshots: bool = Field(default=True, description="Attach a JPEG snapshot to every alert.")
+    snapshot_jpeg_quality: int = Field(default=80, ge=10, le=100, description="JPEG quality of snapshots.")
+    queue_size: int = Field(
+        default=64,
+        ge=1,
+        le=10000,
+        description="Encoded-but-unspooled outputs buffered between inference and the spool writer; "
+        "beyond it samples are dropped (counted) so a slow disk never stalls inference; alerts wait.",
+    )
+
+
+class DaemonConfig(_Strict):
+    """The supervisor itself."""
+
+    state_dir: Path = Field(
+        default=Path("/var/lib/edge-agent"), description="Writable state: status.json, spool, OTA slots."
+    )
+    status_interval_s: float = Field(
+        default=5.0, gt=0, le=3600, description="Seconds between status.json writes and retained status updates."
+    )
+    shutdown_timeout_s: float = Field(
+        default=10.0, gt=0, le=600, description="SIGTERM: everything stops within this bound (then exit anyway)."
+    )
+    idle_poll_s: float = Field(
+        default=0.005, gt=0, le=1, description="Inference loop wait when no camera has a new frame."
+    )
+    health_min_fps: float = Field(
+        default=0.0,
+        ge=0,
+        description="During OTA probation, an aggregate FPS below this (after a minute) reports the model "
+        "unhealthy and rolls it back; 0 disables the check.",
+    )
+
+
+class AgentConfig(_Strict):
+    """Everything ``edge-agent run`` needs (see examples/config.yaml)."""
+
+    mqtt: MqttConfig = Field(description="Site broker, device identity and topics.")
+    cameras: List[CameraConfig] = Field(default_factory=list, description="Cameras, by unique name.")
+    model: ModelConfig = Field(default_factory=ModelConfig, description="Detection model and backend.")
+    spool: SpoolConfig = Field(default_factory=SpoolConfig, description="Durable outbound spool.")
+    disk_budget: Optional[DiskBudgetConfig] = Field(
+        default=None,
+        description="One budget for spool, samples and model staging; caps spool.max_bytes when set.",
+    )
+    ota: Optional[OtaConfig] = Field(default=None, description="Signed model updates; null: updates disabled.")
+    output: OutputConfig = Field(default_factory=OutputConfig, description="Alert and sample contents.")
+    logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Logs.")
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig, description="Prometheus endpoint.")
+    daemon: DaemonConfig = Field(default_factory=DaemonConfig, description="Supervisor settings.")
+
+    @field_validator("cameras")
+    @classmethod
+    def _unique_cameras(cls, cameras: List[CameraConfig]) -> List[CameraConfig]:
+        return check_unique_names(cameras)
+
+    def spool_config(self) -> SpoolConfig:
+        """The spool's configuration with the disk budget applied (the smaller byte limit wins)."""
+        if self.disk_budget is None:
+            return self.spool
+        from agent.spool.budget import DiskBudget
+
+        allowed = DiskBudget(self.disk_budget).allocation().spool_bytes
+        return self.spool.model_copy(update={"max_bytes": max(1024, min(self.spool.max_bytes, allowed))})
+
+
+# ------------------------------------------------------------------------------------------------ loading
+
+
+def _credentials_dir() -> Path:
+    base = os.environ.get("CREDENTIALS_DIRECTORY")
+    if not base:
+        raise CredentialError([f"{CREDENTIAL_TAG} used but $CREDENTIALS_DIRECTORY is not set"])
+    return Path(base)
+
+
+def read_credential(name: str) -> str:
+    """The content of credential ``name`` from ``$CREDENTIALS_DIRECTORY`` (trailing newline removed)."""
+    if not name or "/" in name or name in (".", ".."):
+        raise CredentialError([f"{CREDENTIAL_TAG} {name!r}: a credential name is one path component"])
+    path = _credentials_dir() / name
+    try:
+        return path.read_text(encoding="utf-8").rstrip("\r\n")
+    except OSError as exc:
+        raise CredentialError([f"{CREDENTIAL_TAG} {name}: cannot read {path}: {exc.strerror}"]) from exc
+
+
+class _Credential:
+    """Placeholder left by the YAML loader; resolved after parsing so errors carry the key path."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader plus ``!credential``; duplicate keys are errors (a silent override hides mistakes)."""
+
+
+def _credential_constructor(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> _Credential:
+    return _Credential(str(loader.construct_scalar(node)))
+
+
+def _mapping_constructor(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> Dict[Any, Any]:
+    loader.flatten_mapping(node)
+    seen: Dict[Any, Any] = {}
+    for key_node, value_node in node.value:
+        key = cast(Any, loader).construct_object(key_node, deep=deep)
+        if key in seen:
+            mark = key_node.start_mark
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r} (line {mark.line + 1})", mark)
+        seen[key] = cast(Any, loader).construct_object(value_node, deep=deep)
+    return seen
+
+
+_Loader.add_constructor(CREDENTIAL_TAG, _credential_constructor)
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_constructor)
+
+
+def _resolve_credentials(value: Any, path: str, problems: List[str]) -> Any:
+    if isinstance(value, _Credential):
+        try:
+            return read_credential(value.name)
+        except CredentialError as exc:
+            problems.extend(f"{path}: {p}" for p in exc.problems)
+            return None
+    if isinstance(value, dict):
+        return {k: _resolve_credentials(v, f"{path}.{k}" if path else str(k), problems) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_resolve_credentials(v, f"{path}.{i}" if path else str(i), problems) for i, v in enumerate(value)]
+    return value
+
+
+def _parse_scalar(text: str) -> Any:
+    """An override value read as YAML (``5``, ``true``, ``[a, b]``), or the raw text when it is not YAML."""
+    if not text.strip():
+        return text
+    try:
+        return yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_env_overrides(data: Dict[str, Any], environ: Mapping[str, str]) -> List[str]:
+    """Apply ``EDGE_AGENT__A__B=value`` to ``data`` in place; returns the variables applied (sorted)."""
+    applied: List[str] = []
+    for name in sorted(environ):
+        if not name.startswith(ENV_PREFIX):
+            continue
+        parts = [p.lower() for p in name[len(ENV_PREFIX) :].split("__")]
+        if not parts or any(not p for p in parts):
+            raise ConfigError([f"{name}: empty level in the variable name"])
+        node: Any = data
+        for depth, part in enumerate(parts):
+            last = depth == len(parts) - 1
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise ConfigError([f"{name}: {'.'.join(parts[: depth + 1])}: no such list item"])
+                key: Union[int, str] = int(part)
+            elif isinstance(node, dict):
+                key = part
+            else:
+                raise ConfigError([f"{name}: {'.'.join(parts[:depth])} is not a section"])
+            if last:
+                node[key] = _parse_scalar(environ[name])
+            else:
+                if isinstance(node, dict) and key not in node:
+                    node[key] = {}
+                node = node[key]
+        applied.append(name)
+    return applied
+
+
+def format_validation_error(exc: ValidationError) -> List[str]:
+    """One "dotted.path: message" line per error (the key's path, as the operator wrote it)."""
+    lines = []
+    for error in exc.errors():
+        location = ".".join(str(part) for part in error.get("loc", ())) or "(top level)"
+        lines.append(f"{location}: {error.get('msg', 'invalid')}")
+    return lines
+
+
+def parse_config(data: Any, source: str = "", environ: Optional[Mapping[str, str]] = None) -> AgentConfig:
+    """Validate already-parsed YAML (``dict``) after environment overrides and credential resolution."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError([f"(top level): expected a mapping, got {type(data).__name__}"], source)
+    apply_env_overrides(data, os.environ if environ is None else environ)
+    problems: List[str] = []
+    data = _resolve_credentials(data, "", problems)
+    if problems:
+        raise CredentialError(problems, source)
+    try:
+        return AgentConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc), source) from None
+
+
+def loads_config(text: str, source: str = "<string>", environ: Optional[Mapping[str, str]] = None) -> AgentConfig:
+    """Parse YAML text into an :class:`AgentConfig` (see :func:`load_config`)."""
+    try:
+        data = yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"YAML: {exc}"], source) from None
+    return parse_config(data, source, environ)
+
+
+def load_config(path: Union[str, Path], environ: Optional[Mapping[str, str]] = None) -> AgentConfig:
+    """Read, override and validate the configuration file.
+
+    Raises:
+        ConfigError: unreadable, too large, not YAML, or invalid (every problem listed with its key path).
+        CredentialError: a ``!credential`` could not be read.
+    """
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if size > MAX_CONFIG_BYTES:
+            raise ConfigError([f"file is {size} bytes, above the {MAX_CONFIG_BYTES} byte limit"], str(path))
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"cannot read: {exc.strerror}"], str(path)) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"not UTF-8 at byte {exc.start}"], str(path)) from None
+    return loads_config(text, str(path), environ)
+
+
+__all__ = [
+    "AgentConfig",
+    "ConfigError",
+    "CredentialError",
+    "DaemonConfig",
+    "LoggingConfig",
+    "MetricsConfig",
+    "ModelConfig",
+    "OutputConfig",
+    "apply_env_overrides",
+    "format_validation_error",
+    "load_config",
+    "loads_config",
+    "parse_config",
+    "read_credential",
+]
