@@ -30,6 +30,7 @@ from typing import Any, Dict, List, Mapping, Optional, Union, cast
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from agent.app.model_updates import ModelUpdatesConfig
 from agent.core.decode import DecodeParams
 from agent.engine.config import BackendConfig, OnnxRuntimeConfig
 from agent.link.config import MqttConfig
@@ -136,7 +137,8 @@ class DaemonConfig(_Strict):
     health_min_fps: float = Field(
         default=0.0,
         ge=0,
-        description="During OTA probation, an aggregate FPS below this (after a minute) reports the model "
+        description="During OTA probation, an aggregate FPS below this (after model_updates.health_grace_s) "
+        "reports the model "
         "unhealthy and rolls it back; 0 disables the check.",
     )
 
@@ -153,6 +155,10 @@ class AgentConfig(_Strict):
         description="One budget for spool, samples and model staging; caps spool.max_bytes when set.",
     )
     ota: Optional[OtaConfig] = Field(default=None, description="Signed model updates; null: updates disabled.")
+    model_updates: ModelUpdatesConfig = Field(
+        default_factory=ModelUpdatesConfig,
+        description="Timings and limits of model pushes (retries, chunk stalls, probation health grace).",
+    )
     output: OutputConfig = Field(default_factory=OutputConfig, description="Alert and sample contents.")
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Logs.")
     metrics: MetricsConfig = Field(default_factory=MetricsConfig, description="Prometheus endpoint.")

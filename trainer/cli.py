@@ -12,10 +12,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     from trainer import evaluate, export, synth, train
     from trainer.release import cli as release_cli
+    from trainer.release import push
 
     for module in (synth, train, evaluate, export):
         module.add_parser(sub)
     release_cli.add_parsers(sub)
+    push.add_parser(sub)
     return parser
 
 

@@ -31,7 +31,6 @@ import os
 import signal
 import threading
 import time
-import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Dict, List, Optional, Tuple
@@ -39,6 +38,7 @@ from typing import Any, Awaitable, Callable, Dict, List, Optional, Tuple
 import structlog
 
 from agent import __version__
+from agent.app.model_updates import ModelUpdatesConfig, ModelUpdateService
 from agent.app.pipeline import (
     CameraRuntime,
     InferenceThread,
@@ -63,10 +63,6 @@ from agent.protocol.models import (
     CommandReply,
     DeviceStatus,
     FlagWindowCommand,
-    ModelPush,
-    OtaPhase,
-    OtaStateReport,
-    ReleaseRef,
     RequestSnapshotCommand,
     RollbackCommand,
     SetThresholdsCommand,
@@ -174,6 +170,7 @@ class Daemon:
         notifier: sd_notify sender (default: from the environment).
         detector_factory: builds detectors (default: :meth:`Detector.open`); tests pass a blocking backend.
         install_signal_handlers: SIGTERM/SIGINT/SIGHUP handlers (only possible on the main thread).
+        model_updates: timings of the model-update service (default: :class:`ModelUpdatesConfig`).
     """
 
     def __init__(
@@ -183,6 +180,7 @@ class Daemon:
         notifier: Optional[SdNotifier] = None,
         detector_factory: Optional[DetectorFactory] = None,
         install_signal_handlers: bool = True,
+        model_updates: Optional[ModelUpdatesConfig] = None,
     ) -> None:
         self.config = config
         self.config_path = config_path
@@ -200,6 +198,8 @@ class Daemon:
         self.model_path: Optional[Path] = None
         self.ota_last: Optional[Dict[str, Any]] = None
         self.installer: Any = None
+        self.updates: Optional[ModelUpdateService] = None
+        self._updates_config = model_updates or ModelUpdatesConfig()
         self.spool: Any = None
         self.link: Any = None
         self.pipeline: Optional[Pipeline] = None
@@ -269,10 +269,12 @@ class Daemon:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         release: Optional[Dict[str, Any]] = None
         if cfg.ota is not None:
-            from agent.ota.installer import Installer
-
-            self.installer = Installer(cfg.ota, on_event=self._on_ota_event)
-            active = await _in_thread(self.installer.on_start, "ota-start")
+            # every installer call runs on the service's worker thread (see agent.app.model_updates)
+            self.updates = ModelUpdateService(
+                cfg.ota, cfg.mqtt.device, self._updates_config, on_event=self._on_ota_event
+            )
+            self.installer = self.updates.installer
+            active = await self.updates.start()
             if active is not None:
                 self.model_path = Path(active)
                 record = self.installer.state().active
@@ -312,6 +314,8 @@ class Daemon:
         self.link = MqttLink(cfg.mqtt, self.spool, self._device_status)
         assert self._loop is not None
         self.link.start(self._loop)
+        if self.updates is not None:
+            self.updates.attach(self.spool.put, topics, self.link, self._sync_model, self._loop, cfg.mqtt.limits)
         for camera in cfg.cameras:
             if camera.enabled:
                 self._add_camera(camera)
@@ -324,7 +328,11 @@ class Daemon:
         self._tasks = TaskGroup(self._task_exited)
         self._tasks.start("inference", self._inference_task())
         self._tasks.start("commands", self._commands_task())
-        self._tasks.start("pushes", self._pushes_task())
+        if self.updates is not None:
+            assert self.link.pushes is not None
+            self._tasks.start("pushes", self.updates.run(self.link.pushes))
+        else:
+            self._tasks.start("pushes", self._pushes_task())
         self._tasks.start("status", self._status_task())
         self._tasks.start("reload", self._reload_task())
         if self._install_signals:
@@ -464,15 +472,14 @@ class Daemon:
         if isinstance(command, SetThresholdsCommand):
             return self._set_thresholds(command, known)
         if isinstance(command, RollbackCommand):
-            if self.installer is None:
+            if self.updates is None:
                 return self._fail(command, "unsupported", "OTA is not configured")
             from agent.ota.errors import OtaError
 
             try:
-                record = await _in_thread(lambda: self.installer.rollback(command.reason or "command"), "ota-rollback")
+                record = await self.updates.rollback(command.reason or "command")
             except OtaError as exc:
                 return self._fail(command, "rollback_failed", str(exc))
-            await self._sync_model()
             return CommandReply.ok(command.request_id, device, _now(), {"active": f"{record.name} {record.version}"})
         return self._fail(command, "unsupported", f"command {command.type!r} is not handled here")
 
@@ -507,32 +514,12 @@ class Daemon:
         )
 
     async def _pushes_task(self) -> None:
+        """Without OTA configured, pushes are logged and dropped (the queue must not grow)."""
         queue = self.link.pushes
         assert queue is not None
         while True:
-            topic, push = await queue.get()
-            await self._handle_push(topic, push)
-
-    async def _handle_push(self, topic: str, push: ModelPush) -> None:
-        if self.installer is None:
+            _topic, push = await queue.get()
             log.warning("model_push_ignored", reason="OTA is not configured", release=push.release.name)
-            return
-        state = self.installer.state()
-        if state.active is not None and state.active.counter >= push.release.counter:
-            log.info("model_push_current", counter=push.release.counter)
-            return
-        if not push.urls:
-            log.warning("model_push_unsupported", reason="no URL (chunked MQTT transfer is not wired yet)")
-            return
-        from agent.ota.errors import OtaError
-
-        for url in push.urls:
-            try:
-                await _in_thread(lambda u=url: self.installer.install_url(u), "ota-install")  # type: ignore[misc]
-                break
-            except OtaError as exc:
-                log.error("ota_install_failed", url=url, error=str(exc))
-        await self._sync_model()
 
     async def _sync_model(self) -> None:
         """Swap the detector when the installer's active model differs from the one running."""
@@ -584,19 +571,8 @@ class Daemon:
             await self._probation()
 
     async def _probation(self) -> None:
-        if self.installer is None:
-            return
-        state = self.installer.state()
-        if state.trial is None:
-            return
-        min_fps = self.config.daemon.health_min_fps
-        running_s = time.time() - self.started_wall
-        if min_fps > 0 and running_s > 60 and self._aggregate_fps() < min_fps:
-            reason = f"aggregate fps {self._aggregate_fps():.2f} below {min_fps}"
-            if await _in_thread(lambda: self.installer.report_unhealthy(reason), "ota-health"):
-                await self._sync_model()
-            return
-        await _in_thread(self.installer.maybe_commit, "ota-commit")
+        if self.updates is not None:
+            await self.updates.probation(self._aggregate_fps, self.config.daemon.health_min_fps)
 
     async def _reload_task(self) -> None:
         assert self._reload_event is not None
@@ -763,6 +739,7 @@ class Daemon:
             "output": output,
             "mqtt": link,
             "ota": self.ota_last,
+            "model_updates": None if self.updates is None else self.updates.status(),
             "watchdog": {
                 "enabled": self.notifier.watchdog_interval_s is not None,
                 "pings": self.gate.pings if self.gate else 0,
@@ -845,6 +822,7 @@ class Daemon:
     # ------------------------------------------------------------------ OTA events (installer thread)
 
     def _on_ota_event(self, event: Any) -> None:
+        """Keep the latest event for the status document (the service publishes the MQTT report)."""
         self.ota_last = {
             "kind": event.kind,
             "release": event.release,
@@ -853,26 +831,6 @@ class Daemon:
             "ts": _now().isoformat(),
         }
         log.info("ota_event", **{k: v for k, v in self.ota_last.items() if v is not None})
-        if self.spool is None:
-            return
-        try:
-            release = None
-            if event.release:
-                r = event.release
-                release = ReleaseRef(
-                    name=str(r.get("name")), version=str(r.get("version")), counter=int(r.get("counter", 0))
-                )
-            report = OtaStateReport(
-                id=uuid.uuid4().hex,
-                device=self.config.mqtt.device,
-                phase=OtaPhase(event.phase),
-                release=release,
-                detail=(" ".join(x for x in (event.reason, event.detail) if x) or None),
-                ts=_now(),
-            )
-            self.spool.put("ota", self.topics.ota_state, encode_json(report), message_id=report.id)
-        except Exception:
-            log.exception("ota_report_failed")
 
     # ------------------------------------------------------------------ stop
 
@@ -914,6 +872,10 @@ class Daemon:
                 log.exception("spool_close_failed")
         if pipeline is not None and not inference_stuck:
             pipeline.detector.close()
+        if self.updates is not None:
+            updates = self.updates
+            if not await _in_thread(lambda: updates.stop(left(0.5)), "ota-worker-stop"):
+                log.error("ota_worker_busy_at_shutdown")
         if self.installer is not None and self.exit_code == EXIT_OK:
             try:
                 self.installer.mark_clean_shutdown()
@@ -949,7 +911,7 @@ def run_daemon(config_path: Path) -> int:
         print(str(exc), file=sys.stderr)
         return EXIT_CONFIG
     setup_logging(config.logging.level, config.logging.format)
-    daemon = Daemon(config, config_path)
+    daemon = Daemon(config, config_path, model_updates=config.model_updates)
     return asyncio.run(daemon.run())
 
 

@@ -62,6 +62,11 @@ from agent.spool.errors import SpoolError, SpoolFullError
 
 log = structlog.get_logger(__name__)
 
+STEP_BUDGET_S = 0.05
+"""Longest run of batches in one :meth:`Pipeline.step` call before control returns to the caller."""
+FRAME_WAIT_S = 0.02
+"""How long one :meth:`Pipeline.step` call waits for a new frame when no camera has one."""
+
 LATENCY_WINDOW = 2048
 """Per-camera latencies kept for p50/p99 (the most recent ones)."""
 
@@ -75,6 +80,32 @@ def percentile(values: Sequence[float], q: float) -> Optional[float]:
     if not values:
         return None
     return float(np.percentile(np.asarray(values, dtype=np.float64), q))
+
+
+THUMBNAIL_OVERSAMPLING = 16
+"""Source pixels per thumbnail pixel (each way) averaged by :func:`near_duplicate_thumbnail`."""
+
+
+def near_duplicate_thumbnail(image: npt.NDArray[Any], hash_size: int) -> npt.NDArray[Any]:
+    """The ``(hash_size, hash_size + 1)`` grayscale thumbnail of a BGR ``(H, W, 3)`` or grey ``(H, W)`` frame
+    for the triage's difference hash.
+
+    Converting a whole 1080p frame to grey and area-averaging it down to 9 x 8 pixels costs about 5 ms, as
+    much as the INT8 demo model itself; a dHash needs far fewer samples. So the frame is first sampled on a
+    regular grid of ``THUMBNAIL_OVERSAMPLING`` points per thumbnail pixel each way (a strided view: about
+    20 k pixels of a 1080p frame are read), and only that grid is converted and averaged (about 0.2 ms).
+    Fewer points alias the belt's texture and noise: at 4 per pixel, consecutive frames of one scene
+    already differ by up to 8 of 64 bits, past the triage's ``max_distance`` of 4; at 16 they differ by
+    at most 2, as with the whole-frame average.
+    """
+    import cv2
+
+    size = thumbnail_size(hash_size)  # (width, height), OpenCV order
+    height, width = int(image.shape[0]), int(image.shape[1])
+    step = max(1, min(height // (size[1] * THUMBNAIL_OVERSAMPLING), width // (size[0] * THUMBNAIL_OVERSAMPLING)))
+    grid = np.ascontiguousarray(image[::step, ::step])
+    gray = cv2.cvtColor(grid, cv2.COLOR_BGR2GRAY) if grid.ndim == 3 else grid
+    return np.asarray(cv2.resize(gray, size, interpolation=cv2.INTER_AREA))
 
 
 @dataclass(frozen=True)
@@ -388,6 +419,68 @@ class OutputWriter:
 # ------------------------------------------------------------------------------------------------ pipeline
 
 
+PostBatch = Callable[[List[Tuple[CameraRuntime, Frame]], List[Detections]], None]
+
+
+class _RulesStage:
+    """The ``rules`` thread: tracker, alert rules and triage of batch k while the inference thread runs
+    batch k + 1 (ONNX Runtime releases the GIL while it computes, so on two cores the two overlap).
+
+    One batch in flight: :meth:`submit` waits until the previous batch is done, so each camera's frames are
+    handled in order. The inference thread calls :meth:`drain` before it applies queued operations and at
+    the end of every step, so nothing else touches the per-camera state while this thread does.
+    """
+
+    def __init__(self, post: PostBatch) -> None:
+        self._post = post
+        self._cond = threading.Condition()
+        self._job: Optional[Tuple[List[Tuple[CameraRuntime, Frame]], List[Detections]]] = None
+        self._busy = False
+        self._closed = False
+        self._thread: Optional[threading.Thread] = None
+
+    def _idle(self) -> bool:
+        return self._job is None and not self._busy
+
+    def submit(self, batch: List[Tuple[CameraRuntime, Frame]], results: List[Detections]) -> None:
+        with self._cond:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="rules", daemon=True)
+                self._thread.start()
+            self._cond.wait_for(self._idle)
+            self._job = (batch, results)
+            self._cond.notify_all()
+
+    def drain(self) -> None:
+        with self._cond:
+            self._cond.wait_for(self._idle)
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+            thread = self._thread
+        if thread is not None:
+            thread.join(5.0)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._job is not None or self._closed)
+                job = self._job
+                if job is None:
+                    return  # closed
+                self._job, self._busy = None, True
+            try:
+                self._post(*job)
+            except Exception:  # _post_batch logs per camera; anything else must not kill the stage
+                log.exception("rules_stage_failed")
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
+
+
 @dataclass
 class PipelineCounters:
     """Counters of the inference loop."""
@@ -402,6 +495,10 @@ class PipelineCounters:
     inference_ms: float = 0.0
     postprocess_ms: float = 0.0
     rules_ms: float = 0.0
+    preprocess_ms_total: float = 0.0
+    inference_ms_total: float = 0.0
+    postprocess_ms_total: float = 0.0
+    rules_ms_total: float = 0.0
     last_batch_size: int = 0
     busy_since: Optional[float] = None
 
@@ -419,6 +516,7 @@ class Pipeline:
         model: ModelInfo,
         decode: DecodeParams,
         writer: OutputWriter,
+        rules_thread: bool = True,
     ) -> None:
         self.detector = detector
         self.model = model
@@ -429,20 +527,31 @@ class Pipeline:
         self._ops: Deque[Operation] = collections.deque()
         self._rr = 0
         self._class_names = class_names_from_mapping(detector.names)
-        self._thumb_cache: Dict[int, Tuple[int, int]] = {}
+        self._wake = threading.Event()  # set by camera deliveries and queued operations
+        self._rules_stage = _RulesStage(self._post_batch) if rules_thread else None
 
     # -- queued operations (any thread)
 
     def call_soon(self, op: Operation) -> None:
         """Run ``op`` on the inference thread before the next batch."""
         self._ops.append(op)
+        self._wake.set()
 
     def add_camera(self, runtime: CameraRuntime) -> None:
-        self.call_soon(lambda: self.cameras.__setitem__(runtime.name, runtime))
+        def op() -> None:
+            previous = self.cameras.get(runtime.name)
+            if previous is not None:
+                previous.source.remove_frame_listener(self._wake.set)
+            self.cameras[runtime.name] = runtime
+            runtime.source.add_frame_listener(self._wake.set)
+
+        self.call_soon(op)
 
     def remove_camera(self, name: str, on_removed: Optional[Callable[[CameraRuntime], None]] = None) -> None:
         def op() -> None:
             runtime = self.cameras.pop(name, None)
+            if runtime is not None:
+                runtime.source.remove_frame_listener(self._wake.set)
             if runtime is not None and on_removed is not None:
                 on_removed(runtime)
 
@@ -488,6 +597,8 @@ class Pipeline:
     # -- the step (inference thread)
 
     def _apply_ops(self) -> None:
+        if self._ops and self._rules_stage is not None:
+            self._rules_stage.drain()  # operations change what the rules stage reads: never under its feet
         while self._ops:
             op = self._ops.popleft()
             try:
@@ -517,8 +628,46 @@ class Pipeline:
             self._rr = (start + 1) % n
         return picked
 
-    def step(self) -> int:
-        """Apply queued operations, then run one batch; returns the frames processed (0: nothing new)."""
+    def step(self, budget_s: Optional[float] = None, wait_s: Optional[float] = None) -> int:
+        """Run batches while cameras have new frames, for up to ``budget_s``; returns the frames processed.
+
+        Queued operations are applied before every batch. When no camera has a new frame, wait up to
+        ``wait_s`` (within the budget) for one (a camera delivery or a queued operation wakes the wait);
+        return 0 when none came.
+
+        One call per batch would cost a round trip through the caller's event loop for every frame (a
+        thread wake-up each way: about a quarter of the inference thread's time at 200 frames/s on two
+        loaded cores), and a poll-and-sleep when no frame is ready adds up to the sleep to every frame's
+        latency. The caller (the daemon's inference task) still gets control back every ``budget_s`` to
+        ping the watchdog and notice cancellation.
+        """
+        budget = STEP_BUDGET_S if budget_s is None else budget_s
+        wait = FRAME_WAIT_S if wait_s is None else wait_s
+        deadline = time.monotonic() + budget
+        total = 0
+        try:
+            while True:
+                # Cleared before collecting: a frame delivered from here on sets it again, so none is missed.
+                self._wake.clear()
+                processed = self._run_batch()
+                total += processed
+                now = time.monotonic()
+                if now >= deadline:
+                    return total
+                if processed:
+                    continue
+                if not self._wake.wait(min(wait, deadline - now)):
+                    return total
+        finally:
+            if self._rules_stage is not None:
+                self._rules_stage.drain()  # a step's frames are fully processed when it returns
+
+    def close(self) -> None:
+        """Stop the rules thread (if any); the pipeline must not be stepped afterwards."""
+        if self._rules_stage is not None:
+            self._rules_stage.close()
+
+    def _run_batch(self) -> int:
         self._apply_ops()
         self.counters.steps += 1
         batch = self._collect()
@@ -543,20 +692,28 @@ class Pipeline:
             times.inference_ms,
             times.postprocess_ms,
         )
+        c.preprocess_ms_total += times.preprocess_ms
+        c.inference_ms_total += times.inference_ms
+        c.postprocess_ms_total += times.postprocess_ms
+        if self._rules_stage is not None:
+            self._rules_stage.submit(batch, results)
+        else:
+            self._post_batch(batch, results)
+        return len(batch)
+
+    def _post_batch(self, batch: List[Tuple[CameraRuntime, Frame]], results: List[Detections]) -> None:
         t0 = time.perf_counter()
         for (runtime, frame), detections in zip(batch, results):
             try:
                 self._post(runtime, frame, detections)
             except Exception:
                 log.exception("postprocess_failed", camera=runtime.name)
+        c = self.counters
         c.rules_ms = (time.perf_counter() - t0) * 1e3
-        return len(batch)
+        c.rules_ms_total += c.rules_ms
 
     def _thumbnail(self, image: npt.NDArray[Any], hash_size: int) -> npt.NDArray[Any]:
-        import cv2
-
-        gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
-        return np.asarray(cv2.resize(gray, thumbnail_size(hash_size), interpolation=cv2.INTER_AREA))
+        return near_duplicate_thumbnail(image, hash_size)
 
     def _post(self, runtime: CameraRuntime, frame: Frame, detections: Detections) -> None:
         now, wall = frame.captured_monotonic, frame.captured_wall

@@ -13,7 +13,7 @@ OpenCV is imported only when a reader opens.
 
 from __future__ import annotations
 
-from agent.sources.camera import CameraSource, StateListener, default_stall_timeout
+from agent.sources.camera import CameraSource, FrameListener, StateListener, default_stall_timeout
 from agent.sources.config import (
     BackoffConfig,
     CameraConfig,
@@ -47,6 +47,7 @@ __all__ = [
     "CsiSourceConfig",
     "FileSourceConfig",
     "Frame",
+    "FrameListener",
     "FrameReader",
     "GStreamerSourceConfig",
     "HttpSourceConfig",

@@ -13,6 +13,10 @@ Consumers take frames with :meth:`CameraSource.latest` (threads, non-blocking),
 :meth:`CameraSource.wait_frame` (threads, blocking) or ``await`` :meth:`CameraSource.next_frame` (asyncio).
 A frame replaced in the slot before anyone took it is counted in ``dropped``: newest frame wins.
 
+Frame listeners (:meth:`CameraSource.add_frame_listener`) are called with no argument from the reader thread
+after every delivery: a consumer serving several cameras waits on one event instead of polling each slot.
+They must be quick (an ``Event.set``); one that raises is logged and otherwise ignored.
+
 State listeners are called from the source's threads with a :class:`SourceStatus`; they must be quick and
 thread-safe (the daemon hands them to its loop with ``call_soon_threadsafe``). A listener that raises is
 logged and otherwise ignored.
@@ -36,6 +40,7 @@ from agent.sources.readers import FrameReader, Image, Opener
 log = structlog.get_logger(__name__)
 
 StateListener = Callable[[SourceStatus], None]
+FrameListener = Callable[[], None]
 
 _END = "end"
 _LOST = "lost"
@@ -92,6 +97,7 @@ class CameraSource:
         self._cond = threading.Condition()
         self._stop = threading.Event()
         self._listeners: List[StateListener] = []
+        self._frame_listeners: List[FrameListener] = []
         self._async_waiters: Set[Tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
 
         # Everything below is guarded by self._cond.
@@ -118,6 +124,14 @@ class CameraSource:
     def add_listener(self, listener: StateListener) -> None:
         """Call ``listener(status)`` on every state change (from the source's threads)."""
         self._listeners.append(listener)
+
+    def add_frame_listener(self, listener: FrameListener) -> None:
+        """Call ``listener()`` after every frame delivered into the slot (from the reader thread)."""
+        self._frame_listeners = [*self._frame_listeners, listener]  # copy on write: _deliver iterates unlocked
+
+    def remove_frame_listener(self, listener: FrameListener) -> None:
+        """Stop calling ``listener``; unknown listeners are ignored."""
+        self._frame_listeners = [known for known in self._frame_listeners if known != listener]  # == : bound methods
 
     def start(self) -> None:
         """Start the reader and watchdog threads; a source starts once."""
@@ -280,6 +294,11 @@ class CameraSource:
             waiters = list(self._async_waiters)
             state = self._state
         self._wake_async(waiters)
+        for listener in self._frame_listeners:
+            try:
+                listener()
+            except Exception:  # a broken consumer must not kill the camera thread
+                log.exception("camera_frame_listener_failed", camera=self.name)
         if state is not SourceState.STREAMING:
             self._set_state(SourceState.STREAMING, "frames arriving")
 

@@ -86,7 +86,9 @@ def make_opener(source: SourceConfig, camera: str = "") -> Opener:
         return lambda: ImageFolderReader(cfg_images.path, cfg_images.fps)
     if isinstance(source, SyntheticSourceConfig):
         cfg_syn = source
-        return lambda: SyntheticReader(cfg_syn.domain, cfg_syn.seed, (cfg_syn.height, cfg_syn.width), cfg_syn.fps)
+        return lambda: SyntheticReader(
+            cfg_syn.domain, cfg_syn.seed, (cfg_syn.height, cfg_syn.width), cfg_syn.fps, prerender=cfg_syn.prerender
+        )
     raise TypeError(f"unknown source configuration {type(source).__name__}")  # pragma: no cover
 
 

@@ -26,6 +26,10 @@ from agent.sources.errors import SourceConfigError, SourceReadError, SourceUnava
 Image = npt.NDArray[Any]
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
+# Prerendering builds a stream's belt, light and noise (about 100 MB of temporaries at 1080p): one camera at
+# a time, so four cameras starting together do not need four times that at once.
+_PRERENDER_LOCK = threading.Lock()
+
 # OPENCV_FFMPEG_CAPTURE_OPTIONS is process-wide and read by FFmpeg when a capture opens: every FFmpeg open
 # holds this lock while the variable holds that open's options.
 _FFMPEG_OPEN_LOCK = threading.Lock()
@@ -305,13 +309,17 @@ class ImageFolderReader:
 # -------------------------------------------------------------------------------------------- synthetic
 
 
+def _synthetic_module() -> Any:
+    try:
+        return importlib.import_module("agent.synthetic")
+    except ImportError as exc:
+        raise SourceConfigError(f"the synthetic scene renderer cannot be imported: {exc}") from exc
+
+
 def _render_function() -> Callable[..., Any]:
     """``render_stream_frame`` (a coherent conveyor: parts move from frame to frame, as a tracker expects),
     else ``render_frame`` (independent scenes)."""
-    try:
-        module = importlib.import_module("agent.synthetic")
-    except ImportError as exc:
-        raise SourceConfigError(f"the synthetic scene renderer cannot be imported: {exc}") from exc
+    module = _synthetic_module()
     for name in ("render_stream_frame", "render_frame"):
         render = getattr(module, name, None)
         if callable(render):
@@ -319,29 +327,111 @@ def _render_function() -> Callable[..., Any]:
     raise SourceConfigError("agent.synthetic has no render_stream_frame/render_frame")
 
 
+def release_free_memory() -> bool:
+    """Hand memory freed inside the allocator back to the system (glibc ``malloc_trim``); False elsewhere.
+
+    glibc keeps freed blocks of its per-thread arenas, and once a multi-megabyte array has been freed it
+    serves later ones of that size from those arenas too (its mmap threshold rises), so the temporaries of a
+    one-off job (prerendering) would stay in the resident set for good without this.
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.malloc_trim(0))
+    except (OSError, AttributeError):  # not glibc (musl, macOS)
+        return False
+
+
+def bounce_order(count: int) -> List[int]:
+    """One period of a forward-then-backward replay of ``count`` frames: ``0 .. count-1 .. 1``.
+
+    Played in a loop, parts move along the belt and back without ever jumping, so a tracker sees the same
+    tracks it would on a live conveyor (a plain loop would end every track at the wrap).
+
+    >>> bounce_order(4)
+    [0, 1, 2, 3, 2, 1]
+    """
+    if count < 1:
+        raise ValueError(f"count must be >= 1, got {count}")
+    return list(range(count)) + list(range(count - 2, 0, -1))
+
+
 class SyntheticReader:
-    """Frames of the synthetic scene renderer: ``render_stream_frame(domain, seed, i, size=(h, w)).image``."""
+    """Frames of the synthetic scene renderer: ``render_stream_frame(domain, seed, i, size=(h, w)).image``.
+
+    Two modes:
+
+    - ``prerender=0``: every frame is rendered when it is read (about 13 ms of numpy/OpenCV work per 1080p
+      frame in the camera's thread; much of it holds the GIL). A test load for the renderer, not a camera.
+    - ``prerender=N``: N consecutive frames are rendered once, at open, and replayed forward and backward
+      (:func:`bounce_order`) as read-only arrays, without a copy. A read then costs next to nothing, like a
+      camera whose frames are decoded by hardware, at the price of ``N * H * W * 3`` bytes held for the
+      source's lifetime (6.2 MB per 1080p frame).
+    """
 
     live = False
 
-    def __init__(self, domain: str, seed: int, size: Sequence[int], fps: float, start_index: int = 0) -> None:
-        self._render = _render_function()
+    def __init__(
+        self,
+        domain: str,
+        seed: int,
+        size: Sequence[int],
+        fps: float,
+        start_index: int = 0,
+        prerender: int = 0,
+    ) -> None:
+        if prerender < 0:
+            raise SourceConfigError(f"synthetic source: prerender must be >= 0, got {prerender}")
         self.domain = domain
         self.seed = seed
         self.size = (int(size[0]), int(size[1]))
         self.nominal_fps: Optional[float] = fps
         self.index = start_index
-        try:  # render one frame now so a bad domain fails at open, as a configuration error
-            self._first: Optional[Image] = self._render_index(self.index)
+        self._start = start_index
+        self._loop: List[Image] = []
+        self._order: List[int] = []
+        self._first: Optional[Image] = None
+        try:  # render now so a bad domain fails at open, as a configuration error
+            if prerender:
+                self._loop = self._prerender(prerender)
+                self._order = bounce_order(len(self._loop))
+            else:
+                self._render = _render_function()
+                self._first = self._render_index(self.index)
         except (KeyError, ValueError) as exc:
             raise SourceConfigError(f"synthetic source: {exc}") from exc
+
+    @property
+    def held_bytes(self) -> int:
+        """Bytes of the replayed frames (0 when rendering live)."""
+        return sum(int(image.nbytes) for image in self._loop)
+
+    def _prerender(self, count: int) -> List[Image]:
+        render_many = getattr(importlib.import_module("agent.synthetic.render"), "render_stream_frames", None)
+        with _PRERENDER_LOCK:
+            if render_many is None:  # pragma: no cover - the renderer in this repository has it
+                render = _render_function()
+                frames = [render(self.domain, self.seed, self.index + k, size=self.size) for k in range(count)]
+            else:  # builds the stream's belt for this call only: the renderer's cache does not keep it
+                frames = render_many(self.domain, self.seed, range(self.index, self.index + count), size=self.size)
+            images = []
+            for frame in frames:
+                image = np.ascontiguousarray(as_bgr(np.asarray(frame.image)))
+                image.setflags(write=False)  # handed out by reference to every consumer: nobody may draw on it
+                images.append(image)
+            del frames
+            release_free_memory()
+        return images
 
     def _render_index(self, index: int) -> Image:
         frame = self._render(self.domain, self.seed, index, size=self.size)
         return as_bgr(np.asarray(frame.image))
 
     def read(self) -> Optional[Image]:
-        if self._first is not None:
+        if self._loop:
+            image = self._loop[self._order[(self.index - self._start) % len(self._order)]]
+        elif self._first is not None:
             image, self._first = self._first, None
         else:
             image = self._render_index(self.index)
@@ -355,3 +445,4 @@ class SyntheticReader:
 
     def close(self) -> None:
         self._first = None
+        self._loop = []

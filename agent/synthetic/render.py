@@ -555,7 +555,31 @@ def render_stream_frame(
     """
     params = get_domain(domain)
     height, width = _check(seed, index, size)
-    context = _stream_context(params, seed, height, width)
+    return _render_stream(params, seed, index, height, width, _stream_context(params, seed, height, width))
+
+
+def render_stream_frames(
+    domain: Union[str, DomainParams], seed: int, indices: Sequence[int], size: Size = (1080, 1920)
+) -> List[SyntheticFrame]:
+    """Frames ``indices`` of the conveyor stream ``(domain, seed)``, equal to ``render_stream_frame``'s.
+
+    The belt, noise and light of the stream (about 40 MB at 1080p) are built for this call and dropped after
+    it, not cached: for a camera that renders a short loop once and replays it.
+
+    Raises:
+        UnknownDomainError: unknown domain name.  ValueError: bad seed, index or size.
+    """
+    params = get_domain(domain)
+    height, width = _check(seed, 0, size)
+    for index in indices:
+        _check(seed, index, size)
+    context = _stream_context.__wrapped__(params, seed, height, width)
+    return [_render_stream(params, seed, index, height, width, context) for index in indices]
+
+
+def _render_stream(
+    params: DomainParams, seed: int, index: int, height: int, width: int, context: _StreamContext
+) -> SyntheticFrame:
     background = context.background
     placed = _stream_items(params, seed, index, height, width)
     if context.blurred is None:

@@ -1,0 +1,819 @@
+"""The daemon's model-update service: model pushes → OTA installer → reports → hot swap; probation.
+
+::
+
+    link.pushes (asyncio) ──► run() ──submit──► ota-worker thread (one; every Installer call runs here)
+                                                  │ _consider(): newest desired push per topic
+                                                  │   decide_push(): current / stale / other channel /
+                                                  │   handled / probation running → ignore or defer
+                                                  ├─ URL mode:   Installer.install_url(url) for each URL
+                                                  └─ chunk mode: subscribe {push}/chunks/{counter}/+
+                link thread: chunk ──submit──►      _on_chunk(): parse_model_chunk (digest) →
+                                                    check_chunk_header → StagedFile.append (in order;
+                                                    early chunks spilled to disk) → finish (bundle
+                                                    SHA-256) → Installer.install_bundle(tar)
+    every OtaEvent / chunk progress ──► OtaStateReport on {p}/ota/state (through the spool)
+    after any switch or rollback ──► the daemon's swap coroutine (hot swap of the Detector)
+
+Why one worker thread: the installer takes an exclusive lock on its state directory; running installs,
+commits, rollbacks and chunk writes in one queue means they never collide (a probation commit during an
+install would otherwise fail with "another OTA operation is running"), and the asyncio loop never blocks.
+
+Catch-up and dedupe: pushes are retained, so a box that was offline receives the desired release when it
+(re)subscribes. A push is ignored when its counter is not above the active release and the anti-rollback
+floor, when it names another channel, or when the same push (counter, bundle digest, channel) was already
+handled; handled pushes are persisted in ``<ota state_dir>/pushes.json`` so a rejected release is not fetched
+again at every start. Transport failures are retried with capped backoff.
+
+Resume (chunk mode): the bundle is assembled in ``<staging>/push/<bundle sha256>/bundle.tar.part``
+(:class:`agent.ota.StagedFile`); after a restart or reconnect the retained chunks are delivered again and
+those already held are dropped. Chunks that arrive ahead of a gap are kept in ``spill/`` and appended
+once the gap closes; a transfer that makes no progress for ``chunk_stall_s`` re-subscribes, which makes the
+broker deliver the retained chunks again (the protocol has no resend request).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import enum
+import json
+import math
+import os
+import queue
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Awaitable, Callable, Dict, List, Optional, Tuple
+
+import structlog
+from pydantic import BaseModel, ConfigDict, Field
+
+from agent.ota.config import OtaConfig
+from agent.ota.errors import OtaError, TransportError, VerificationError
+from agent.ota.fetchers import StagedFile
+from agent.ota.fsutil import remove_tree
+from agent.ota.installer import Installer, OtaEvent
+from agent.ota.state import InstallState, SlotRecord
+from agent.protocol.config import ProtocolLimits
+from agent.protocol.errors import ProtocolError
+from agent.protocol.models import ModelChunkHeader, ModelPush, OtaPhase, OtaStateReport, ReleaseRef
+from agent.protocol.parse import encode_json, parse_model_chunk
+from agent.protocol.topics import Topics
+
+log = structlog.get_logger("agent.model_updates")
+
+SpoolPut = Callable[..., Any]
+"""``Spool.put(kind, topic, payload, message_id=...)``."""
+SwapCallback = Callable[[], Awaitable[None]]
+"""Coroutine function that makes the pipeline serve the installer's active model (the daemon's)."""
+
+
+class ModelUpdatesConfig(BaseModel):
+    """Timing and bounds of the model-update service."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tick_s: float = Field(default=0.5, gt=0, le=60, description="Period of retry, stall and deferral checks.")
+    retry_initial_s: float = Field(default=5.0, gt=0, description="First wait after a failed transport.")
+    retry_max_s: float = Field(default=300.0, gt=0, description="Longest wait between transport retries.")
+    chunk_stall_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="A chunked transfer without progress for this long re-subscribes (retained chunks again).",
+    )
+    max_queued_chunk_bytes: int = Field(
+        default=32 * 1024 * 1024,
+        ge=1024,
+        description="Chunk bytes waiting for the worker; beyond this chunks are dropped and fetched again later.",
+    )
+    health_grace_s: float = Field(
+        default=60.0, ge=0, description="Seconds after a switch before the FPS health check can fail a trial."
+    )
+    progress_step: float = Field(
+        default=0.1, gt=0, le=1, description="Chunk progress is reported each time it grows by this fraction."
+    )
+
+
+# --------------------------------------------------------------------------- pure decisions
+
+
+class PushRejected(Exception):
+    """A push or chunk that cannot be used as sent; ``reason`` is a stable code for reports."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class Decision(str, enum.Enum):
+    """What to do with the newest desired push."""
+
+    INSTALL = "install"
+    CURRENT = "current"  # that release (or a newer one) is active
+    STALE = "stale"  # counter at or below the anti-rollback floor
+    OTHER_CHANNEL = "other_channel"
+    HANDLED = "handled"  # this exact push was installed / rejected before
+    DEFER = "defer"  # a release is in probation: wait for commit or rollback
+
+
+def push_key(push: ModelPush) -> str:
+    """Identity of a push for deduplication: release counter, bundle digest, channel."""
+    return f"{push.release.counter}:{push.bundle_sha256}:{push.channel}"
+
+
+def decide_push(push: ModelPush, state: InstallState, channel: str, handled: Dict[str, str]) -> Decision:
+    """Decide on one push against the installer's persisted state (pure)."""
+    if push.channel != channel:
+        return Decision.OTHER_CHANNEL
+    if push_key(push) in handled:
+        return Decision.HANDLED
+    active = state.active
+    if active is not None and push.release.counter <= active.counter:
+        return Decision.STALE if push.release.counter < active.counter else Decision.CURRENT
+    if push.release.counter < state.floor:
+        return Decision.STALE
+    if state.trial is not None:
+        return Decision.DEFER
+    return Decision.INSTALL
+
+
+def check_chunk_plan(push: ModelPush, push_topic: str, max_bundle_bytes: int, max_chunk_bytes: int) -> None:
+    """Refuse a chunk plan that is inconsistent, too large, or points outside the push's own topic.
+
+    The chunk topic must be exactly ``{push_topic}/chunks/{counter}``: a push must not be able to make the
+    device subscribe to arbitrary topics.
+
+    Raises:
+        PushRejected: ``no_chunks`` / ``chunk_topic`` / ``too_large`` / ``chunk_plan``.
+    """
+    plan = push.chunks
+    if plan is None:
+        raise PushRejected("no_chunks", "the push offers no chunked transfer")
+    expected_topic = f"{push_topic}/chunks/{push.release.counter}"
+    if plan.topic != expected_topic:
+        raise PushRejected("chunk_topic", f"chunk topic {plan.topic[:200]!r} is not {expected_topic!r}")
+    if push.bundle_size <= 0:
+        raise PushRejected("chunk_plan", "empty bundle")
+    if push.bundle_size > max_bundle_bytes:
+        raise PushRejected("too_large", f"bundle of {push.bundle_size} bytes > limit {max_bundle_bytes}")
+    if plan.chunk_size > max_chunk_bytes:
+        raise PushRejected("too_large", f"chunks of {plan.chunk_size} bytes > limit {max_chunk_bytes}")
+    if plan.total != math.ceil(push.bundle_size / plan.chunk_size):
+        raise PushRejected(
+            "chunk_plan", f"{plan.total} chunks of {plan.chunk_size} bytes cannot hold {push.bundle_size} bytes"
+        )
+
+
+def check_chunk_header(header: ModelChunkHeader, push: ModelPush, topic_index: int) -> None:
+    """Check a verified chunk header against the push it belongs to (offset, size, release, digest).
+
+    Raises:
+        PushRejected: ``chunk_mismatch``.
+    """
+    plan = push.chunks
+    assert plan is not None
+    problems = []
+    if header.release != push.release:
+        problems.append("release differs from the push")
+    if header.bundle_sha256 != push.bundle_sha256:
+        problems.append("bundle digest differs from the push")
+    if header.total != plan.total:
+        problems.append(f"total {header.total} != {plan.total}")
+    if header.index != topic_index:
+        problems.append(f"index {header.index} on the topic of chunk {topic_index}")
+    offset = header.index * plan.chunk_size
+    if header.offset != offset:
+        problems.append(f"offset {header.offset} != {offset}")
+    size = min(plan.chunk_size, push.bundle_size - offset)
+    if header.size != size:
+        problems.append(f"size {header.size} != {size}")
+    if problems:
+        raise PushRejected("chunk_mismatch", f"chunk {header.index}: " + "; ".join(problems))
+
+
+def release_ref(release: Optional[Dict[str, Any]]) -> Optional[ReleaseRef]:
+    """An installer release dict (name, version, counter) as a protocol :class:`ReleaseRef`."""
+    if not release:
+        return None
+    try:
+        return ReleaseRef(
+            name=str(release.get("name")), version=str(release.get("version")), counter=int(release.get("counter", 0))
+        )
+    except (ValueError, TypeError):
+        return None
+
+
+# --------------------------------------------------------------------------- worker
+
+
+class _SerialWorker:
+    """One daemon thread running submitted callables in order (never joined at exit: a hung install
+    cannot block the process from stopping)."""
+
+    def __init__(self, name: str) -> None:
+        self._queue: queue.Queue[Optional[Tuple[Callable[[], Any], concurrent.futures.Future[Any]]]] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, fn: Callable[[], Any]) -> concurrent.futures.Future[Any]:
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self._queue.put((fn, future))
+        return future
+
+    def stop(self, timeout: float) -> bool:
+        """Ask the thread to end after the queued work; True when it did within ``timeout``."""
+        self._queue.put(None)
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            fn, future = item
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn())
+            except BaseException as exc:  # handed to whoever awaits it
+                future.set_exception(exc)
+
+
+# --------------------------------------------------------------------------- chunk transfer
+
+
+@dataclass
+class TransferCounters:
+    """What one chunked transfer saw in this process (not persisted)."""
+
+    chunks: int = 0
+    bytes_appended: int = 0
+    duplicates: int = 0
+    spilled: int = 0
+    refused: int = 0
+    dropped_backpressure: int = 0
+    resubscribes: int = 0
+
+
+class ChunkTransfer:
+    """Assembles one pushed bundle from chunks; all state lives under ``directory`` and survives a kill."""
+
+    def __init__(self, push: ModelPush, push_topic: str, directory: Path) -> None:
+        assert push.chunks is not None
+        self.push = push
+        self.push_topic = push_topic
+        self.key = push_key(push)
+        self.filter = Topics.chunk_filter(push_topic, push.release.counter)
+        self.directory = directory
+        self.spill_dir = directory / "spill"
+        self.staged = StagedFile(directory / "bundle.tar", push.bundle_size, push.bundle_sha256)
+        self.chunk_size = push.chunks.chunk_size
+        self.total = push.chunks.total
+        self.counters = TransferCounters()
+        self.last_progress = time.monotonic()
+        self.last_reported = -1.0
+
+    @property
+    def offset(self) -> int:
+        return self.push.bundle_size if self.staged.complete else self.staged.offset
+
+    @property
+    def next_index(self) -> int:
+        return self.offset // self.chunk_size
+
+    def accept(self, header: ModelChunkHeader, body: bytes) -> None:
+        """Take a verified, consistent chunk: append it, spill it, or drop it as a duplicate."""
+        self.counters.chunks += 1
+        end = header.offset + header.size
+        if self.staged.complete or end <= self.offset:
+            self.counters.duplicates += 1
+            return
+        if header.offset > self.offset:
+            spill = self.spill_dir / f"{header.index}.chunk"
+            if spill.exists():
+                self.counters.duplicates += 1
+                return
+            self.spill_dir.mkdir(parents=True, exist_ok=True)
+            tmp = spill.with_suffix(".tmp")
+            tmp.write_bytes(body)
+            os.replace(tmp, spill)
+            self.counters.spilled += 1
+            self.last_progress = time.monotonic()
+            return
+        before = self.offset
+        self.staged.append(header.offset, body)
+        self.counters.bytes_appended += self.offset - before
+        self.last_progress = time.monotonic()
+        self._drain_spill()
+
+    def _drain_spill(self) -> None:
+        while not self.staged.complete and self.offset < self.push.bundle_size:
+            index = self.next_index
+            spill = self.spill_dir / f"{index}.chunk"
+            if not spill.exists():
+                return
+            before = self.offset
+            self.staged.append(index * self.chunk_size, spill.read_bytes())
+            self.counters.bytes_appended += self.offset - before
+            spill.unlink()
+
+    @property
+    def done(self) -> bool:
+        return self.offset >= self.push.bundle_size
+
+    def finish(self) -> Path:
+        """Verify the whole bundle's length and SHA-256 (a bad one is deleted) and return its path."""
+        return self.staged.finish()
+
+    def discard(self) -> None:
+        remove_tree(self.directory)
+
+
+# --------------------------------------------------------------------------- the service
+
+
+class ModelUpdateService:
+    """Owns the :class:`Installer` on one worker thread; see the module docstring.
+
+    Life cycle: construct → ``await start()`` (``Installer.on_start``; returns the model to load) →
+    ``attach(...)`` once the spool and link exist (buffered reports are flushed) → ``run(link.pushes)`` as
+    a daemon task → ``stop()``.
+
+    Args:
+        ota: the installer's configuration.
+        device: device id (in reports).
+        config: timings and bounds.
+        on_event: also receives every installer event (the daemon's status keeps the latest).
+        installer: an installer to use instead of building one (tests pass a health-check seam).
+    """
+
+    def __init__(
+        self,
+        ota: OtaConfig,
+        device: str,
+        config: Optional[ModelUpdatesConfig] = None,
+        on_event: Optional[Callable[[OtaEvent], None]] = None,
+        installer: Optional[Installer] = None,
+    ) -> None:
+        self.ota = ota
+        self.device = device
+        self.config = config or ModelUpdatesConfig()
+        self._on_event_hook = on_event
+        self.installer = installer or Installer(ota)
+        self.installer.on_event = self._installer_event
+        self._worker = _SerialWorker("ota-worker")
+        self._spool_put: Optional[SpoolPut] = None
+        self._topics: Optional[Topics] = None
+        self._link: Any = None
+        self._swap: Optional[SwapCallback] = None
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._limits = ProtocolLimits()
+        self._buffered: List[OtaStateReport] = []
+        self._report_lock = threading.Lock()
+        self.reports_published = 0
+        # worker-thread state
+        self._desired: Dict[str, ModelPush] = {}
+        self._handled_path = ota.state_dir / "pushes.json"
+        self._handled: Dict[str, str] = self._load_handled()
+        self._transfer: Optional[ChunkTransfer] = None
+        self._retry: Dict[str, Tuple[int, float]] = {}
+        self._deferred_logged: Optional[str] = None
+        self._tick_pending = False
+        # link-thread → worker backpressure
+        self._queued_chunk_bytes = 0
+        self._queued_lock = threading.Lock()
+        self.installs = 0
+        self.last_transfer: Optional[TransferCounters] = None
+
+    # ------------------------------------------------------------------ wiring (event loop)
+
+    async def start(self) -> Optional[Path]:
+        """``Installer.on_start`` on the worker; returns the model path the daemon should load (or None)."""
+        result = await self._call(self.installer.on_start)
+        return None if result is None else Path(result)
+
+    def attach(
+        self,
+        spool_put: SpoolPut,
+        topics: Topics,
+        link: Any,
+        swap: SwapCallback,
+        loop: asyncio.AbstractEventLoop,
+        limits: Optional[ProtocolLimits] = None,
+    ) -> None:
+        """Connect the service to the outbound spool, the MQTT link and the daemon's swap coroutine."""
+        self._topics, self._link, self._swap, self._loop = topics, link, swap, loop
+        self._limits = limits or ProtocolLimits()
+        with self._report_lock:
+            self._spool_put = spool_put
+            buffered, self._buffered = self._buffered, []
+        for report in buffered:
+            self._publish(report)
+
+    async def run(self, pushes: asyncio.Queue[Tuple[str, ModelPush]]) -> None:
+        """Forward pushes to the worker and tick it (retries, stalls, deferred pushes). Runs until cancelled."""
+        while True:
+            try:
+                topic, push = await asyncio.wait_for(pushes.get(), self.config.tick_s)
+            except asyncio.TimeoutError:
+                self._schedule_tick()
+                continue
+            self._worker.submit(lambda t=topic, p=push: self._on_push(t, p))  # type: ignore[misc]
+
+    async def probation(self, fps: Callable[[], float], min_fps: float) -> None:
+        """Commit a trial once its period is over, or roll it back when the FPS health metric fails."""
+        await self._call(lambda: self._probation(fps, min_fps))
+
+    async def rollback(self, reason: str) -> SlotRecord:
+        """Roll back (operator command) on the worker; the pipeline is swapped afterwards.
+
+        Raises:
+            OtaError: nothing to roll back to.
+        """
+        record: SlotRecord = await self._call(lambda: self.installer.rollback(reason))
+        await self._swap_now()
+        return record
+
+    def stop(self, timeout: float = 2.0) -> bool:
+        """Stop the worker (a running install is left to the installer's crash-safe state)."""
+        return self._worker.stop(timeout)
+
+    def status(self) -> Dict[str, Any]:
+        """For the daemon's status document."""
+        transfer = self._transfer
+        return {
+            "installs": self.installs,
+            "reports": self.reports_published,
+            "desired": {t: p.release.model_dump() for t, p in list(self._desired.items())},
+            "transfer": None
+            if transfer is None
+            else {
+                "release": transfer.push.release.model_dump(),
+                "offset": transfer.offset,
+                "size": transfer.push.bundle_size,
+                **vars(transfer.counters),
+            },
+        }
+
+    async def _call(self, fn: Callable[[], Any]) -> Any:
+        return await asyncio.wrap_future(self._worker.submit(fn))
+
+    def _schedule_tick(self) -> None:
+        if self._tick_pending:
+            return
+        self._tick_pending = True
+        self._worker.submit(self._tick)
+
+    async def _swap_now(self) -> None:
+        if self._swap is not None:
+            await self._swap()
+
+    def _request_swap(self) -> None:
+        """From the worker: let the loop swap the detector to the installer's active model."""
+        loop, swap = self._loop, self._swap
+        if loop is None or swap is None or loop.is_closed():
+            return
+        try:
+            asyncio.run_coroutine_threadsafe(swap(), loop)
+        except RuntimeError:  # loop closing
+            pass
+
+    # ------------------------------------------------------------------ reports (any thread)
+
+    def _installer_event(self, event: OtaEvent) -> None:
+        if self._on_event_hook is not None:
+            try:
+                self._on_event_hook(event)
+            except Exception:
+                log.exception("ota_event_hook_failed")
+        detail = " ".join(x for x in (event.reason, event.detail) if x) or None
+        self.report(OtaPhase(event.phase), release_ref(event.release), detail)
+
+    def report(
+        self,
+        phase: OtaPhase,
+        release: Optional[ReleaseRef] = None,
+        detail: Optional[str] = None,
+        progress: Optional[float] = None,
+    ) -> None:
+        """Queue an :class:`OtaStateReport` (buffered until :meth:`attach`)."""
+        active: Optional[ReleaseRef] = None
+        try:
+            record = self.installer.state().active
+            active = None if record is None else release_ref(record.ref())
+        except Exception:  # an unreadable state file is reported by the installer itself
+            pass
+        report = OtaStateReport(
+            id=uuid.uuid4().hex,
+            device=self.device,
+            phase=phase,
+            release=release,
+            active=active,
+            progress=None if progress is None else max(0.0, min(1.0, progress)),
+            detail=None if detail is None else detail[:2048],
+            ts=datetime.now(timezone.utc),
+        )
+        with self._report_lock:
+            if self._spool_put is None:
+                self._buffered.append(report)
+                return
+        self._publish(report)
+
+    def _publish(self, report: OtaStateReport) -> None:
+        assert self._spool_put is not None
+        topics = self._topics
+        assert topics is not None
+        try:
+            self._spool_put("ota", topics.ota_state, encode_json(report), message_id=report.id)
+            self.reports_published += 1
+        except Exception as exc:  # spool full / disk error: the daemon keeps running, the log says it
+            log.error("ota_report_not_queued", phase=report.phase.value, error=str(exc))
+
+    # ------------------------------------------------------------------ handled pushes (worker)
+
+    def _load_handled(self) -> Dict[str, str]:
+        try:
+            data = json.loads(self._handled_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            log.warning("push_state_unreadable", path=str(self._handled_path), error=str(exc))
+            return {}
+        handled = data.get("handled") if isinstance(data, dict) else None
+        if not isinstance(handled, dict):
+            return {}
+        return {str(k): str(v) for k, v in handled.items()}
+
+    def _mark_handled(self, key: str, outcome: str) -> None:
+        self._handled[key] = outcome
+        while len(self._handled) > 32:
+            self._handled.pop(next(iter(self._handled)))
+        self._retry.pop(key, None)
+        tmp = self._handled_path.with_suffix(".tmp")
+        try:
+            self._handled_path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps({"handled": self._handled}, indent=1), encoding="utf-8")
+            os.replace(tmp, self._handled_path)
+        except OSError as exc:
+            log.warning("push_state_not_saved", error=str(exc))
+
+    # ------------------------------------------------------------------ decisions (worker)
+
+    def _on_push(self, topic: str, push: ModelPush) -> None:
+        self._desired[topic] = push
+        self._consider()
+
+    def _tick(self) -> None:
+        self._tick_pending = False
+        transfer = self._transfer
+        if transfer is not None and time.monotonic() - transfer.last_progress > self.config.chunk_stall_s:
+            # No progress: ask the broker for the retained chunks again (re-subscribe).
+            transfer.counters.resubscribes += 1
+            transfer.last_progress = time.monotonic()
+            log.info("ota_chunks_resubscribe", release=transfer.push.release.counter, offset=transfer.offset)
+            if self._link is not None:
+                self._link.remove_subscription(transfer.filter)
+                self._subscribe(transfer)
+        if self._desired:
+            self._consider()
+
+    def _consider(self) -> None:
+        if not self._desired:
+            return
+        topic, push = max(self._desired.items(), key=lambda item: item[1].release.counter)
+        key = push_key(push)
+        try:
+            state = self.installer.state()
+        except OtaError as exc:
+            log.error("ota_state_unreadable", error=str(exc))
+            return
+        decision = decide_push(push, state, self.ota.channel, self._handled)
+        if self._transfer is not None and (self._transfer.key != key or decision != Decision.INSTALL):
+            self._cancel_transfer()
+        if decision == Decision.DEFER:
+            if self._deferred_logged != key:
+                self._deferred_logged = key
+                log.info("model_push_deferred", counter=push.release.counter, reason="a release is in probation")
+            return
+        if decision == Decision.STALE:
+            log.warning("model_push_stale", counter=push.release.counter, floor=state.floor)
+            self.report(
+                OtaPhase.FAILED,
+                push.release,
+                f"stale_push: release counter {push.release.counter} is not above the active release / floor",
+            )
+            self._mark_handled(key, "stale")
+            return
+        if decision != Decision.INSTALL:
+            return  # current, handled, or another channel: nothing to do (checked again on every tick)
+        attempts, not_before = self._retry.get(key, (0, 0.0))
+        if time.monotonic() < not_before:
+            return
+        if self._transfer is not None:
+            return  # chunks are flowing; _on_chunk finishes it
+        self._install(topic, push, key, attempts)
+
+    def _retry_later(self, key: str, attempts: int, why: str) -> None:
+        delay = min(self.config.retry_max_s, self.config.retry_initial_s * (2**attempts))
+        self._retry[key] = (attempts + 1, time.monotonic() + delay)
+        log.warning("model_push_retry_later", delay_s=delay, reason=why)
+
+    def _install(self, topic: str, push: ModelPush, key: str, attempts: int) -> None:
+        log.info("model_push_install", counter=push.release.counter, urls=len(push.urls), chunks=bool(push.chunks))
+        transport_error: Optional[str] = None
+        for url in push.urls:
+            try:
+                self.installer.install_url(url)
+            except TransportError as exc:
+                transport_error = str(exc)
+                log.warning("ota_url_failed", url=url, error=transport_error)
+                continue
+            except OtaError as exc:
+                self._finished(key, exc)
+                return
+            self._finished(key, None)
+            return
+        if push.chunks is not None:
+            self._start_transfer(topic, push)
+            return
+        if transport_error is not None:
+            self._retry_later(key, attempts, transport_error)
+            return
+        self.report(OtaPhase.FAILED, push.release, "push_invalid: the push offers neither URLs nor chunks")
+        self._mark_handled(key, "invalid")
+
+    def _finished(self, key: str, error: Optional[OtaError]) -> None:
+        if error is None:
+            self.installs += 1
+            self._mark_handled(key, "installed")
+            self._request_swap()
+            return
+        log.error("ota_install_failed", error=str(error))
+        if isinstance(error, TransportError):
+            attempts, _ = self._retry.get(key, (0, 0.0))
+            self._retry_later(key, attempts, str(error))
+        elif error.reason == "state":
+            attempts, _ = self._retry.get(key, (0, 0.0))
+            self._retry_later(key, attempts, str(error))  # e.g. the CLI holds the lock right now
+        else:
+            self._mark_handled(key, f"rejected:{error.reason}")  # the installer has reported it
+
+    # ------------------------------------------------------------------ chunk mode (worker)
+
+    def _start_transfer(self, topic: str, push: ModelPush) -> None:
+        key = push_key(push)
+        try:
+            check_chunk_plan(push, topic, self.ota.limits.max_bundle_bytes, self._limits.max_chunk_bytes)
+        except PushRejected as exc:
+            self.report(OtaPhase.FAILED, push.release, f"{exc.reason}: {exc.detail}")
+            self._mark_handled(key, f"rejected:{exc.reason}")
+            return
+        directory = self.installer.staging_dir / "push" / push.bundle_sha256
+        parent = directory.parent
+        if parent.exists():  # leftovers of superseded pushes
+            for other in parent.iterdir():
+                if other.name != push.bundle_sha256:
+                    remove_tree(other)
+        transfer = ChunkTransfer(push, topic, directory)
+        self._transfer = transfer
+        self.last_transfer = transfer.counters
+        log.info("ota_chunks_start", counter=push.release.counter, offset=transfer.offset, size=push.bundle_size)
+        self.report(
+            OtaPhase.DOWNLOADING,
+            push.release,
+            f"chunked transfer from byte {transfer.offset}",
+            transfer.offset / push.bundle_size,
+        )
+        if transfer.done:
+            self._complete_transfer(transfer)
+            return
+        self._subscribe(transfer)
+
+    def _subscribe(self, transfer: ChunkTransfer) -> None:
+        if self._link is None:
+            return
+
+        def on_chunk(topic: str, payload: bytes) -> None:  # link thread: keep short
+            size = len(payload)
+            with self._queued_lock:
+                if self._queued_chunk_bytes + size > self.config.max_queued_chunk_bytes:
+                    transfer.counters.dropped_backpressure += 1
+                    return
+                self._queued_chunk_bytes += size
+            self._worker.submit(lambda: self._on_chunk(transfer, topic, payload))
+
+        self._link.add_subscription(transfer.filter, on_chunk)
+
+    def _on_chunk(self, transfer: ChunkTransfer, topic: str, payload: bytes) -> None:
+        with self._queued_lock:
+            self._queued_chunk_bytes -= len(payload)
+        if self._transfer is not transfer or not payload:
+            return  # superseded or cancelled; empty = a cleared retained chunk
+        push = transfer.push
+        try:
+            topic_index = int(topic.rsplit("/", 1)[-1])
+            header, body = parse_model_chunk(topic, payload, self._limits)
+            check_chunk_header(header, push, topic_index)
+            transfer.accept(header, body)
+        except (ProtocolError, PushRejected, ValueError) as exc:
+            transfer.counters.refused += 1
+            reason = getattr(exc, "reason", "invalid")
+            reason = getattr(reason, "value", reason)
+            detail = getattr(exc, "detail", str(exc))
+            log.warning("ota_chunk_refused", topic=topic, reason=reason, detail=detail)
+            self.report(OtaPhase.DOWNLOADING, push.release, f"chunk refused ({reason}): {detail}"[:2048])
+            return
+        except VerificationError as exc:  # more bytes than the push announced
+            self._abort_transfer(transfer, exc)
+            return
+        except OtaError as exc:  # a gap StagedFile refused; cannot happen with the checks above
+            log.error("ota_chunk_append_failed", error=str(exc))
+            return
+        except OSError as exc:  # disk full: keep what we have, try again on the next delivery
+            log.error("ota_chunk_write_failed", error=str(exc))
+            return
+        fraction = transfer.offset / push.bundle_size
+        if transfer.done or fraction - transfer.last_reported >= self.config.progress_step:
+            transfer.last_reported = fraction
+            self.report(OtaPhase.DOWNLOADING, push.release, "chunks", fraction)
+        if transfer.done:
+            self._complete_transfer(transfer)
+
+    def _complete_transfer(self, transfer: ChunkTransfer) -> None:
+        if self._link is not None:
+            self._link.remove_subscription(transfer.filter)
+        try:
+            path = transfer.finish()
+        except VerificationError as exc:
+            self._abort_transfer(transfer, exc)
+            return
+        self._transfer = None
+        try:
+            self.installer.install_bundle(path)
+        except OtaError as exc:
+            if not isinstance(exc, TransportError) and exc.reason != "state":
+                transfer.discard()
+            self._finished(transfer.key, exc)
+            return
+        transfer.discard()
+        self._finished(transfer.key, None)
+
+    def _abort_transfer(self, transfer: ChunkTransfer, exc: OtaError) -> None:
+        """The assembled bytes are not the pushed bundle: report, forget them, do not fetch them again."""
+        if self._link is not None:
+            self._link.remove_subscription(transfer.filter)
+        self._transfer = None
+        transfer.discard()
+        log.error("ota_chunks_rejected", error=str(exc))
+        self.report(OtaPhase.FAILED, transfer.push.release, f"{exc.reason}: {exc.detail}")
+        self._mark_handled(transfer.key, f"rejected:{exc.reason}")
+
+    def _cancel_transfer(self) -> None:
+        transfer = self._transfer
+        if transfer is None:
+            return
+        self._transfer = None
+        if self._link is not None:
+            self._link.remove_subscription(transfer.filter)
+        log.info("ota_chunks_cancelled", counter=transfer.push.release.counter)
+
+    # ------------------------------------------------------------------ probation (worker)
+
+    def _probation(self, fps: Callable[[], float], min_fps: float) -> None:
+        try:
+            state = self.installer.state()
+            if state.trial is None:
+                return
+            since = datetime.fromisoformat(state.trial.since)
+            elapsed = (datetime.now(timezone.utc) - since).total_seconds()
+            if min_fps > 0 and elapsed > self.config.health_grace_s:
+                current = fps()
+                if current < min_fps:
+                    reason = f"aggregate fps {current:.2f} below {min_fps} during probation"
+                    if self.installer.report_unhealthy(reason):
+                        self._request_swap()
+                    return
+            self.installer.maybe_commit()
+        except OtaError as exc:
+            log.error("ota_probation_failed", error=str(exc))
+
+
+__all__ = [
+    "ChunkTransfer",
+    "Decision",
+    "ModelUpdateService",
+    "ModelUpdatesConfig",
+    "PushRejected",
+    "TransferCounters",
+    "check_chunk_header",
+    "check_chunk_plan",
+    "decide_push",
+    "push_key",
+    "release_ref",
+]
