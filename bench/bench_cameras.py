@@ -17,7 +17,7 @@ Measures, in one run, with one Detector (same model, same ONNX Runtime thread se
 What the cameras cost: with ``--prerender N`` (default 4) each synthetic camera renders N frames at start
 and replays them by reference, so a camera costs about what a hardware-decoded camera costs (the CPU
 table shows it); ``--prerender 0`` renders every frame in the camera's thread (about 13 ms of CPU per
-1080p frame, a renderer load test). ``--camera-fps 0`` (default) offers 1.5 x the measured engine limit
+1080p frame, a renderer load test). ``--camera-fps 0`` (default) offers 1.2 x the measured engine limit
 in all, so the pipeline, not the cameras, is the bottleneck (the drops are the surplus); give e.g.
 ``--camera-fps 30`` for real-camera rates.
 
@@ -327,7 +327,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--height", type=int, default=1080)
     parser.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads (0: all cores).")
     parser.add_argument(
-        "--camera-fps", type=float, default=0.0, help="Rate each camera offers; 0: 1.5 x engine limit / cameras."
+        "--camera-fps", type=float, default=0.0, help="Rate each camera offers; 0: 1.2 x engine limit / cameras."
     )
     parser.add_argument(
         "--prerender", type=int, default=4, help="Frames each camera renders once and replays; 0: render live."
@@ -345,7 +345,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         rendered = render_stream_frames("factory", seed, range(max(1, args.prerender)), size)
         frames += [f.image for f in rendered]
     before = single_stream(detector, frames, args.single_seconds)
-    fps = args.camera_fps or 1.5 * before["fps"] / args.cameras
+    fps = args.camera_fps or 1.2 * before["fps"] / args.cameras
     del frames
     release_free_memory()
     sources = start_cameras(args.cameras, size, fps, args.prerender)

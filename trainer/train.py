@@ -208,13 +208,19 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--replay-data", type=Path, help="base data.yaml to replay from when fine-tuning")
     p.add_argument("--replay-fraction", type=float, default=0.3, help="share of the train list taken from the base")
     p.add_argument("--mosaic", type=float, default=None, help="mosaic augmentation probability (Ultralytics)")
+    p.add_argument("--lr0", type=float, default=None, help="initial learning rate (Ultralytics default 0.01)")
+    p.add_argument("--lrf", type=float, default=None, help="final learning rate as a fraction of lr0")
+    p.add_argument("--warmup-epochs", type=float, default=None, help="warm-up epochs (Ultralytics default 3)")
+    p.add_argument("--close-mosaic", type=int, default=None, help="last N epochs without mosaic (default 10)")
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     extra: Dict[str, Any] = {}
-    if args.mosaic is not None:
-        extra["mosaic"] = args.mosaic
+    for key in ("mosaic", "lr0", "lrf", "warmup_epochs", "close_mosaic"):
+        value = getattr(args, key)
+        if value is not None:
+            extra[key] = value
     try:
         summary = train(
             data=args.data,

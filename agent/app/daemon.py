@@ -871,6 +871,7 @@ class Daemon:
             except Exception:
                 log.exception("spool_close_failed")
         if pipeline is not None and not inference_stuck:
+            pipeline.close()  # joins the rules thread before the model it may still reference goes away
             pipeline.detector.close()
         if self.updates is not None:
             updates = self.updates

@@ -872,9 +872,9 @@ class InferenceThread:
             try:
                 result = fn()
             except BaseException as exc:
-                loop.call_soon_threadsafe(_set_exception, future, exc)
+                _reply(loop, _set_exception, future, exc)
             else:
-                loop.call_soon_threadsafe(_set_result, future, result)
+                _reply(loop, _set_result, future, result)
 
     async def call(self, fn: Callable[[], Any]) -> Any:
         import asyncio
@@ -890,6 +890,13 @@ class InferenceThread:
     def join(self, timeout: float) -> bool:
         self._thread.join(timeout)
         return not self._thread.is_alive()
+
+
+def _reply(loop: Any, setter: Callable[[Any, Any], None], future: Any, value: Any) -> None:
+    try:
+        loop.call_soon_threadsafe(setter, future, value)
+    except RuntimeError:  # the loop closed while the call ran (shutdown): nobody awaits the result any more
+        pass
 
 
 def _set_result(future: Any, result: Any) -> None:

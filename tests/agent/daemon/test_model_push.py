@@ -128,7 +128,7 @@ def test_url_push_installs_health_checks_switches_commits_once(committed_world: 
             done = [r for r in reports(collector) if r["phase"] == "committed"][-1]
             assert done["release"] == {"name": "widget", "version": "1.1.0", "counter": 2}
             assert done["active"]["version"] == "1.1.0"
-            wait_for(lambda: model_version(d) == "1.1.0", 10, "pipeline serving 1.1.0")
+            wait_for(lambda: model_version(d) == "1.1.0", 30, "pipeline serving 1.1.0")
             assert d.daemon.installer.state().floor == 2  # raised at commit
             # the same retained push delivered again (twice, and again on a reconnect) → no second install
             with publisher(broker) as pub:
@@ -136,7 +136,7 @@ def test_url_push_installs_health_checks_switches_commits_once(committed_world: 
                 publish(pub, publication)
             d.daemon.link.remove_subscription(PUSH_TOPIC)
             d.daemon.link.add_subscription(PUSH_TOPIC, d.daemon.link._handle_push)  # re-subscribe: retained again
-            wait_for(lambda: d.daemon.link.metrics().pushes >= 4, 10, "pushes delivered again")
+            wait_for(lambda: d.daemon.link.metrics().pushes >= 4, 30, "pushes delivered again")
             assert d.daemon.updates.installs == 1
             assert [r["phase"] for r in reports(collector)].count("downloading") == 1
     finally:
@@ -154,7 +154,7 @@ def test_box_offline_during_push_catches_up_on_start(committed_world: World, bro
             with InProcessDaemon(daemon_config(w, broker), model_updates=FAST) as d:
                 wait_for(lambda: model_version(d) == "1.1.0", 60, "caught up to 1.1.0")
                 assert d.daemon.installer.state().trial is not None  # in probation (long period)
-                wait_for(lambda: "probation" in phases(collector), 10, "probation report")
+                wait_for(lambda: "probation" in phases(collector), 30, "probation report")
     finally:
         collector.close()
 
@@ -241,7 +241,7 @@ def test_foreign_signed_bundle_rejected_and_not_retried(
             # delivered again (re-subscribe): not fetched again
             d.daemon.link.remove_subscription(PUSH_TOPIC)
             d.daemon.link.add_subscription(PUSH_TOPIC, d.daemon.link._handle_push)
-            wait_for(lambda: d.daemon.link.metrics().pushes >= 2, 10, "push delivered again")
+            wait_for(lambda: d.daemon.link.metrics().pushes >= 2, 30, "push delivered again")
             # a push claiming an older release than the active one: reported once, ignored
             stale = ModelPush(
                 release=ReleaseRef(name="widget", version="0.9.0", counter=0),
@@ -253,7 +253,7 @@ def test_foreign_signed_bundle_rejected_and_not_retried(
             )
             with publisher(broker) as pub:
                 pub.publish([(PUSH_TOPIC, encode_json(stale))])
-            wait_for(lambda: any("stale_push" in (r["detail"] or "") for r in reports(collector)), 10, "stale report")
+            wait_for(lambda: any("stale_push" in (r["detail"] or "") for r in reports(collector)), 30, "stale report")
             starts = [r for r in reports(collector) if (r["detail"] or "").startswith("chunked transfer")]
             assert len(starts) == 1  # fetched once
             assert d.daemon.updates.installs == 0
@@ -273,7 +273,7 @@ def test_unhealthy_trial_rolled_back_by_probation(committed_world: World, broker
                 publish(pub, build_push(PUSH_TOPIC, "stable", urls=[url], repo=w.repo_path))
             with InProcessDaemon(daemon_config(w, broker, min_fps=1.0), model_updates=FAST) as d:
                 wait_for(lambda: "rolled_back" in phases(collector), 60, "rollback report")
-                wait_for(lambda: model_version(d) == "1.0.0", 10, "back on 1.0.0")
+                wait_for(lambda: model_version(d) == "1.0.0", 30, "back on 1.0.0")
                 state = d.daemon.installer.state()
                 assert state.active.version == "1.0.0" and state.trial is None and state.floor == 1
     finally:
