@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -107,7 +108,7 @@ def main() -> int:
     args = parser.parse_args()
 
     from agent.core.decode import DecodeParams
-    from agent.engine import Detector, OnnxRuntimeConfig
+    from agent.engine import Detector, OnnxRuntimeConfig, StageTimes
     from agent.synthetic import render_frame, render_video
     from trainer.offline import offline_environment
 
@@ -133,8 +134,15 @@ def main() -> int:
             },
             rounds=args.rounds,
         )
-    detector.detect([frame], params)
-    stages = detector.last_times
+    samples = []
+    for _ in range(15):
+        detector.detect([frame], params)
+        samples.append(detector.last_times)
+    stages = StageTimes(
+        statistics.median(s.preprocess_ms for s in samples),
+        statistics.median(s.inference_ms for s in samples),
+        statistics.median(s.postprocess_ms for s in samples),
+    )
     detector.close()
     print(f"per-frame ms: {times}", file=sys.stderr)
 
@@ -148,6 +156,8 @@ def main() -> int:
     ratio_pipeline = times["ours"] / times["session_run"]
     ratio_ultra = times["ultralytics"] / times["session_run"]
     ratio_video = vt["ours_fps"] / vt["ultralytics_fps"]
+    ultra_video_ms = 1000.0 / vt["ultralytics_fps"]
+    ceiling = ultra_video_ms / times["session_run"]
     body = f"""## Detection engine (issue 2)
 
 Machine: {machine()}. Model: YOLOv8n graph at 640x640 (ONNX, opset 17, FP32), one ONNX Runtime session,
@@ -160,14 +170,19 @@ intra-op threads {args.threads or "default (all cores)"}; frame: a rendered 1920
 | (b) our pipeline, 1080p frame to boxes | {times["ours"]:.1f} | **{ratio_pipeline:.3f}** | ≤ 1.05 |
 | (c) Ultralytics `predict`, same frame | {times["ultralytics"]:.1f} | {ratio_ultra:.3f} | (reference) |
 
-Our stages on that frame: letterbox {stages.preprocess_ms:.2f} ms, inference {stages.inference_ms:.1f} ms,
-decode + NMS + rescale {stages.postprocess_ms:.2f} ms.
+Our stages on that frame (medians of 15 runs): letterbox {stages.preprocess_ms:.2f} ms,
+inference {stages.inference_ms:.1f} ms, decode + NMS + rescale {stages.postprocess_ms:.2f} ms.
 
-| video, {vt["frames"]} frames of 1080p H.264-in-MP4 (mp4v) | frames/s |
+| video: {vt["frames"]} rendered 1080p frames, MPEG-4 Part 2 (mp4v) in MP4 | frames/s |
 |---|---:|
 | ours (`edge-agent detect` path: decode + letterbox in a thread, overlapped with inference) | {vt["ours_fps"]:.2f} |
 | Ultralytics `predict(stream=True)` | {vt["ultralytics_fps"]:.2f} |
 | ratio | **{ratio_video:.2f}x** (target ≥ 1.25x) |
+
+Ceiling: Ultralytics spends {ultra_video_ms:.1f} ms per video frame, of which {times["session_run"]:.1f} ms is the
+model run both pipelines share; a pipeline that hid every other cost (decode, letterbox, NMS) would reach
+{ceiling:.2f}x at most on this machine. ONNX Runtime keeps both cores busy during the run, so the decode thread
+mostly time-slices with it rather than filling idle time.
 
 Peak RSS of `edge-agent detect --model models/demo/demo.onnx --source samples/` (a fresh process, kernel
 `ru_maxrss`): **{rss:.0f} MB** (target ≤ 300 MB).

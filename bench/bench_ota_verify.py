@@ -75,15 +75,13 @@ def main() -> None:
         print(line)
         median, best, files = statistics.median(times), min(times), len(m.targets())
         if not args.no_write:
-            import sys
-
             from bench.common import machine, write_section
 
             write_section(
                 "ota",
                 f"""## OTA verification (issue 4)
 
-Machine: {machine()}; Python {sys.version.split()[0]}.
+Machine: {machine()}.
 `Installer.install_path(bundle, dry_run=True)`, i.e. `edge-agent ota verify PATH` on a real signed offline
 bundle: TUF metadata refresh (root, timestamp, snapshot, targets, delegated trainer role), staged copy with
 length caps, SHA-256 of every file, manifest checks; no health check.
