@@ -1,7 +1,8 @@
 """INT8 benchmark (issue 3): ONNX Runtime static INT8 (QDQ) against FP32 of the same model, in one run.
 
 Two quantisation recipes, both static QDQ with per-channel weights and uint8 activations calibrated by MinMax:
-  tail: the Detect head's non-convolution tail stays float (the minimum: boxes and scores share one tensor there)
+  tail: the Detect head's decoding tail stays float: non-convolution nodes (boxes and scores share one tensor
+        there) and the DFL block (a softmax over distance bins that uint8 cannot resolve)
   head: the whole Detect head stays float (its convolutions too)
 Speed: bare ``session.run``, YOLOv8n graph at 640 (weights do not change its speed) and the demo model at 256.
 Accuracy: the demo model on the 500-image factory holdout (seed 1000) through the agent's engine.
@@ -86,8 +87,9 @@ def main() -> int:
 
 Machine: {machine()}. Bare `session.run`, batch 1, medians of interleaved rounds; intra-op threads
 {args.threads or "default (all cores)"}. Static QDQ, per-channel weights, uint8 activations, MinMax calibration.
-Recipe `tail` keeps the Detect head's non-convolution tail in float (default of `edge-trainer export`); `head`
-keeps the whole Detect head in float (`--int8-keep-float head`).
+Recipe `tail` keeps the Detect head's decoding tail in float: its non-convolution nodes and the DFL block (default
+of `edge-trainer export`, the shipped `demo-int8.onnx`); `head` keeps the whole Detect head in float
+(`--int8-keep-float head`).
 
 | model | FP32 ms | INT8 `tail` ms (speed-up) | INT8 `head` ms (speed-up) | target |
 |---|---:|---:|---:|---|
@@ -96,7 +98,7 @@ keeps the whole Detect head in float (`--int8-keep-float head`).
 
 Demo model mAP50-95 on the 500-image factory holdout (seed 1000), agent engine; both INT8 variants quantised in
 this run from `models/demo/demo.onnx` with its 300 calibration images (the shipped `demo-int8.onnx` is the
-`head` variant):
+`tail` variant):
 
 | FP32 | INT8 `tail` | loss | INT8 `head` | loss | target loss |
 |---:|---:|---:|---:|---:|---|

@@ -44,14 +44,32 @@ def test_finds_rendered_parts_in_frame_pixels(detector, size):
     assert hits / total > 0.8, f"only {hits}/{total} rendered parts found"
 
 
-def test_batch_equals_single(detector):
+def test_static_batch_model_refuses_a_larger_batch(detector):
+    """The demo model has a static batch of 1 (parity with Ultralytics needs the square letterbox)."""
     frames = [render_frame("factory", 7, i, (256, 256)).image for i in range(2)]
-    if detector.max_batch < 2:
-        pytest.skip("the demo model has a static batch of 1")
-    batch = detector.detect(frames)
-    for frame, dets in zip(frames, batch):
-        single = detector.detect([frame])[0]
-        np.testing.assert_allclose(single.xyxy, dets.xyxy, atol=1e-3)
+    assert detector.max_batch == 1
+    with pytest.raises(InputError, match="batch of 2"):
+        detector.detect(frames)
+
+
+def test_preprocessor_batch_slots_are_independent():
+    """Each batch slot keeps its own letterbox geometry: a frame of another shape never leaks padding."""
+    from agent.engine.preprocess import Preprocessor, letterbox_into
+
+    pre = Preprocessor((64, 64), max_batch=2)
+    wide = render_frame("factory", 1, 0, (32, 64)).image
+    tall = render_frame("factory", 1, 1, (64, 32)).image
+    batch, boxes = pre([wide, tall])
+    assert batch.shape == (2, 3, 64, 64)
+    assert (boxes[0].top, boxes[0].left, boxes[1].top, boxes[1].left) == (16, 0, 0, 16)
+    for frame, slot in zip([wide, tall], batch):
+        single = np.empty((3, 64, 64), np.float32)
+        letterbox_into(frame, single)
+        np.testing.assert_array_equal(slot, single)
+    batch2, _ = pre([tall, wide])  # geometry swaps between slots: padding must be repainted
+    single = np.empty((3, 64, 64), np.float32)
+    letterbox_into(tall, single)
+    np.testing.assert_array_equal(batch2[0], single)
 
 
 def test_prepared_frames_give_the_same_result(detector):
