@@ -16,6 +16,7 @@ import json
 import re
 import shutil
 import sys
+import tarfile
 import time
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence
@@ -246,6 +247,12 @@ def export_all(
     calib_dir.mkdir()
     for i, img in enumerate(images):
         shutil.copyfile(img, calib_dir / f"{i:05d}{img.suffix.lower()}")
+    # The same set as one archive: the release's `calibration_images` file (`edge-trainer release --model OUT`
+    # picks up `model.onnx`, `model-int8.onnx` and this archive when exported with the default --name model).
+    calib_tar = out_dir / "calibration-images.tar"
+    with tarfile.open(calib_tar, "w") as tar:
+        for member in sorted(calib_dir.iterdir()):
+            tar.add(member, arcname=member.name)
     int8 = quantize_int8(fp32, out_dir / f"{name}-int8.onnx", images, imgsz, method=method, keep_float=keep_float)
     print(f"export: {int8} ({int8.stat().st_size / 1e6:.2f} MB)", file=sys.stderr)
     trt_cache = tensorrt_calibration_cache(fp32, out_dir / f"{name}.trt-calib.cache", calib_dir)
@@ -261,6 +268,7 @@ def export_all(
             "int8_float_part": keep_float,
         },
         "files": {
+            "calibration_images": str(calib_tar),
             "onnx_fp32": str(fp32),
             "onnx_int8": str(int8),
             "trt_calibration_cache": str(trt_cache) if trt_cache else None,

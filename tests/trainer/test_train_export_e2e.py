@@ -60,6 +60,10 @@ def test_exported_variants_load_and_run_in_the_agent(tiny_run):
         finally:
             det.close()
     assert len(list((root / "export" / "calibration").iterdir())) == 8
+    import tarfile
+
+    with tarfile.open(report["files"]["calibration_images"]) as tar:
+        assert len(tar.getnames()) == 8  # the archive the release format ships
     saved = json.loads((root / "export" / "export_report.json").read_text())
     assert saved["files"]["trt_calibration_cache"] is None  # no TensorRT here: said so, not faked
     assert "TensorRT is not importable" in saved["tensorrt_cache_note"]

@@ -236,7 +236,10 @@ def test_foreign_signed_bundle_rejected_and_not_retried(
             assert len(failed) == 1 and failed[0]["active"]["version"] == "1.0.0"
             assert model_version(d) == "1.0.0"
             assert d.daemon.installer.state().active.version == "1.0.0"
-            handled = json.loads((w.config.state_dir / "pushes.json").read_text())["handled"]
+            # the rejection is persisted by the worker right after the installer's report goes out: wait for it
+            pushes = w.config.state_dir / "pushes.json"
+            wait_for(lambda: pushes.is_file() and "rejected" in pushes.read_text(), 30, "rejection persisted")
+            handled = json.loads(pushes.read_text())["handled"]
             assert list(handled.values()) == ["rejected:unsigned"]
             # delivered again (re-subscribe): not fetched again
             d.daemon.link.remove_subscription(PUSH_TOPIC)
