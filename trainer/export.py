@@ -17,6 +17,7 @@ import re
 import shutil
 import sys
 import tarfile
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence
@@ -40,10 +41,15 @@ def export_onnx(
 
     if not weights.is_file():
         raise ExportError(f"weights not found: {weights}")
+    # Ultralytics writes <stem>.onnx next to the weights, overwriting whatever is there: export from a private
+    # copy so that a model already beside the weights (models/demo/demo.onnx next to demo.pt) is never touched.
+    scratch = Path(tempfile.mkdtemp(prefix="edge-export-"))
+    private = scratch / weights.name
+    shutil.copyfile(weights, private)
     with offline_environment():
         from ultralytics import YOLO
 
-        yolo = YOLO(str(weights), task="detect")
+        yolo = YOLO(str(private), task="detect")
         produced = Path(
             yolo.export(
                 format="onnx",
@@ -65,8 +71,7 @@ def export_onnx(
         prop.key, prop.value = key, str(value)
     out.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(out))
-    if produced.resolve() != out.resolve():
-        produced.unlink()
+    shutil.rmtree(scratch, ignore_errors=True)
     return out
 
 

@@ -25,6 +25,8 @@ def tiny_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e")
     data = write_yolo_dataset(root / "data", "factory", 5, 32, size=(128, 128), val_fraction=0.25)
     summary = train(data=data, model="tiny", out=root / "run", epochs=1, imgsz=128, batch=8, workers=0)
+    # A model already next to the weights (as models/demo/demo.onnx beside demo.pt) must survive an export.
+    (root / "run" / "weights" / "last.onnx").write_bytes(b"shipped model")
     report = export_all(
         weights=root / "run" / "weights" / "last.pt",
         out_dir=root / "export",
@@ -59,6 +61,7 @@ def test_exported_variants_load_and_run_in_the_agent(tiny_run):
             assert out.xyxy.dtype == np.float32
         finally:
             det.close()
+    assert (root / "run" / "weights" / "last.onnx").read_bytes() == b"shipped model"
     assert len(list((root / "export" / "calibration").iterdir())) == 8
     import tarfile
 
