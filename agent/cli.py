@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import Any, List, Optional
 
 from agent import __version__
-
-DEFAULT_CONFIG = Path("/etc/edge-agent/config.yaml")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -17,13 +14,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"edge-agent {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     from agent.app import detect
+    from agent.config import add_config_argument
     from agent.ota import cli as ota_cli
 
     detect.add_parser(sub)
     ota_parser = ota_cli.add_parser(sub)
-    ota_parser.add_argument(
-        "--config", type=Path, default=DEFAULT_CONFIG, help=f"agent configuration (default {DEFAULT_CONFIG})"
-    )
+    add_config_argument(ota_parser, " (for the ota section)")
     ota_parser.set_defaults(handler=_run_ota)
     try:
         from agent.app import daemon, status

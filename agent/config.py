@@ -320,6 +320,20 @@ def loads_config(text: str, source: str = "<string>", environ: Optional[Mapping[
     return parse_config(data, source, environ)
 
 
+DEFAULT_CONFIG_PATH = Path("/etc/edge-agent/config.yaml")
+
+
+def add_config_argument(parser: Any, purpose: str = "") -> None:
+    """The one ``--config`` option of ``run``, ``status`` and ``ota``: $EDGE_AGENT_CONFIG, else the default path."""
+    parser.add_argument(
+        "--config",
+        "-c",
+        type=Path,
+        default=Path(os.environ.get("EDGE_AGENT_CONFIG", str(DEFAULT_CONFIG_PATH))),
+        help=f"Configuration file{purpose} (default: $EDGE_AGENT_CONFIG or {DEFAULT_CONFIG_PATH}).",
+    )
+
+
 def load_config(path: Union[str, Path], environ: Optional[Mapping[str, str]] = None) -> AgentConfig:
     """Read, override and validate the configuration file.
 

@@ -49,7 +49,7 @@ from agent.app.pipeline import (
     rules_with_thresholds,
 )
 from agent.app.status import write_status
-from agent.config import AgentConfig, ConfigError, load_config
+from agent.config import AgentConfig, ConfigError, add_config_argument, load_config
 from agent.core.triage import FlagWindow
 from agent.engine.detector import Detector
 from agent.observability.logs import set_level, setup_logging
@@ -919,13 +919,7 @@ def run_daemon(config_path: Path) -> int:
 def add_run_parser(subparsers: Any) -> Any:
     """``edge-agent run --config PATH`` (for agent/cli.py)."""
     parser = subparsers.add_parser("run", help="Run the edge agent daemon (under systemd: Type=notify).")
-    parser.add_argument(
-        "--config",
-        "-c",
-        type=Path,
-        default=Path(os.environ.get("EDGE_AGENT_CONFIG", "/etc/edge-agent/config.yaml")),
-        help="Configuration file (default: $EDGE_AGENT_CONFIG or /etc/edge-agent/config.yaml).",
-    )
+    add_config_argument(parser)
     parser.add_argument("--check", action="store_true", help="Validate the configuration and exit.")
 
     def handler(args: Any) -> int:

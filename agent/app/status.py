@@ -161,14 +161,10 @@ def status_main(config_path: Path, as_json: bool = False, out: Optional[TextIO] 
 
 def add_status_parser(subparsers: Any) -> Any:
     """``edge-agent status [--config PATH] [--json]`` (for agent/cli.py)."""
+    from agent.config import add_config_argument
+
     parser = subparsers.add_parser("status", help="Show the running agent's status (reads its status file).")
-    parser.add_argument(
-        "--config",
-        "-c",
-        type=Path,
-        default=Path(os.environ.get("EDGE_AGENT_CONFIG", "/etc/edge-agent/config.yaml")),
-        help="Configuration file (for the state directory).",
-    )
+    add_config_argument(parser, " (for the state directory)")
     parser.add_argument("--json", action="store_true", help="Print the raw status document as JSON.")
     parser.set_defaults(handler=lambda args: status_main(args.config, args.json))
     return parser
