@@ -38,10 +38,25 @@ def test_bounce_order_rejects_an_empty_loop() -> None:
         bounce_order(0)
 
 
-def test_render_stream_frames_equal_render_stream_frame_and_leave_the_cache_alone() -> None:
-    _stream_context.cache_clear()
+def test_render_stream_frames_equal_render_stream_frame_and_leave_the_cache_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Watch the cached builder for this call's own key: the global cache size would also count frames that
+    # camera threads left running by other tests render meanwhile.
+    import agent.synthetic.render as render
+
+    cached_calls: List[int] = []
+
+    def watched(domain: object, seed: int, height: int, width: int) -> object:
+        if seed == 5 and (height, width) == SMALL:
+            cached_calls.append(seed)
+        return _stream_context(domain, seed, height, width)  # type: ignore[arg-type]
+
+    watched.__wrapped__ = _stream_context.__wrapped__  # type: ignore[attr-defined]
+    monkeypatch.setattr(render, "_stream_context", watched)
     frames = render_stream_frames("factory", 5, [3, 4, 9], SMALL)
-    assert _stream_context.cache_info().currsize == 0  # the belt was built for the call, not cached
+    assert cached_calls == []  # the belt was built for the call, not cached
+    monkeypatch.undo()
     for frame, index in zip(frames, [3, 4, 9]):
         expected = render_stream_frame("factory", 5, index, SMALL)
         assert np.array_equal(frame.image, expected.image)
