@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 import time
 from datetime import datetime, timedelta, timezone
@@ -365,6 +366,8 @@ def test_hot_swap_reload_and_status_cli(tmp_path: Path, daemon_model: Path, caps
         text = capsys.readouterr().out
         assert "cam1" in text and "cam3" in text and "other 2.0" in text
         assert status_main(cfg, as_json=True) == 0
-        document = json.loads(capsys.readouterr().out)
+        # the in-process daemon's log lines share captured stdout: keep only the status document
+        out = capsys.readouterr().out.splitlines()
+        document = json.loads("\n".join(line for line in out if not re.match(r"\d{4}-\d\d-\d\d ", line)))
         assert document["daemon"]["cameras"]["cam3"]["processed"] > 0
     assert status_main(cfg) == 1  # stopped
