@@ -84,7 +84,7 @@ demo-model: setup
 	# stage 2: 12 more epochs on 1800 images (seed 1 + seed 3), lower learning rate
 	$(VENV)/bin/python models/demo/make_stage2_data.py $(DATA)
 	$(VENV)/bin/edge-trainer train --data $(DATA)/ft/data.yaml --model $(DATA)/runs/demo/weights/best.pt --epochs 12 --imgsz 256 --batch 16 --devices cpu --seed 0 --lr0 0.002 --lrf 0.1 --warmup-epochs 0.5 --close-mosaic 5 --out $(DATA)/runs/demo-ft
-	$(VENV)/bin/edge-trainer export --weights $(DATA)/runs/demo-ft/weights/best.pt --out models/demo --name demo --imgsz 256 --version 1.0.0 --calib $(DATA)/factory-train/images/train --calib-count 300 --int8-keep-float tail --holdout $(DATA)/factory-holdout/data.yaml --training-data "synthetic factory: seed 1 (800 train) then seeds 1+3 (1800 train)"
+	$(VENV)/bin/edge-trainer export --weights $(DATA)/runs/demo-ft/weights/best.pt --out models/demo --name demo --imgsz 256 --version 1.0.0 --calib $(DATA)/factory-train/images/train --calib-count 300 --int8-keep-float decode --holdout $(DATA)/factory-holdout/data.yaml --training-data "synthetic factory: seed 1 (800 train) then seeds 1+3 (1800 train)"
 	cp $(DATA)/runs/demo-ft/weights/best.pt models/demo/demo.pt
 	$(VENV)/bin/edge-trainer evaluate --model models/demo/demo.onnx --data $(DATA)/factory-holdout/data.yaml --out models/demo/eval-factory
 	$(VENV)/bin/edge-trainer evaluate --model models/demo/demo.onnx --data $(DATA)/drifted-holdout/data.yaml --out models/demo/eval-drifted

@@ -3,8 +3,9 @@
 1. ONNX FP32, opset 17 (the newest TensorRT 8.6 parses), simplified, with Ultralytics' metadata plus ours
    (``edge_model_version``, the training data set) so the agent can check what it loads.
 2. ONNX Runtime INT8 (QDQ), static post-training quantisation calibrated on target-domain images. The
-   Detect head's non-convolution tail stays float: it concatenates pixel-scale boxes with 0-1 scores in
-   one tensor, and a shared INT8 scale there wipes the scores out (see DESIGN.md, field notes).
+   Detect head's decoding stays float: it concatenates pixel-scale boxes with 0-1 scores in one tensor,
+   and a shared INT8 scale there wipes the scores out (see DESIGN.md, field notes).
+   Both are written with the DFL softmax rewritten to cheaper ops of the same maths (graph_rewrite.py).
 3. A TensorRT INT8 calibration cache, when TensorRT is importable (on a GPU build machine or a Jetson).
 4. The calibration images themselves, so a device can calibrate on-device for its own TensorRT version.
 """
@@ -24,6 +25,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 
+from trainer.graph_rewrite import fuse_dfl_softmax
 from trainer.offline import offline_environment
 
 ONNX_OPSET = 17
@@ -64,6 +66,7 @@ def export_onnx(
             )
         )
     model = onnx.load(str(produced))
+    fuse_dfl_softmax(model)  # same maths, 6 ms less per YOLOv8n-640 run on a CPU (trainer/graph_rewrite.py)
     meta = {"edge_model_version": version, **(extra_metadata or {})}
     existing = {p.key: p for p in model.metadata_props}
     for key, value in meta.items():
@@ -75,15 +78,21 @@ def export_onnx(
     return out
 
 
-def head_nodes_to_keep_float(model_path: Path, keep: str = "tail") -> List[str]:
+KEEP_FLOAT_RECIPES = ("decode", "tail", "head")
+"""What of the Detect head stays float in the INT8 model, from least to most (see head_nodes_to_keep_float)."""
+
+
+def head_nodes_to_keep_float(model_path: Path, keep: str = "decode") -> List[str]:
     """Nodes of the Detect head (the last ``/model.N/`` block of an Ultralytics export) to leave in float.
 
-    ``keep="tail"``: its decoding tail: every non-Conv node (box decoding, concatenation, sigmoid) and the
+    ``keep="decode"``: its decoding after the branches' last convolutions: box/score concatenation (pixel
+    boxes and 0-1 scores in one tensor: a shared INT8 scale wipes the scores out), anchors, sigmoid, and the
     DFL block, whose fixed 1x1 convolution integrates a softmax over 16 bins: quantising that softmax to
-    uint8 (steps of 1/255) moves box edges, which cost 0.024 mAP50-95 (not mAP50) on the demo model; in float
-    the loss is 0.002 and the DFL costs next to nothing. The learned head convolutions stay INT8.
-    ``keep="head"``: the whole head, its convolutions too: no loss either, but a much smaller speed-up.
-    Measurements: docs/BENCHMARKS.md.
+    uint8 (steps of 1/255) moves box edges, which cost 0.024 mAP50-95 on the demo model; in float the loss is
+    0.002. The branches' learned convolutions and their SiLU activations are INT8.
+    ``keep="tail"``: that, and the branches' SiLU activations (same accuracy, slower: each is a
+    dequantise / float SiLU / quantise round trip). ``keep="head"``: the whole head, its convolutions too: no
+    loss, much smaller speed-up. Measurements: docs/BENCHMARKS.md.
     """
     import onnx
 
@@ -92,13 +101,19 @@ def head_nodes_to_keep_float(model_path: Path, keep: str = "tail") -> List[str]:
     if not blocks:
         raise ExportError(f"{model_path}: node names do not look like an Ultralytics export")
     head = f"/model.{max(blocks)}/"
-    if keep not in ("tail", "head"):
-        raise ExportError(f"keep must be 'tail' or 'head', got {keep!r}")
-    return [
-        n.name
-        for n in model.graph.node
-        if n.name.startswith(head) and (keep == "head" or n.op_type != "Conv" or "/dfl/" in n.name)
-    ]
+    if keep not in KEEP_FLOAT_RECIPES:
+        raise ExportError(f"keep must be one of {', '.join(KEEP_FLOAT_RECIPES)}, got {keep!r}")
+
+    def stays_float(node: Any) -> bool:
+        if not node.name.startswith(head):
+            return False
+        if keep == "head" or "/dfl/" in node.name:
+            return True
+        if keep == "decode" and "/act/" in node.name:
+            return False  # the branches' SiLU activations, between two INT8 convolutions
+        return bool(node.op_type != "Conv")
+
+    return [n.name for n in model.graph.node if stays_float(n)]
 
 
 class _CalibrationReader:
@@ -138,7 +153,7 @@ def quantize_int8(
     imgsz: int,
     method: str = "minmax",
     per_channel: bool = True,
-    keep_float: str = "tail",
+    keep_float: str = "decode",
 ) -> Path:
     """Static INT8 QDQ quantisation with ONNX Runtime; ``keep_float`` part of the Detect head stays float."""
     import onnx
@@ -233,7 +248,7 @@ def export_all(
     name: str = "model",
     method: str = "minmax",
     training_data: str = "",
-    keep_float: str = "tail",
+    keep_float: str = "decode",
 ) -> Dict[str, Any]:
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
@@ -309,9 +324,10 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--calib-method", default="minmax", choices=["minmax", "entropy", "percentile"])
     p.add_argument(
         "--int8-keep-float",
-        default="tail",
-        choices=["tail", "head"],
-        help="Detect-head part left in float: 'tail' (fastest) or 'head' (whole head: no accuracy loss, slower)",
+        default="decode",
+        choices=list(KEEP_FLOAT_RECIPES),
+        help="Detect-head part left in float: 'decode' (its decoding only: fastest), 'tail' (also the "
+        "branches' activations) or 'head' (the whole head: no accuracy loss, slowest)",
     )
     p.add_argument("--holdout", type=Path, help="data.yaml to score every variant on")
     p.add_argument("--training-data", default="", help="recorded in the metadata for lineage")

@@ -10,7 +10,7 @@ import hashlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 from numpy.typing import NDArray
@@ -166,8 +166,16 @@ class Detector:
         lb = letterbox_into(frame, tensor[0])
         return PreparedFrame(tensor, lb)
 
-    def detect(self, frames: Sequence[NDArray[Any]], params: Optional[DecodeParams] = None) -> List[Detections]:
+    def detect(
+        self,
+        frames: Sequence[NDArray[Any]],
+        params: Optional[DecodeParams] = None,
+        before_run: Optional[Callable[[], None]] = None,
+    ) -> List[Detections]:
         """Detect objects in up to :attr:`max_batch` BGR uint8 frames; boxes in each frame's pixels.
+
+        ``before_run`` is called after preprocessing, just before the model runs: the window in which the
+        runtime computes without the GIL, so another Python thread can use it without slowing this one.
 
         Raises:
             InputError: a frame is not an image, or the batch is too large.
@@ -176,6 +184,8 @@ class Detector:
         params = params or DecodeParams()
         t0 = time.perf_counter()
         tensor, boxes = self._preprocessor()(frames)
+        if before_run is not None:
+            before_run()
         t1 = time.perf_counter()
         outputs = self.backend.run(tensor)
         t2 = time.perf_counter()

@@ -192,3 +192,29 @@ def test_operations_never_run_while_the_rules_thread_works(detector: Detector) -
     finally:
         assert source.stop(5.0)
         pipeline.close()
+
+
+def test_rules_stage_holds_a_batch_until_the_model_runs_then_keeps_order() -> None:
+    """A handed-over batch waits for release() (the inference thread calls it as the model starts, so the
+    rules use the GIL while the model does not); a new hand-over or a drain releases a held one."""
+    from agent.app.pipeline import _RulesStage
+
+    ran: List[object] = []
+    stage = _RulesStage(lambda batch, results: ran.append(batch[0]))
+    try:
+        stage.submit(["a"], [])  # type: ignore[list-item]
+        time.sleep(0.2)
+        assert ran == []  # held
+        stage.release()
+        deadline = time.monotonic() + 5
+        while not ran and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert ran == ["a"]
+        stage.submit(["b"], [])  # type: ignore[list-item]
+        stage.submit(["c"], [])  # type: ignore[list-item]  # releases "b" and waits for it: order kept
+        assert ran == ["a", "b"]
+        stage.drain()
+        assert ran == ["a", "b", "c"]
+        stage.drain()  # nothing held: returns at once
+    finally:
+        stage.close()
