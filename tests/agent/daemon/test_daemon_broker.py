@@ -330,7 +330,15 @@ def test_hot_swap_reload_and_status_cli(tmp_path: Path, daemon_model: Path, caps
     other.write_bytes(daemon_model.read_bytes())
     with InProcessDaemon(cfg) as d:
         daemon = d.daemon
-        wait_for(lambda: all(r.stats.processed > 5 for r in daemon.pipeline.cameras.values()), 20, "frames")
+        # both cameras added (all() of no cameras is True) and running
+        wait_for(
+            lambda: (
+                len(daemon.pipeline.cameras) == 2
+                and all(r.stats.processed > 5 for r in daemon.pipeline.cameras.values())
+            ),
+            20,
+            "frames",
+        )
         before = {n: (s.dropped, daemon.pipeline.cameras[n].stats.processed) for n, s in daemon.camera_status.items()}
         drops_before = {n: daemon.pipeline.cameras[n].source.status().dropped for n in before}
         import asyncio
