@@ -8,10 +8,7 @@ someone else, a stale push, and repeated deliveries of the same retained push.
 from __future__ import annotations
 
 import contextlib
-import functools
-import http.server
 import json
-import threading
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
 
@@ -43,19 +40,8 @@ CHUNK = 64 * 1024
 
 @contextlib.contextmanager
 def http_repo(directory: Path) -> Iterator[str]:
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args: object) -> None:
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(directory)))
-    thread = threading.Thread(target=httpd.serve_forever, name="test-http-repo", daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}/"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join()
+    with ota_fixtures.serve_directory(directory) as url:
+        yield url + "/"
 
 
 def daemon_config(w: World, broker: MosquittoBroker, period_s: float = 600.0, min_fps: float = 0.0) -> Path:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import http.server
 import shutil
+import threading
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Type
 
 import pytest
 
@@ -128,3 +132,24 @@ def target_files(bundle: Path, suffix: str) -> List[Path]:
 
 def metadata(bundle: Path) -> Dict[str, Path]:
     return {p.name: p for p in (bundle / "metadata").iterdir()}
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    """Static files, without a log line per request."""
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def serve_directory(directory: Path, handler: Type[QuietHandler] = QuietHandler) -> Iterator[str]:
+    """Serve ``directory`` over HTTP on a free loopback port; yields the base URL (no trailing slash)."""
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler, directory=str(directory)))
+    thread = threading.Thread(target=httpd.serve_forever, name="test-http-repo", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join()

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-import http.server
-import threading
 from pathlib import Path
 from typing import Iterator
 
@@ -13,18 +10,15 @@ from tuf.api.exceptions import DownloadHTTPError
 
 from agent.ota import HttpFetcher, MemoryFetcher, StagedFile, TransportError, VerificationError
 from agent.ota.fetchers import DirectoryFetcher
-from tests.agent.ota.conftest import World
+from tests.agent.ota.conftest import QuietHandler, World, serve_directory
 from trainer.release.keys import KeyRing, rotate_keys
 from trainer.release.repo import Repository
 
 
-class _Handler(http.server.SimpleHTTPRequestHandler):
+class _Handler(QuietHandler):
     """Static files with Range support (like nginx / S3); counts ranged requests."""
 
     ranged = 0
-
-    def log_message(self, *args: object) -> None:
-        pass
 
     def send_head(self):  # type: ignore[no-untyped-def]
         rng = self.headers.get("Range")
@@ -44,16 +38,8 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
 
 @pytest.fixture
 def server(world: World) -> Iterator[str]:
-    handler = functools.partial(_Handler, directory=str(world.repo_path))
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, name="ota-test-http", daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join()
+    with serve_directory(world.repo_path, _Handler) as url:
+        yield url
 
 
 def test_http_install_and_resume(world: World, server: str) -> None:
