@@ -612,19 +612,20 @@ class ModelUpdateService:
             return
         if decision != Decision.INSTALL:
             return  # current, handled, or another channel: nothing to do (checked again on every tick)
-        attempts, not_before = self._retry.get(key, (0, 0.0))
+        _attempts, not_before = self._retry.get(key, (0, 0.0))
         if time.monotonic() < not_before:
             return
         if self._transfer is not None:
             return  # chunks are flowing; _on_chunk finishes it
-        self._install(topic, push, key, attempts)
+        self._install(topic, push, key)
 
-    def _retry_later(self, key: str, attempts: int, why: str) -> None:
+    def _retry_later(self, key: str, why: str) -> None:
+        attempts, _ = self._retry.get(key, (0, 0.0))
         delay = min(self.config.retry_max_s, self.config.retry_initial_s * (2**attempts))
         self._retry[key] = (attempts + 1, time.monotonic() + delay)
         log.warning("model_push_retry_later", delay_s=delay, reason=why)
 
-    def _install(self, topic: str, push: ModelPush, key: str, attempts: int) -> None:
+    def _install(self, topic: str, push: ModelPush, key: str) -> None:
         log.info("model_push_install", counter=push.release.counter, urls=len(push.urls), chunks=bool(push.chunks))
         transport_error: Optional[str] = None
         for url in push.urls:
@@ -643,7 +644,7 @@ class ModelUpdateService:
             self._start_transfer(topic, push)
             return
         if transport_error is not None:
-            self._retry_later(key, attempts, transport_error)
+            self._retry_later(key, transport_error)
             return
         self.report(OtaPhase.FAILED, push.release, "push_invalid: the push offers neither URLs nor chunks")
         self._mark_handled(key, "invalid")
@@ -655,12 +656,8 @@ class ModelUpdateService:
             self._request_swap()
             return
         log.error("ota_install_failed", error=str(error))
-        if isinstance(error, TransportError):
-            attempts, _ = self._retry.get(key, (0, 0.0))
-            self._retry_later(key, attempts, str(error))
-        elif error.reason == "state":
-            attempts, _ = self._retry.get(key, (0, 0.0))
-            self._retry_later(key, attempts, str(error))  # e.g. the CLI holds the lock right now
+        if isinstance(error, TransportError) or error.reason == "state":  # "state": e.g. the CLI holds the lock
+            self._retry_later(key, str(error))
         else:
             self._mark_handled(key, f"rejected:{error.reason}")  # the installer has reported it
 
