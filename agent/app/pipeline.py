@@ -92,8 +92,8 @@ def near_duplicate_thumbnail(image: npt.NDArray[Any], hash_size: int) -> npt.NDA
 
     Converting a whole 1080p frame to grey and area-averaging it down to 9 x 8 pixels costs about 5 ms, as
     much as the INT8 demo model itself; a dHash needs far fewer samples. So the frame is first sampled on a
-    regular grid of ``THUMBNAIL_OVERSAMPLING`` points per thumbnail pixel each way (a strided view: about
-    20 k pixels of a 1080p frame are read), and only that grid is converted and averaged (about 0.2 ms).
+    regular grid of ``THUMBNAIL_OVERSAMPLING`` points per thumbnail pixel each way (about 20 k pixels of a
+    1080p frame are read), and only that grid is converted and averaged (about 0.2 ms).
     Fewer points alias the belt's texture and noise: at 4 per pixel, consecutive frames of one scene
     already differ by up to 8 of 64 bits, past the triage's ``max_distance`` of 4; at 16 they differ by
     at most 2, as with the whole-frame average.
@@ -745,16 +745,15 @@ class Pipeline:
         c.rules_ms = (time.perf_counter() - t0) * 1e3
         c.rules_ms_total += c.rules_ms
 
-    def _thumbnail(self, image: npt.NDArray[Any], hash_size: int) -> npt.NDArray[Any]:
-        return near_duplicate_thumbnail(image, hash_size)
-
     def _post(self, runtime: CameraRuntime, frame: Frame, detections: Detections) -> None:
         now, wall = frame.captured_monotonic, frame.captured_wall
         update = runtime.tracker.update(detections, now)
         events = runtime.alerts.update(detections, now, frame.index, update.track_ids)
         policy = runtime.triage.config
         thumbnail = (
-            self._thumbnail(frame.image, policy.near_duplicate.hash_size) if policy.near_duplicate.enabled else None
+            near_duplicate_thumbnail(frame.image, policy.near_duplicate.hash_size)
+            if policy.near_duplicate.enabled
+            else None
         )
         decision = runtime.triage.decide(
             detections,

@@ -408,13 +408,10 @@ class SyntheticReader:
         return sum(int(image.nbytes) for image in self._loop)
 
     def _prerender(self, count: int) -> List[Image]:
-        render_many = getattr(importlib.import_module("agent.synthetic.render"), "render_stream_frames", None)
+        render_many = _synthetic_module().render_stream_frames
         with _PRERENDER_LOCK:
-            if render_many is None:  # pragma: no cover - the renderer in this repository has it
-                render = _render_function()
-                frames = [render(self.domain, self.seed, self.index + k, size=self.size) for k in range(count)]
-            else:  # builds the stream's belt for this call only: the renderer's cache does not keep it
-                frames = render_many(self.domain, self.seed, range(self.index, self.index + count), size=self.size)
+            # builds the stream's belt for this call only: the renderer's cache does not keep it
+            frames = render_many(self.domain, self.seed, range(self.index, self.index + count), size=self.size)
             images = []
             for frame in frames:
                 image = np.ascontiguousarray(as_bgr(np.asarray(frame.image)))

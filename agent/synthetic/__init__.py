@@ -17,7 +17,13 @@ from __future__ import annotations
 from agent.synthetic.domains import DOMAINS, DomainParams, get_domain
 from agent.synthetic.errors import DatasetExistsError, SyntheticError, UnknownDomainError, VideoWriterError
 from agent.synthetic.parts import CLASS_NAMES
-from agent.synthetic.render import SyntheticFrame, iter_frames, render_frame, render_stream_frame
+from agent.synthetic.render import (
+    SyntheticFrame,
+    iter_frames,
+    render_frame,
+    render_stream_frame,
+    render_stream_frames,
+)
 from agent.synthetic.writers import render_video, write_yolo_dataset
 
 __all__ = [
@@ -33,6 +39,7 @@ __all__ = [
     "iter_frames",
     "render_frame",
     "render_stream_frame",
+    "render_stream_frames",
     "render_video",
     "write_yolo_dataset",
 ]
