@@ -17,6 +17,7 @@ slower. Run: ``PYTHONPATH=. .venv/bin/python bench/bench_thread_interference.py 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import subprocess
 import sys
 import threading
@@ -61,6 +62,7 @@ class Background:
         while not self.stop:
             a @ a  # BLAS: the GIL is released while it computes
 
+    @contextlib.contextmanager
     def thread(self, target: Callable[[], None]) -> Iterator[None]:
         self.stop = False
         worker = threading.Thread(target=target, name="background", daemon=True)
@@ -72,6 +74,7 @@ class Background:
             self.stop = True
             worker.join()
 
+    @contextlib.contextmanager
     def process(self) -> Iterator[None]:
         proc = subprocess.Popen([sys.executable, "-c", PY_LOOP])
         time.sleep(0.5)
@@ -89,8 +92,6 @@ def main() -> int:
     parser.add_argument("--write", action="store_true", help="Replace the section in docs/BENCHMARKS.md.")
     args = parser.parse_args()
 
-    import contextlib
-
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -106,9 +107,9 @@ def main() -> int:
     bg = Background()
     conditions = {
         "alone": contextlib.nullcontext,
-        "python thread": lambda: contextlib.contextmanager(bg.thread)(bg._python),
-        "native thread": lambda: contextlib.contextmanager(bg.thread)(bg._native),
-        "python process": contextlib.contextmanager(bg.process),
+        "python thread": lambda: bg.thread(bg._python),
+        "native thread": lambda: bg.thread(bg._native),
+        "python process": bg.process,
     }
     results: Dict[str, Dict[str, Tuple[float, float]]] = {}
     for wname, fn in workloads.items():

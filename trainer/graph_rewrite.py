@@ -73,18 +73,12 @@ def fuse_dfl_softmax(model: Any) -> bool:
     prefix = softmax.name.rsplit("/", 1)[0] + "/"  # keeps "/dfl/" in every new name: INT8 leaves them float
     x, y = softmax.input[0], conv.output[0]
     axes_name = prefix + "softmax_axes"
-    opset = _opset(model)
-    new_nodes = []
-    if opset >= 18:
-        graph.initializer.append(numpy_helper.from_array(np.array([1], np.int64), axes_name))
-        new_nodes.append(
-            helper.make_node("ReduceMax", [x, axes_name], [prefix + "max"], prefix + "ReduceMax", keepdims=1)
-        )
+    graph.initializer.append(numpy_helper.from_array(np.array([1], np.int64), axes_name))  # ReduceSum's (13+)
+    if _opset(model) >= 18:  # ReduceMax took its axes as an input from opset 18, an attribute before
+        reduce_max = helper.make_node("ReduceMax", [x, axes_name], [prefix + "max"], prefix + "ReduceMax", keepdims=1)
     else:
-        new_nodes.append(
-            helper.make_node("ReduceMax", [x], [prefix + "max"], prefix + "ReduceMax", axes=[1], keepdims=1)
-        )
-        graph.initializer.append(numpy_helper.from_array(np.array([1], np.int64), axes_name))
+        reduce_max = helper.make_node("ReduceMax", [x], [prefix + "max"], prefix + "ReduceMax", axes=[1], keepdims=1)
+    new_nodes = [reduce_max]
     new_nodes += [
         helper.make_node("Sub", [x, prefix + "max"], [prefix + "shifted"], prefix + "Sub"),
         helper.make_node("Exp", [prefix + "shifted"], [prefix + "exp"], prefix + "Exp"),
