@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Union, cast
+from typing import Any, Dict, List, Mapping, Optional, Type, TypeVar, Union, cast
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -46,6 +46,7 @@ except ImportError:  # pragma: no cover - Python 3.7
 ENV_PREFIX = "EDGE_AGENT__"
 CREDENTIAL_TAG = "!credential"
 MAX_CONFIG_BYTES = 4 * 1024 * 1024
+SettingsT = TypeVar("SettingsT", bound=BaseModel)
 """A configuration file larger than this is refused before parsing (it is a few kB)."""
 
 
@@ -255,13 +256,13 @@ def _parse_scalar(text: str) -> Any:
         return text
 
 
-def apply_env_overrides(data: Dict[str, Any], environ: Mapping[str, str]) -> List[str]:
-    """Apply ``EDGE_AGENT__A__B=value`` to ``data`` in place; returns the variables applied (sorted)."""
+def apply_env_overrides(data: Dict[str, Any], environ: Mapping[str, str], prefix: str = ENV_PREFIX) -> List[str]:
+    """Apply ``EDGE_AGENT__A__B=value`` (``prefix`` + path) to ``data`` in place; returns the variables applied."""
     applied: List[str] = []
     for name in sorted(environ):
-        if not name.startswith(ENV_PREFIX):
+        if not name.startswith(prefix):
             continue
-        parts = [p.lower() for p in name[len(ENV_PREFIX) :].split("__")]
+        parts = [p.lower() for p in name[len(prefix) :].split("__")]
         if not parts or any(not p for p in parts):
             raise ConfigError([f"{name}: empty level in the variable name"])
         node: Any = data
@@ -294,30 +295,81 @@ def format_validation_error(exc: ValidationError) -> List[str]:
     return lines
 
 
-def parse_config(data: Any, source: str = "", environ: Optional[Mapping[str, str]] = None) -> AgentConfig:
-    """Validate already-parsed YAML (``dict``) after environment overrides and credential resolution."""
+def parse_settings(
+    data: Any,
+    model: Type[SettingsT],
+    source: str = "",
+    environ: Optional[Mapping[str, str]] = None,
+    env_prefix: str = ENV_PREFIX,
+) -> SettingsT:
+    """Validate already-parsed YAML (``dict``) as ``model`` after environment overrides and credentials.
+
+    The one loader of the agent's and the cloud services' configuration files (each with its own model and
+    environment prefix), so both read YAML, ``!credential`` and overrides the same way.
+    """
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError([f"(top level): expected a mapping, got {type(data).__name__}"], source)
-    apply_env_overrides(data, os.environ if environ is None else environ)
+    apply_env_overrides(data, os.environ if environ is None else environ, env_prefix)
     problems: List[str] = []
     data = _resolve_credentials(data, "", problems)
     if problems:
         raise CredentialError(problems, source)
     try:
-        return AgentConfig.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc), source) from None
 
 
-def loads_config(text: str, source: str = "<string>", environ: Optional[Mapping[str, str]] = None) -> AgentConfig:
-    """Parse YAML text into an :class:`AgentConfig` (see :func:`load_config`)."""
+def loads_settings(
+    text: str,
+    model: Type[SettingsT],
+    source: str = "<string>",
+    environ: Optional[Mapping[str, str]] = None,
+    env_prefix: str = ENV_PREFIX,
+) -> SettingsT:
+    """Parse YAML text as ``model`` (see :func:`load_settings`)."""
     try:
         data = yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as exc:
         raise ConfigError([f"YAML: {exc}"], source) from None
-    return parse_config(data, source, environ)
+    return parse_settings(data, model, source, environ, env_prefix)
+
+
+def load_settings(
+    path: Union[str, Path],
+    model: Type[SettingsT],
+    environ: Optional[Mapping[str, str]] = None,
+    env_prefix: str = ENV_PREFIX,
+) -> SettingsT:
+    """Read, override and validate a configuration file as ``model``.
+
+    Raises:
+        ConfigError: unreadable, too large, not YAML, or invalid (every problem listed with its key path).
+        CredentialError: a ``!credential`` could not be read.
+    """
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if size > MAX_CONFIG_BYTES:
+            raise ConfigError([f"file is {size} bytes, above the {MAX_CONFIG_BYTES} byte limit"], str(path))
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"cannot read: {exc.strerror}"], str(path)) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"not UTF-8 at byte {exc.start}"], str(path)) from None
+    return loads_settings(text, model, str(path), environ, env_prefix)
+
+
+def parse_config(data: Any, source: str = "", environ: Optional[Mapping[str, str]] = None) -> AgentConfig:
+    """Validate already-parsed YAML (``dict``) after environment overrides and credential resolution."""
+    return parse_settings(data, AgentConfig, source, environ)
+
+
+def loads_config(text: str, source: str = "<string>", environ: Optional[Mapping[str, str]] = None) -> AgentConfig:
+    """Parse YAML text into an :class:`AgentConfig` (see :func:`load_config`)."""
+    return loads_settings(text, AgentConfig, source, environ)
 
 
 DEFAULT_CONFIG_PATH = Path("/etc/edge-agent/config.yaml")
@@ -335,23 +387,8 @@ def add_config_argument(parser: Any, purpose: str = "") -> None:
 
 
 def load_config(path: Union[str, Path], environ: Optional[Mapping[str, str]] = None) -> AgentConfig:
-    """Read, override and validate the configuration file.
-
-    Raises:
-        ConfigError: unreadable, too large, not YAML, or invalid (every problem listed with its key path).
-        CredentialError: a ``!credential`` could not be read.
-    """
-    path = Path(path)
-    try:
-        size = path.stat().st_size
-        if size > MAX_CONFIG_BYTES:
-            raise ConfigError([f"file is {size} bytes, above the {MAX_CONFIG_BYTES} byte limit"], str(path))
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError([f"cannot read: {exc.strerror}"], str(path)) from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError([f"not UTF-8 at byte {exc.start}"], str(path)) from None
-    return loads_config(text, str(path), environ)
+    """Read, override and validate the agent's configuration file (see :func:`load_settings`)."""
+    return load_settings(path, AgentConfig, environ)
 
 
 __all__ = [
@@ -366,7 +403,10 @@ __all__ = [
     "apply_env_overrides",
     "format_validation_error",
     "load_config",
+    "load_settings",
     "loads_config",
+    "loads_settings",
     "parse_config",
+    "parse_settings",
     "read_credential",
 ]

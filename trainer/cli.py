@@ -11,6 +11,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edge-trainer", description="Train, evaluate, export and release models.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     from trainer import evaluate, export, synth, train
+    from trainer.ingest import cli as ingest_cli
     from trainer.release import cli as release_cli
     from trainer.release import push
 
@@ -18,6 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
         module.add_parser(sub)
     release_cli.add_parsers(sub)
     push.add_parser(sub)
+    ingest_cli.add_parser(sub)
     return parser
 
 

@@ -51,13 +51,14 @@ from agent.protocol.models import (
     SampleMeta,
     SampleReason,
     SnapshotRef,
+    SyntheticFrameRef,
 )
 from agent.protocol.parse import encode_framed, encode_json
 from agent.protocol.topics import Topics
 from agent.rules_config import CameraRulesConfig, class_names_from_mapping
 from agent.sources.camera import CameraSource
 from agent.sources.config import CameraConfig
-from agent.sources.frame import Frame
+from agent.sources.frame import Frame, SyntheticOrigin
 from agent.spool.errors import SpoolError, SpoolFullError
 
 log = structlog.get_logger(__name__)
@@ -69,6 +70,15 @@ FRAME_WAIT_S = 0.02
 
 LATENCY_WINDOW = 2048
 """Per-camera latencies kept for p50/p99 (the most recent ones)."""
+
+
+def _synthetic_ref(origin: Optional[SyntheticOrigin]) -> Optional[SyntheticFrameRef]:
+    """The sample's render identity (synthetic camera only), so the cloud's oracle can re-render the frame."""
+    if origin is None:
+        return None
+    return SyntheticFrameRef(
+        domain=origin.domain, seed=origin.seed, index=origin.index, width=origin.width, height=origin.height
+    )
 
 
 def _utc(ts: float) -> datetime:
@@ -410,6 +420,7 @@ class OutputWriter:
                 frame_ts=_utc(job.frame.captured_wall),
                 image=_image_info(job.frame.image, jpeg),
                 note=(decision.flag_window.note or None) if decision.flag_window else None,
+                synthetic=_synthetic_ref(job.frame.origin),
             )
             if self._spool("sample", self.topics.samples, encode_framed(meta, jpeg), meta.id):
                 with self._lock:

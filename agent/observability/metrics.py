@@ -11,7 +11,7 @@ import math
 import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
 _NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 _LabelKey = Tuple[Tuple[str, str], ...]
@@ -42,11 +42,16 @@ class _Family:
 
 
 class Metrics:
-    """A thread-safe registry; names are prefixed with ``edge_agent_``."""
+    """A thread-safe registry; names are prefixed with ``prefix`` (``edge_agent_`` for the daemon, the cloud
+    services pass their own)."""
 
     PREFIX = "edge_agent_"
 
-    def __init__(self) -> None:
+    def __init__(self, prefix: Optional[str] = None) -> None:
+        if prefix is not None:
+            if not _NAME.match(prefix):
+                raise ValueError(f"invalid metric prefix {prefix!r}")
+            self.PREFIX = prefix
         self._lock = threading.Lock()
         self._families: Dict[str, _Family] = {}
 
@@ -105,20 +110,49 @@ def render_metrics(families: List[Tuple[str, str, str, Dict[_LabelKey, float]]])
     return "\n".join(lines) + "\n"
 
 
-class MetricsServer:
-    """``GET /metrics`` on ``host:port`` from a daemon thread named ``metrics-http``."""
+Route = Callable[[], Tuple[int, str, bytes]]
+"""An extra ``GET`` route: returns (HTTP status, content type, body)."""
 
-    def __init__(self, metrics: Metrics, host: str = "127.0.0.1", port: int = 9108) -> None:
+
+class MetricsServer:
+    """``GET /metrics`` on ``host:port`` from a daemon thread named ``metrics-http``.
+
+    ``routes`` adds other read-only ``GET`` paths (the cloud ingest's ``/status`` and ``/healthz``); a route
+    that raises answers 500 and never stops the server. ``refresh`` is called before each scrape (to copy
+    the owners' latest snapshots into the registry).
+    """
+
+    def __init__(
+        self,
+        metrics: Metrics,
+        host: str = "127.0.0.1",
+        port: int = 9108,
+        routes: Optional[Mapping[str, Route]] = None,
+        refresh: Optional[Callable[[], None]] = None,
+    ) -> None:
         registry = metrics
+        extra = dict(routes or {})
+
+        def metrics_route() -> Tuple[int, str, bytes]:
+            if refresh is not None:
+                refresh()
+            return 200, "text/plain; version=0.0.4; charset=utf-8", registry.render().encode("utf-8")
+
+        table: Dict[str, Route] = {"/metrics": metrics_route, **extra}
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
-                if self.path.split("?", 1)[0] != "/metrics":
+                route = table.get(self.path.split("?", 1)[0])
+                if route is None:
                     self.send_error(404)
                     return
-                body = registry.render().encode("utf-8")
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+                try:
+                    status, content_type, body = route()
+                except Exception:  # a broken route must not take the server down
+                    self.send_error(500)
+                    return
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)

@@ -22,6 +22,12 @@ class ProtocolLimits(BaseModel):
         ge=1024,
         description="Largest accepted framed model chunk (header and body), in bytes.",
     )
+    max_report_bytes: int = Field(
+        default=256 * 1024,
+        ge=1024,
+        description="Largest accepted JSON message from a device (status, camera status, alert, OTA report; for "
+        "ingest), in bytes.",
+    )
     max_sample_bytes: int = Field(
         default=8 * 1024 * 1024, ge=1024, description="Largest accepted framed sample (for ingest), in bytes."
     )

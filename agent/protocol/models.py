@@ -165,6 +165,18 @@ class SampleReason(str, enum.Enum):
     RANDOM = "random"
 
 
+class SyntheticFrameRef(_Message):
+    """The render identity of a frame from the ``synthetic`` camera source: re-rendering it gives the frame and
+    its exact ground truth (the cloud's oracle labeller, a stand-in for human review, uses it). Real cameras
+    never send it."""
+
+    domain: str = Field(pattern=_ID_PATTERN, description="Scene domain (agent.synthetic.DOMAINS).")
+    seed: int = Field(ge=0, le=2**63 - 1, description="Seed of the rendered stream.")
+    index: int = Field(ge=0, le=2**63 - 1, description="Index of the frame in the rendered stream.")
+    width: int = Field(gt=0, le=16384, description="Rendered width in pixels.")
+    height: int = Field(gt=0, le=16384, description="Rendered height in pixels.")
+
+
 class SampleMeta(_Message):
     """Metadata of a misdetection sample; the header of a framed payload whose body is the JPEG."""
 
@@ -179,6 +191,9 @@ class SampleMeta(_Message):
     frame_ts: AwareDatetime = Field(description="Capture time of the frame.")
     image: ImageInfo = Field(description="The JPEG in the body of the framed payload.")
     note: Optional[str] = Field(default=None, max_length=1024, description="Operator note (flagged).")
+    synthetic: Optional[SyntheticFrameRef] = Field(
+        default=None, description="Render identity of the frame; only frames of the synthetic camera carry it."
+    )
 
 
 # --------------------------------------------------------------------------- model pushes and OTA

@@ -19,9 +19,13 @@ from agent.protocol.framing import decode_frame, encode_frame
 from agent.protocol.models import (
     COMMAND_ADAPTER,
     COMMAND_TYPES,
+    AlertEvent,
+    CameraStatus,
     Command,
+    DeviceStatus,
     ModelChunkHeader,
     ModelPush,
+    OtaStateReport,
     SampleMeta,
     SnapshotRef,
 )
@@ -148,6 +152,31 @@ def parse_snapshot(topic: str, payload: bytes, limits: ProtocolLimits) -> Tuple[
     ref, body = _parse_framed(topic, payload, SnapshotRef, limits.max_sample_bytes, limits)
     _check_digest(topic, "image", body, ref.image.size, ref.image.sha256)
     return ref, body
+
+
+def _parse_report(topic: str, payload: bytes, model: Type[M], limits: ProtocolLimits) -> M:
+    _check_size(topic, payload, limits.max_report_bytes)
+    return _validate(topic, model, _load_object(topic, bytes(payload)))
+
+
+def parse_alert(topic: str, payload: bytes, limits: ProtocolLimits) -> AlertEvent:
+    """Parse an alert event (JSON; trainer ingest side)."""
+    return _parse_report(topic, payload, AlertEvent, limits)
+
+
+def parse_device_status(topic: str, payload: bytes, limits: ProtocolLimits) -> DeviceStatus:
+    """Parse a retained device status (JSON; trainer ingest side)."""
+    return _parse_report(topic, payload, DeviceStatus, limits)
+
+
+def parse_camera_status(topic: str, payload: bytes, limits: ProtocolLimits) -> CameraStatus:
+    """Parse a retained camera status (JSON; trainer ingest side)."""
+    return _parse_report(topic, payload, CameraStatus, limits)
+
+
+def parse_ota_state(topic: str, payload: bytes, limits: ProtocolLimits) -> OtaStateReport:
+    """Parse an OTA state report (JSON; trainer ingest side)."""
+    return _parse_report(topic, payload, OtaStateReport, limits)
 
 
 def encode_json(message: BaseModel) -> bytes:

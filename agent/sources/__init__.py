@@ -36,7 +36,7 @@ from agent.sources.errors import (
     SourceUnavailableError,
 )
 from agent.sources.factory import build_source, make_opener
-from agent.sources.frame import Backoff, Frame, SourceState, SourceStatus
+from agent.sources.frame import Backoff, Frame, SourceState, SourceStatus, SyntheticOrigin
 from agent.sources.readers import FrameReader, Opener, csi_pipeline, gstreamer_available
 
 __all__ = [
@@ -63,6 +63,7 @@ __all__ = [
     "SourceStoppedError",
     "SourceUnavailableError",
     "StateListener",
+    "SyntheticOrigin",
     "SyntheticSourceConfig",
     "UsbSourceConfig",
     "build_source",

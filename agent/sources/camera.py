@@ -34,7 +34,7 @@ from typing import Any, Callable, List, Optional, Set, Tuple
 import structlog
 
 from agent.sources.errors import SourceConfigError, SourceStoppedError
-from agent.sources.frame import Backoff, Frame, SourceState, SourceStatus
+from agent.sources.frame import Backoff, Frame, SourceState, SourceStatus, SyntheticOrigin
 from agent.sources.readers import FrameReader, Image, Opener
 
 log = structlog.get_logger(__name__)
@@ -278,11 +278,11 @@ class CameraSource:
             )
         return None
 
-    def _deliver(self, image: Image) -> None:
+    def _deliver(self, image: Image, origin: Optional[SyntheticOrigin] = None) -> None:
         now = time.monotonic()
         wall = time.time()
         with self._cond:
-            frame = Frame(self.name, self._next_index, now, wall, image)
+            frame = Frame(self.name, self._next_index, now, wall, image, origin)
             self._next_index += 1
             if not self._latest_taken:
                 self._dropped += 1
@@ -413,7 +413,8 @@ class CameraSource:
                 return _LOST, delivered, f"read failed: {exc}"
             if image is None:
                 return _END, delivered, "end of stream"
-            self._deliver(image)
+            # only the synthetic reader knows what it rendered; every other reader has no such attribute
+            self._deliver(image, getattr(reader, "last_origin", None))
             delivered += 1
             interval = pace_interval or limit_interval
             if interval:

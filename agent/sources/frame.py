@@ -11,6 +11,29 @@ import numpy.typing as npt
 
 
 @dataclass(frozen=True)
+class SyntheticOrigin:
+    """What a rendered frame was rendered from: enough to render it again and read its ground truth.
+
+    Carried by frames of the ``synthetic`` source only (a real camera has no such identity), and from there in
+    the lineage of every sample taken of the frame, so the cloud's oracle labeller (a stand-in for human
+    review) can re-render it.
+
+    Attributes:
+        domain: scene domain name (``agent.synthetic.DOMAINS``).
+        seed: the stream's seed.
+        index: the frame's index in the stream (what ``render_stream_frame`` was called with; differs from
+            :attr:`Frame.index` when a prerendered loop is replayed).
+        width, height: the rendered size in pixels.
+    """
+
+    domain: str
+    seed: int
+    index: int
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
 class Frame:
     """One captured image.
 
@@ -21,6 +44,7 @@ class Frame:
         captured_monotonic: ``time.monotonic()`` when the reader got the frame (latency, rates).
         captured_wall: ``time.time()`` at the same moment (timestamps in messages, flag windows).
         image: ``(H, W, 3)`` BGR uint8.
+        origin: the render identity of a synthetic frame, ``None`` for every real camera.
     """
 
     camera: str
@@ -28,6 +52,7 @@ class Frame:
     captured_monotonic: float
     captured_wall: float
     image: npt.NDArray[Any]
+    origin: Optional[SyntheticOrigin] = None
 
     @property
     def height(self) -> int:

@@ -22,6 +22,7 @@ import numpy.typing as npt
 from typing_extensions import Protocol
 
 from agent.sources.errors import SourceConfigError, SourceReadError, SourceUnavailableError
+from agent.sources.frame import SyntheticOrigin
 
 Image = npt.NDArray[Any]
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -368,6 +369,9 @@ class SyntheticReader:
       (:func:`bounce_order`) as read-only arrays, without a copy. A read then costs next to nothing, like a
       camera whose frames are decoded by hardware, at the price of ``N * H * W * 3`` bytes held for the
       source's lifetime (6.2 MB per 1080p frame).
+
+    After each :meth:`read`, :attr:`last_origin` names what was rendered (domain, seed, stream index, size),
+    which travels in the lineage of samples so the cloud can re-render the frame for its ground truth.
     """
 
     live = False
@@ -392,6 +396,7 @@ class SyntheticReader:
         self._loop: List[Image] = []
         self._order: List[int] = []
         self._first: Optional[Image] = None
+        self.last_origin: Optional[SyntheticOrigin] = None
         try:  # render now so a bad domain fails at open, as a configuration error
             if prerender:
                 self._loop = self._prerender(prerender)
@@ -427,12 +432,16 @@ class SyntheticReader:
 
     def read(self) -> Optional[Image]:
         if self._loop:
-            image = self._loop[self._order[(self.index - self._start) % len(self._order)]]
+            stream_index = self._start + self._order[(self.index - self._start) % len(self._order)]
+            image = self._loop[stream_index - self._start]
         elif self._first is not None:
+            stream_index = self.index
             image, self._first = self._first, None
         else:
+            stream_index = self.index
             image = self._render_index(self.index)
         self.index += 1
+        self.last_origin = SyntheticOrigin(self.domain, self.seed, stream_index, self.size[1], self.size[0])
         return image
 
     def grab(self) -> bool:

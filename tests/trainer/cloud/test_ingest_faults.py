@@ -1,0 +1,127 @@
+"""Ingest under faults, with the agent's own link and spool as the device: SIGKILL of the service mid-stream,
+and a broker restart mid-stream. Every sample must be stored exactly once."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.trainer.cloud import helpers as h
+from trainer.store import LocalBlobStore, drop_counts, list_samples, open_reader
+
+pytestmark = [pytest.mark.trainer, pytest.mark.broker, pytest.mark.slow]
+
+
+def spool_samples(link, count: int, device: str = "dev-1"):
+    expected = {}
+    for _ in range(count):
+        topic, payload, meta = h.sample(device=device)
+        link.spool.put("sample", topic, payload, message_id=meta.id)
+        expected[meta.id] = meta.image.sha256
+    return expected
+
+
+def check_stored_once(config, expected):
+    db = open_reader(config.store.index_path)
+    rows = list_samples(db, limit=None, with_labels=False)
+    assert len(rows) == len(expected), "a sample is missing or stored twice"
+    assert {r.id: r.image_sha256 for r in rows} == expected
+    blobs = LocalBlobStore(config.store.path)
+    try:
+        digests = set(blobs.iter_digests())
+        assert digests == set(expected.values())
+        for sha in list(digests)[:50]:
+            assert hashlib.sha256(blobs.get(sha)).hexdigest() == sha
+    finally:
+        blobs.close()
+    return {(d["device"], d["reason"]): d["count"] for d in drop_counts(db)}
+
+
+def start_serve(config_path, log):
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.Popen(
+        [sys.executable, "-m", "trainer.cli", "serve", "--config", str(config_path)], stdout=log, stderr=log, env=env
+    )
+
+
+def test_sigkill_mid_stream_loses_nothing_stores_nothing_twice(tmp_path, broker):
+    config = h.trainer_config(tmp_path, broker.port, batch_max_messages=64)
+    config_path = h.write_config(config, tmp_path / "trainer.yaml")
+    link = h.agent_link(tmp_path, broker.port)
+    expected = spool_samples(link, 2000)
+    log = open(tmp_path / "serve.log", "ab")
+    serve = start_serve(config_path, log)
+    try:
+        # the service's session must exist before the device sends, or the broker has nowhere to queue
+        assert h.wait_until(lambda: h.service_subscribed(config), 30), (tmp_path / "serve.log").read_text()
+        link.start()
+        assert h.wait_until(lambda: h.stored_count(config) >= 400, 60), "nothing stored"
+        serve.send_signal(signal.SIGKILL)
+        serve.wait(10)
+        killed_at = h.stored_count(config)
+        assert killed_at < 2000, "the stream was over before the kill; nothing tested"
+        serve = start_serve(config_path, log)
+        assert h.wait_until(lambda: h.stored_count(config) == 2000, 120), f"stuck at {h.stored_count(config)}"
+        assert h.wait_until(lambda: len(link.spool) == 0, 30)
+        time.sleep(0.5)  # anything still arriving would be a second copy
+        drops = check_stored_once(config, expected)
+        # what was stored but not yet acknowledged at the kill came again and was recognised
+        print(f"killed at {killed_at} stored; duplicates recognised after restart: {drops}")
+    finally:
+        link.stop()
+        serve.send_signal(signal.SIGTERM)
+        assert serve.wait(30) == 0
+        log.close()
+
+
+def test_broker_restart_mid_stream_loses_nothing(tmp_path, broker_factory):
+    broker = broker_factory(persistence=True)
+    broker.start()
+    config = h.trainer_config(tmp_path, broker.port, batch_max_messages=64)  # one worker, plain subscription
+    link = h.agent_link(tmp_path, broker.port)
+    expected = spool_samples(link, 800)
+    with h.running_service(config) as service:
+        link.start()
+        assert h.wait_until(lambda: h.stored_count(config) >= 200, 60)
+        broker.restart(down_for=1.0)
+        assert h.wait_until(lambda: h.stored_count(config) == 800, 120), f"stuck at {h.stored_count(config)}"
+        assert h.wait_until(lambda: len(link.spool) == 0, 30)
+        client = service.client.snapshot()
+        assert client.connects >= 2 and client.disconnects >= 1  # it reconnected and resubscribed
+        link.stop()
+    check_stored_once(config, expected)
+
+
+def test_mosquitto_drops_shared_subscriptions_at_restart(tmp_path, broker_factory):
+    """The broker limitation docs/CLOUD.md warns about, kept as a canary: mosquitto 2.0 restores a persistent
+    session's plain subscriptions after a restart, not its shared ones, so messages published before the
+    worker subscribes again are dropped by the broker (the worker itself then takes everything that follows).
+    If this test fails, the broker was fixed: update docs/CLOUD.md and the share_group description."""
+    broker = broker_factory(persistence=True)
+    broker.start()
+    config = h.trainer_config(tmp_path, broker.port, share_group="ingest")
+    device = h.Device(broker.port, "dev-1")
+    with h.running_service(config) as service:
+        before = [h.sample() for _ in range(5)]
+        device.publish_many([(t, p) for t, p, _ in before])
+        assert h.wait_until(lambda: h.stored_count(config) == 5)
+        service.client.close_intake()  # the worker stays away while the broker restarts
+    device.close()
+    broker.restart()
+    device = h.Device(broker.port, "dev-1")
+    gap = [h.sample() for _ in range(5)]
+    device.publish_many([(t, p) for t, p, _ in gap])
+    with h.running_service(config):
+        after = [h.sample() for _ in range(5)]
+        device.publish_many([(t, p) for t, p, _ in after])
+        assert h.wait_until(lambda: h.stored_count(config) == 10)
+        time.sleep(1.0)
+    device.close()
+    stored = {row.id for row in list_samples(open_reader(config.store.index_path), limit=None)}
+    assert stored == {m.id for _, _, m in before + after}, "the broker now keeps shared subscriptions"

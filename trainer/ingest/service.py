@@ -1,0 +1,254 @@
+"""``edge-trainer serve``: the ingest service's wiring, supervision, status and shutdown. The only module that
+knows every part.
+
+Threads::
+
+    main            supervision (1 s), metrics, status file, sd_notify; SIGTERM / SIGINT set the stop event
+    mqtt-ingest     IngestClient: paho network loop, PUBACKs (trainer.ingest.client)
+    store-writer    StoreWriter: decode, blobs + index per batch, then ack (trainer.ingest.writer)
+    metrics-http    GET /metrics, /status, /healthz (agent.observability.MetricsServer)
+    blob-write-*    the local blob store's fsync pool (work items of the writer's batches)
+
+Shutdown (SIGTERM) drains: the client stops handing over new messages (they stay unacknowledged in the
+broker's session), the writer stores and acknowledges everything it was handed, the acks are flushed, and
+the client disconnects normally (the session, and what is queued in it, stays). Bounded by
+``ingest.drain_timeout_s``; past it the writer is abandoned unacknowledged (the broker re-delivers).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import structlog
+
+from agent.observability import Metrics, MetricsServer, SdNotifier
+from trainer.ingest.client import IngestClient
+from trainer.ingest.supervisor import SupervisedThread
+from trainer.ingest.writer import StoreWriter
+from trainer.settings import TrainerConfig
+from trainer.store import SampleStore
+
+log = structlog.get_logger("trainer.ingest.service")
+
+
+def write_json_atomic(path: Path, document: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(document, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def status_path(config: TrainerConfig) -> Path:
+    assert config.ingest is not None
+    return config.state_dir / f"ingest-{config.ingest.worker_name}.status.json"
+
+
+class IngestService:
+    """See the module docstring. ``open_store`` replaces the configured store (tests)."""
+
+    def __init__(self, config: TrainerConfig, open_store: Optional[Callable[[], SampleStore]] = None) -> None:
+        if config.ingest is None:
+            raise ValueError("trainer.yaml has no ingest section: nothing to serve")
+        self.config = config
+        self.ingest = config.ingest
+        self.started_at = time.time()
+        self.state = "starting"
+        self.writer = StoreWriter(open_store or (lambda: SampleStore(config.store)), self.ingest, self._ack)
+        self.client = IngestClient(self.ingest, self.writer.submit)
+        self.threads = [
+            SupervisedThread("mqtt-ingest", self.client.run),
+            SupervisedThread("store-writer", self.writer.run),
+        ]
+        self.metrics = Metrics(prefix="edge_ingest_")
+        self.http: Optional[MetricsServer] = None
+        if config.http.enabled:
+            self.http = MetricsServer(
+                self.metrics,
+                config.http.host,
+                config.http.port,
+                routes={"/status": self._status_route, "/healthz": self._health_route},
+                refresh=self._update_metrics,
+            )
+        self.notifier = SdNotifier()
+        self._progress: Dict[str, Tuple[int, float]] = {}
+
+    def _ack(self, tokens: Any) -> None:
+        self.client.ack(tokens)
+
+    # ------------------------------------------------------------------ what it reports
+
+    def problems(self) -> List[str]:
+        """What makes the service unhealthy right now (empty: healthy)."""
+        found = [f"thread {t.name} died: {(t.error or '').splitlines()[0]}" for t in self.threads if t.died]
+        writer = self.writer.snapshot()
+        if writer.retrying:
+            found.append(f"storage failing: {writer.last_error}")
+        return found
+
+    def warnings(self) -> List[str]:
+        client, writer = self.client.snapshot(), self.writer.snapshot()
+        found = []
+        if not client.connected:
+            found.append(f"not connected to the broker ({client.last_error or 'connecting'})")
+        if writer.store_full:
+            found.append("store full: new samples and snapshots are refused (counted store_full)")
+        if client.connected and client.protocol == "3.1.1":
+            found.append("MQTT 3.1.1: no shared subscription, run a single worker")
+        return found
+
+    def status(self) -> Dict[str, Any]:
+        client, writer = self.client.snapshot(), self.writer.snapshot()
+        store = self.config.store
+        writer_doc = asdict(writer)
+        writer_doc["outcomes"] = {f"{kind}:{outcome}": n for (kind, outcome), n in sorted(writer.outcomes.items())}
+        return {
+            "worker": self.ingest.worker_name,
+            "state": self.state,
+            "pid": os.getpid(),
+            "started_at": self.started_at,
+            "uptime_s": round(time.time() - self.started_at, 1),
+            "updated_at": time.time(),
+            "sites": list(self.ingest.sites),
+            "mqtt": asdict(client),
+            "writer": writer_doc,
+            "store": {
+                "path": str(store.path),
+                "blobs": store.blobs.type,
+                "full": writer.store_full,
+                "used_bytes": writer.used_bytes,
+                "max_bytes": store.budget.max_bytes,
+                "room_bytes": writer.room_bytes,
+            },
+            "threads": {t.name: ("alive" if t.alive else ("died" if t.died else "stopped")) for t in self.threads},
+            "problems": self.problems(),
+            "warnings": self.warnings(),
+        }
+
+    def _status_route(self) -> Tuple[int, str, bytes]:
+        return 200, "application/json", json.dumps(self.status(), default=str).encode("utf-8")
+
+    def _health_route(self) -> Tuple[int, str, bytes]:
+        problems = self.problems()
+        body = json.dumps({"ok": not problems, "problems": problems, "warnings": self.warnings()}).encode("utf-8")
+        return (503 if problems else 200), "application/json", body
+
+    def _update_metrics(self) -> None:
+        client, writer = self.client.snapshot(), self.writer.snapshot()
+        m = self.metrics
+        m.set("mqtt_connected", 1 if client.connected else 0, "1 while connected to the broker")
+        m.set("mqtt_connects_total", client.connects, "Successful connections", "counter")
+        m.set("mqtt_disconnects_total", client.disconnects, "Connections lost", "counter")
+        m.set("mqtt_connect_failures_total", client.connect_failures, "Failed connection attempts", "counter")
+        m.set("messages_received_total", client.received, "Messages handed to the writer", "counter")
+        m.set("acks_total", client.acked, "PUBACKs sent (each after its message was stored)", "counter")
+        m.set("stale_acks_total", client.stale_acks, "Acks dropped: their connection had closed", "counter")
+        m.set("batches_total", writer.batches, "Batches stored", "counter")
+        for (kind, outcome), count in writer.outcomes.items():
+            m.set("records_total", count, "Messages by kind and outcome", "counter", kind=kind, outcome=outcome)
+        for reason, count in writer.drops.items():
+            m.set("rejected_total", count, "Messages rejected, by reason", "counter", reason=reason)
+        m.set("store_write_errors_total", writer.write_errors, "Failed batch writes (retried)", "counter")
+        m.set("store_full", 1 if writer.store_full else 0, "1 while new images are refused")
+        m.set("store_used_bytes", writer.used_bytes, "Bytes of stored images")
+        m.set("writer_queue_depth", writer.queue_depth, "Messages received, not yet stored")
+        m.set("last_batch_seconds", writer.last_batch_s, "Duration of the last batch (store + ack)")
+        for thread in self.threads:
+            m.set("thread_alive", 1 if thread.alive else 0, "1 while the thread runs", thread=thread.name)
+
+    def _write_status(self) -> None:
+        try:
+            write_json_atomic(status_path(self.config), self.status())
+        except OSError as exc:
+            log.warning("status_file_failed", error=str(exc))
+
+    def _making_progress(self, now: float) -> bool:
+        """Both loops turned within the last 30 s (the watchdog only pings then)."""
+        ok = True
+        for name, count in (
+            ("mqtt-ingest", self.client.snapshot().iterations + self.client.snapshot().connect_attempts),
+            ("store-writer", self.writer.snapshot().iterations),
+        ):
+            previous = self._progress.get(name)
+            if previous is None or previous[0] != count:
+                self._progress[name] = (count, now)
+            elif now - previous[1] > 30.0:
+                ok = False
+        return ok
+
+    # ------------------------------------------------------------------ life cycle
+
+    def start(self) -> None:
+        if self.http is not None:
+            self.http.start()
+            log.info("http_listening", host=self.config.http.host, port=self.http.port)
+        for thread in reversed(self.threads):  # the writer first: it opens the store
+            thread.start()
+        self.state = "running"
+
+    def drain(self) -> bool:
+        """Stop taking messages, store and acknowledge what was taken, disconnect. True when nothing was left."""
+        self.state = "draining"
+        self.notifier.notify("STOPPING=1")
+        log.info("ingest_draining", queued=self.writer.snapshot().queue_depth)
+        self.client.close_intake()
+        self.writer.finish()
+        writer_thread = self.threads[1]
+        clean = writer_thread.join(self.ingest.drain_timeout_s)
+        if not clean:
+            log.error("drain_timeout", timeout_s=self.ingest.drain_timeout_s, detail="left unacknowledged")
+            self.writer.abort()
+            writer_thread.join(5.0)
+        self.client.request_stop()
+        self.threads[0].join(10.0)
+        self.state = "stopped"
+        return clean
+
+    def close(self) -> None:
+        if self.http is not None:
+            self.http.stop()
+
+    def run(self, stop: threading.Event) -> int:
+        """Serve until ``stop`` is set or a thread dies; returns the process exit status."""
+        self.start()
+        self.notifier.notify("READY=1")
+        code = 0
+        interval = 1.0
+        if self.notifier.watchdog_interval_s:
+            interval = min(interval, self.notifier.watchdog_interval_s / 2)
+        try:
+            while not stop.wait(interval):
+                dead = [t for t in self.threads if not t.alive]
+                if dead:
+                    for thread in dead:
+                        log.critical("worker_thread_ended", thread=thread.name, error=thread.error)
+                    code = 1
+                    break
+                self._update_metrics()
+                self._write_status()
+                if self._making_progress(time.monotonic()):
+                    self.notifier.notify("WATCHDOG=1")
+            clean = self.drain()
+            if not clean and code == 0:
+                code = 1
+            self._update_metrics()
+            self._write_status()
+        finally:
+            self.close()
+        log.info("ingest_stopped", code=code)
+        return code
+
+
+def install_signal_handlers(stop: threading.Event) -> None:
+    def handle(signum: int, frame: Any) -> None:
+        log.info("signal_received", signal=signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
