@@ -12,14 +12,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     from trainer import evaluate, export, synth, train
     from trainer.ingest import cli as ingest_cli
+    from trainer.labelling import cli as label_cli
     from trainer.release import cli as release_cli
     from trainer.release import push
+    from trainer.store import cli as store_cli
 
     for module in (synth, train, evaluate, export):
         module.add_parser(sub)
     release_cli.add_parsers(sub)
     push.add_parser(sub)
     ingest_cli.add_parser(sub)
+    store_cli.add_parsers(sub)
+    label_cli.add_parser(sub)
     return parser
 
 

@@ -61,9 +61,12 @@ CREATE TABLE IF NOT EXISTS labels (
     created_at REAL NOT NULL,
     boxes      TEXT NOT NULL,
     ref        TEXT,
+    ref_key    TEXT,
     note       TEXT
 );
 CREATE INDEX IF NOT EXISTS labels_sid ON labels (sid, lid);
+-- the same reviewed annotation (or oracle / teacher verdict) imported twice is one label
+CREATE UNIQUE INDEX IF NOT EXISTS labels_ref ON labels (sid, source, ref_key);
 
 CREATE TABLE IF NOT EXISTS label_exports (
     export_id  TEXT PRIMARY KEY,

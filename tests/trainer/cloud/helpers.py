@@ -300,3 +300,56 @@ def service_subscribed(config: TrainerConfig) -> bool:
         return bool(json.loads(status_path(config).read_text())["mqtt"]["subscribed"])
     except (OSError, ValueError, KeyError):
         return False
+
+
+def synthetic_sample(
+    seed: int = 3, index: int = 0, domain: str = "factory", width: int = 320, height: int = 240, device: str = "dev-1"
+) -> Tuple[str, bytes, SampleMeta, Any]:
+    """A sample of the synthetic camera, as the agent makes it: the rendered frame as JPEG (q90), its render
+    identity in the lineage, the true boxes shifted a little as the model's (uncertain) predictions.
+    Returns (topic, payload, meta, the rendered SyntheticFrame)."""
+    from agent.synthetic import CLASS_NAMES, render_stream_frame
+
+    frame = render_stream_frame(domain, seed, index, size=(height, width))
+    ok, data = cv2.imencode(".jpg", frame.image, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    assert ok
+    jpeg = data.tobytes()
+    predictions = [
+        Box(
+            x1=x1 + 2, y1=y1 + 1, x2=x2 + 2, y2=y2 - 1, class_id=int(c), class_name=CLASS_NAMES[int(c)], confidence=0.45
+        )
+        for (x1, y1, x2, y2), c in zip(frame.boxes.tolist(), frame.class_ids.tolist())
+    ]
+    ref = SyntheticFrameRef(domain=domain, seed=seed, index=index, width=width, height=height)
+    topic, payload, meta = sample(
+        device=device, jpeg=jpeg, synthetic=ref, width=width, height=height, predictions=predictions
+    )
+    return topic, payload, meta, frame
+
+
+def fill_store(config: TrainerConfig, messages: List[Tuple[str, bytes]]) -> None:
+    """Store messages as ingest would (the decoder and the store, without a broker)."""
+    from agent.protocol import ProtocolLimits
+    from trainer.ingest import decode
+    from trainer.store import SampleStore
+
+    store = SampleStore(config.store)
+    try:
+        records = [decode(t, p, "edge", ProtocolLimits(), time.time(), "test") for t, p in messages]
+        store.write_batch([r for r in records if r is not None])
+    finally:
+        store.close()
+
+
+def store_config(tmp_path: Path, **labelling: Any) -> Tuple[TrainerConfig, Path]:
+    """A trainer.yaml with a store and no ingest (for the CLI tests); returns (config, its path)."""
+    config = TrainerConfig.model_validate(
+        {
+            "state_dir": str(tmp_path / "state"),
+            "store": {"path": str(tmp_path / "store"), "budget": {"min_free_bytes": 0}},
+            "labelling": labelling,
+            "logging": {"level": "warning"},
+        }
+    )
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    return config, write_config(config, tmp_path / "trainer.yaml")
