@@ -8,7 +8,8 @@ the belt around them hardly changes) the decoded JPEG must be clearly closer to 
 its neighbours in the stream (mean absolute difference below ``MATCH_RATIO`` of the nearer neighbour's).
 Measured at JPEG quality 70 on the three domains: the right frame scores 0.63-0.78 of its neighbours, a
 frame off by one 1.29-1.61, a frame far off about 1.0. It refuses every sample of a real camera: there is no
-ground truth to read there, only a person's judgement. Its labels are stored with source ``oracle`` and author ``oracle (stand-in for human review)``.
+ground truth to read there, only a person's judgement. Its labels are stored with source ``oracle`` and
+author ``oracle (stand-in for human review)``.
 """
 
 from __future__ import annotations
