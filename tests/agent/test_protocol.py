@@ -7,7 +7,7 @@ import hashlib
 import json
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Dict
 
 import pytest
 from hypothesis import given, settings
@@ -33,9 +33,13 @@ from agent.protocol import (
     Topics,
     encode_framed,
     encode_json,
+    parse_alert,
+    parse_camera_status,
     parse_command,
+    parse_device_status,
     parse_model_chunk,
     parse_model_push,
+    parse_ota_state,
     parse_sample,
 )
 from agent.protocol import models as models_module
@@ -298,6 +302,67 @@ def test_sample_frame_round_trip() -> None:
     meta = sample_meta(jpeg)
     got, body = parse_sample("s", encode_framed(meta, jpeg), LIMITS)
     assert got == meta and body == jpeg
+
+
+def test_sample_carries_the_synthetic_identity_when_there_is_one() -> None:
+    jpeg = b"\xff\xd8" + bytes(10) + b"\xff\xd9"
+    ref = {"domain": "drifted", "seed": 3, "index": 17, "width": 64, "height": 48}
+    meta = sample_meta(jpeg).model_copy(update={"synthetic": models_module.SyntheticFrameRef(**ref)})
+    got, _ = parse_sample("s", encode_framed(meta, jpeg), LIMITS)
+    assert got.synthetic is not None and got.synthetic.model_dump() == ref
+    assert sample_meta(jpeg).synthetic is None  # real cameras send none
+    header = json.loads(encode_json(meta))
+    for bad in ({**ref, "index": -1}, {**ref, "domain": "a/b"}, {**ref, "width": 0}, {**ref, "extra": 1}):
+        with pytest.raises(ProtocolError) as info:
+            parse_sample("s", encode_frame_raw({**header, "synthetic": bad}, jpeg), LIMITS)
+        assert info.value.reason == ProtocolErrorReason.INVALID
+
+
+def encode_frame_raw(header: Dict[str, Any], body: bytes) -> bytes:
+    from agent.protocol import encode_frame
+
+    return encode_frame(json.dumps(header).encode(), body)
+
+
+def test_device_message_parsers_for_ingest() -> None:
+    status = {"device": "d", "site": "s", "state": "online", "agent_version": "0.1.0", "ts": "2026-01-02T03:04:05Z"}
+    assert parse_device_status("t", json.dumps(status).encode(), LIMITS).state == "online"
+    camera = {
+        "device": "d",
+        "camera": "c",
+        "state": "streaming",
+        "source": "rtsp://cam",
+        "fps": 1.0,
+        "frames": 1,
+        "drops": 0,
+        "reconnects": 0,
+        "ts": "2026-01-02T03:04:05Z",
+    }
+    assert parse_camera_status("t", json.dumps(camera).encode(), LIMITS).camera == "c"
+    report = {"id": "r1", "device": "d", "phase": "committed", "ts": "2026-01-02T03:04:05Z"}
+    assert parse_ota_state("t", json.dumps(report).encode(), LIMITS).phase.value == "committed"
+    alert = json.loads(
+        encode_json(
+            AlertEvent(
+                id="a1",
+                device="d",
+                camera="c",
+                model=MODEL,
+                frame_ts=NOW,
+                created_ts=NOW,
+                boxes=[],
+                rule={"name": "r", "min_confidence": 0.5, "min_frames": 1},
+            )
+        )
+    )
+    assert parse_alert("t", json.dumps(alert).encode(), LIMITS).id == "a1"
+    for parser, doc in ((parse_device_status, status), (parse_camera_status, camera), (parse_ota_state, report)):
+        with pytest.raises(ProtocolError) as info:
+            parser("t", json.dumps({**doc, "ts": "2026-01-02T03:04:05"}).encode(), LIMITS)  # naive time
+        assert info.value.reason == ProtocolErrorReason.INVALID
+        with pytest.raises(ProtocolError) as info:
+            parser("t", b"x" * (LIMITS.max_report_bytes + 1), LIMITS)
+        assert info.value.reason == ProtocolErrorReason.OVERSIZE
 
 
 @settings(max_examples=300, deadline=None)

@@ -66,6 +66,51 @@ def test_alerts_arrive_within_one_second_of_the_frame(
         collector.close()
 
 
+def _mean_abs_diff_in_boxes(image: np.ndarray, frame: Any) -> float:
+    diff = np.abs(image.astype(np.int16) - frame.image.astype(np.int16))
+    mask = np.zeros(diff.shape[:2], bool)
+    for x1, y1, x2, y2 in frame.boxes.astype(int).tolist():
+        mask[max(0, y1) : y2, max(0, x1) : x2] = True
+    return float(diff[mask].mean()) if mask.any() else float(diff.mean())
+
+
+@pytest.mark.parametrize("prerender", [0, 6])
+def test_samples_of_the_synthetic_camera_carry_the_identity_of_their_frame(
+    tmp_path: Path, broker: MosquittoBroker, daemon_model: Path, prerender: int
+) -> None:
+    """The lineage names what was rendered (domain, seed, stream index, size), also when a prerendered loop is
+    replayed back and forth: rendering that identity again gives the sample's image (the cloud's oracle
+    labeller relies on it)."""
+    import cv2
+
+    from agent.protocol import ProtocolLimits, parse_sample
+    from agent.synthetic import render_stream_frame
+
+    collector = Collector(broker.port)
+    cam = synthetic_camera("cam1", seed=4, fps=10)
+    cam["source"]["prerender"] = prerender
+    cam["rules"] = sampling_rules(alerts=False)
+    cfg = write_config(tmp_path / "c.yaml", config_dict(tmp_path, broker.port, daemon_model, [cam]))
+    try:
+        with InProcessDaemon(cfg) as d:
+            wait_for(lambda: len(collector.on("/samples")) >= 12, 30, "12 samples")
+            d.stop()
+        indexes = set()
+        for _, topic, payload in collector.on("/samples")[:12]:
+            meta, jpeg = parse_sample(topic, payload, ProtocolLimits())
+            ref = meta.synthetic
+            assert ref is not None and (ref.domain, ref.seed, ref.width, ref.height) == ("factory", 4, 320, 192)
+            indexes.add(ref.index)
+            image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+            claimed = _mean_abs_diff_in_boxes(image, render_stream_frame("factory", 4, ref.index, size=(192, 320)))
+            other = _mean_abs_diff_in_boxes(image, render_stream_frame("factory", 4, ref.index + 1, size=(192, 320)))
+            assert claimed < 0.9 * other, (ref.index, claimed, other)
+        if prerender:
+            assert indexes <= set(range(prerender))  # the replayed loop's own frames, not the frame counter
+    finally:
+        collector.close()
+
+
 def _outage(tmp_path: Path, model: Path, outage_s: float) -> None:
     broker = MosquittoBroker(tmp_path / "broker", persistence=True)
     broker.start()
