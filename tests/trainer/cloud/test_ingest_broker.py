@@ -14,7 +14,7 @@ pytestmark = [pytest.mark.trainer, pytest.mark.broker]
 
 
 def test_every_kind_is_stored_and_the_registry_filled(tmp_path, broker):
-    config = h.trainer_config(tmp_path, broker.port)
+    config = h.trainer_config(tmp_path, broker.port, share_group="ingest")
     device = h.Device(broker.port, "dev-1")
     try:
         with h.running_service(config) as service:

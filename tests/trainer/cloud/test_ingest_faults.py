@@ -125,3 +125,48 @@ def test_mosquitto_drops_shared_subscriptions_at_restart(tmp_path, broker_factor
     device.close()
     stored = {row.id for row in list_samples(open_reader(config.store.index_path), limit=None)}
     assert stored == {m.id for _, _, m in before + after}, "the broker now keeps shared subscriptions"
+
+
+def test_sigterm_drains_acknowledges_what_it_stored_and_exits_0(tmp_path, broker):
+    config = h.trainer_config(tmp_path, broker.port, batch_max_messages=64)
+    config_path = h.write_config(config, tmp_path / "trainer.yaml")
+    link = h.agent_link(tmp_path, broker.port)
+    expected = spool_samples(link, 1500)
+    log = open(tmp_path / "serve.log", "ab")
+    serve = start_serve(config_path, log)
+    try:
+        assert h.wait_until(lambda: h.service_subscribed(config), 30), (tmp_path / "serve.log").read_text()
+        link.start()
+        assert h.wait_until(lambda: h.stored_count(config) >= 300, 60)
+        started = time.monotonic()
+        serve.send_signal(signal.SIGTERM)
+        assert serve.wait(30) == 0, (tmp_path / "serve.log").read_text()[-3000:]
+        assert time.monotonic() - started < config.ingest.drain_timeout_s
+        assert h.stored_count(config) < 1500, "the stream was over before the stop; nothing tested"
+        serve = start_serve(config_path, log)
+        assert h.wait_until(lambda: h.stored_count(config) == 1500, 120)
+        assert h.wait_until(lambda: len(link.spool) == 0, 30)
+        time.sleep(0.5)
+        drops = check_stored_once(config, expected)
+        # everything stored before the stop was acknowledged before the process left: nothing came twice
+        assert drops.get(("dev-1", "duplicate_id"), 0) == 0, drops
+    finally:
+        link.stop()
+        serve.send_signal(signal.SIGTERM)
+        serve.wait(30)
+        log.close()
+
+
+def test_mqtt_311_runs_as_one_worker_and_says_so(tmp_path, broker):
+    config = h.trainer_config(tmp_path, broker.port, share_group="ingest", broker={"protocol": "3.1.1"})
+    device = h.Device(broker.port, "dev-1", protocol=4)
+    try:
+        with h.running_service(config) as service:
+            device.publish_many([(t, p) for t, p, _ in (h.sample() for _ in range(10))])
+            assert h.wait_until(lambda: service.writer.snapshot().count("sample", "stored") == 10)
+            client = service.client.snapshot()
+            assert client.protocol == "3.1.1" and not client.shared_subscription
+            assert not any(f.startswith("$share/") for f in client.filters)
+            assert any("3.1.1" in w for w in service.status()["warnings"])
+    finally:
+        device.close()
