@@ -89,6 +89,9 @@ def main() -> None:
         finally:
             server.stop()
     each_ms = review_s / max(1, reviewed) * 1e3
+    export_row = f"export {args.n} samples ({boxes} boxes as pre-annotations; project, label config, storage, tasks)"
+    review_row = f"a reviewer submits {reviewed} annotations through the API (the oracle as stand-in)"
+    import_row = f"`label import`: {report.labelled} annotations back ({report.waiting} tasks still waiting)"
     body = f"""## Labelling round trip with Label Studio (issue 9)
 
 `PYTHONPATH=. .venv/bin/python bench/bench_label_studio.py --n {args.n} --write` on {machine()}; Label Studio
@@ -97,9 +100,9 @@ started in {startup:.0f} s.
 
 | step | figure | target |
 |---|---|---|
-| export {args.n} samples ({boxes} boxes as pre-annotations; project, label config, storage, tasks) | **{export_s:.1f} s** | <= 10 s |
-| a reviewer submits {reviewed} annotations through the API (the oracle as stand-in) | {review_s:.1f} s ({each_ms:.0f} ms each) | — |
-| `label import`: {report.labelled} annotations back as ground truth ({report.waiting} tasks still waiting) | {import_s:.1f} s | — |
+| {export_row} | **{export_s:.1f} s** | <= 10 s |
+| {review_row} | {review_s:.1f} s ({each_ms:.0f} ms each) | — |
+| {import_row} | {import_s:.1f} s | — |
 
 The export sends tasks in batches of 500 and records the export in the store; the import reads Label
 Studio's JSON export of the project (`download_all_tasks=true`) and writes the labels in one transaction.
