@@ -80,6 +80,8 @@ bench: setup
 	PYTHONPATH=. $(VENV)/bin/python bench/bench_ota_verify.py
 	PYTHONPATH=. $(VENV)/bin/python bench/bench_spool_drain.py --verify --write
 	PYTHONPATH=. $(VENV)/bin/python bench/bench_cameras.py --model models/demo/demo-int8.onnx --write
+	PYTHONPATH=. $(VENV)/bin/python bench/bench_ingest.py --write
+	PYTHONPATH=. $(VENV)/bin/python bench/bench_label_studio.py --write
 
 clean:
 	rm -rf $(VENV) $(VENV38) $(VENV_LS) .stamps runs .pytest_cache .mypy_cache .ruff_cache

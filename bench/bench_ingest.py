@@ -205,14 +205,19 @@ def counts(index: Path) -> Dict[str, int]:
         return {}
 
 
-def wait_stored(index: Path, target: int, timeout: float = 600) -> Tuple[float, float, Dict[str, int]]:
-    """Poll until ``target`` samples are stored: (time of the first stored, time of the last, per worker)."""
+def wait_stored(
+    index: Path, target: int, timeout: float = 600, series: Optional[List[Tuple[float, int]]] = None
+) -> Tuple[float, float, Dict[str, int]]:
+    """Poll until ``target`` samples are stored: (time of the first stored, time of the last, per worker).
+    ``series`` collects (monotonic time, stored) points for the plot."""
     first = None
     deadline = time.monotonic() + timeout
     while True:
         now = time.monotonic()
         found = counts(index)
         total = sum(found.values())
+        if series is not None:
+            series.append((now, total))
         if total and first is None:
             first = now
         if total >= target:
@@ -239,6 +244,7 @@ def main() -> None:
     parser.add_argument("--only-backlog", action="store_true", help="run 1 only (quick experiments)")
     args = parser.parse_args()
     results: Dict[str, Dict[str, float]] = {}
+    curves: Dict[str, Tuple[List[Tuple[float, int]], List[Tuple[float, float]], float]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
         root = Path(tmp)
         broker = MosquittoBroker(root / "broker", extra_conf="max_queued_bytes 0\n")
@@ -256,8 +262,10 @@ def main() -> None:
             proc.join()
             started = time.monotonic()
             worker.start()
-            first, last, _ = wait_stored(store / "index.sqlite3", args.n)
+            stored_series: List[Tuple[float, int]] = []
+            first, last, _ = wait_stored(store / "index.sqlite3", args.n, series=stored_series)
             peak, steady = worker.rss_figures()
+            curves["backlog drain, 1 worker"] = (stored_series, list(worker.rss), started)
             worker.stop()
             results["backlog"] = {
                 "rate": args.n / (last - first),
@@ -268,9 +276,6 @@ def main() -> None:
                 "size": pub["bytes"] / args.n,
             }
             print("backlog", results["backlog"], flush=True)
-            if os.environ.get("BENCH_INGEST_RSS_SERIES"):
-                t_start = worker.rss[0][0] if worker.rss else 0
-                print("rss series (s, MB):", [(round(t - t_start, 1), round(mb)) for t, mb in worker.rss[::4]])
             if args.only_backlog:
                 return
 
@@ -285,7 +290,13 @@ def main() -> None:
                 proc, go, result = run_publisher(broker.port, args.n, name)
                 t0 = time.monotonic()
                 go.set()
-                first, last, per_worker = wait_stored(store / "index.sqlite3", args.n)
+                stored_series = []
+                first, last, per_worker = wait_stored(store / "index.sqlite3", args.n, series=stored_series)
+                curves[f"live, {len(workers)} worker{'s' if len(workers) > 1 else ''}"] = (
+                    stored_series,
+                    list(running[0].rss),
+                    t0,
+                )
                 pub = result.get(timeout=600)
                 proc.join()
                 rss = [w.rss_figures() for w in running]
@@ -304,7 +315,33 @@ def main() -> None:
     body = render(results, args.n)
     print(body)
     if args.write:
-        write_section("ingest", body)
+        plot(curves, REPO / "docs" / "img" / "bench-ingest.png")
+        write_section("ingest", body + "\n\n![stored samples and worker RSS over time](img/bench-ingest.png)")
+
+
+def plot(curves: Dict[str, Tuple[List[Tuple[float, int]], List[Tuple[float, float]], float]], path: Path) -> None:
+    """Stored samples and the (first) worker's RSS against time, one line per run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
+    for name, (stored, rss, t0) in curves.items():
+        top.plot([t - t0 for t, _ in stored], [n for _, n in stored], label=name)
+        bottom.plot([t - t0 for t, _ in rss], [mb for _, mb in rss], label=name)
+    top.set_ylabel("samples stored (durable, acknowledged)")
+    bottom.set_ylabel("worker RSS (MB)")
+    bottom.axhline(200, color="grey", linestyle="--", linewidth=1, label="target 200 MB")
+    bottom.set_xlabel("seconds since the worker started / the publisher began")
+    top.legend(loc="lower right")
+    bottom.legend(loc="lower right")
+    top.grid(alpha=0.3)
+    bottom.grid(alpha=0.3)
+    fig.suptitle("edge-trainer serve: samples of 55 kB from a local mosquitto")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
 
 
 def render(results: Dict[str, Dict[str, float]], n: int) -> str:

@@ -132,6 +132,8 @@ def test_device_cannot_publish_as_another_device(site: SiteBroker) -> None:
         assert ops.wait_for(lambda m: any(t == f"edge/{SITE}/dev-a/alerts" for t, *_ in m))
         time.sleep(0.3)
         assert ops.on(f"edge/{SITE}/dev-b/alerts") == [], "a forged message reached a subscriber"
+        # nor samples under another device's topic (the cloud ingest also refuses a sample naming another device)
+        assert a.publish(f"edge/{SITE}/dev-b/samples", b"EVL1\x00\x00\x00\x02{}") == 0x87
         # a device cannot send commands either, not even to itself
         assert a.publish(f"edge/{SITE}/dev-b/cmd", b"{}") == 0x87
     finally:

@@ -253,8 +253,18 @@ class IngestClient:
             delay = self._backoff.next_delay()
             self._publish(last_backoff_s=delay)
             log.info("mqtt_backoff", delay_s=round(delay, 3), failures=self._backoff.failures)
-            self._stop.wait(delay)
+            self._wait(delay)
         self._shutdown()
+
+    def _wait(self, delay: float) -> None:
+        """Back off in one-second turns: the thread shows it is alive (the watchdog), and stops at once."""
+        deadline = time.monotonic() + delay
+        while not self._stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0 or self._stop.wait(min(1.0, left)):
+                return
+            self._count("iterations")
+            self._publish()
 
     def _connect_once(self) -> bool:
         cfg = self.config.broker

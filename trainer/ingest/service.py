@@ -171,8 +171,9 @@ class IngestService:
     def _making_progress(self, now: float) -> bool:
         """Both loops turned within the last 30 s (the watchdog only pings then)."""
         ok = True
+        client = self.client.snapshot()
         for name, count in (
-            ("mqtt-ingest", self.client.snapshot().iterations + self.client.snapshot().connect_attempts),
+            ("mqtt-ingest", client.iterations + client.connect_attempts),
             ("store-writer", self.writer.snapshot().iterations),
         ):
             previous = self._progress.get(name)

@@ -111,6 +111,15 @@ def add_parsers(subparsers: Any) -> None:
     p.add_argument("--classes", help="class names, comma-separated (default: trainer.yaml labelling.classes)")
     p.set_defaults(handler=run_export)
 
+    p = ssub.add_parser("fsck", help="blobs without index rows (crash leftovers) and rows without blobs (damage)")
+    add_config_argument(p)
+    p.add_argument(
+        "--delete-orphans",
+        action="store_true",
+        help="remove blobs no row names (never while an ingest worker may be writing: stop it first)",
+    )
+    p.set_defaults(handler=run_fsck)
+
     fl = subparsers.add_parser("fleet", help="the fleet registry: every device at a glance, or one in detail")
     add_config_argument(fl)
     fl.add_argument("device", nargs="?", help="show this device: cameras, OTA history, recent alerts")
@@ -297,6 +306,27 @@ def run_export(args: argparse.Namespace) -> int:
     except (StoreError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        blobs.close()
+
+
+def run_fsck(args: argparse.Namespace) -> int:
+    config, db = _reader(args)
+    if db is None:
+        return 2
+    from trainer.store.store import find_orphans, open_blobs
+
+    blobs = open_blobs(config.store)
+    try:
+        orphans, missing = find_orphans(db, blobs)
+        print(f"{len(orphans)} blobs without an index row, {len(missing)} index rows without their blob")
+        for sha in missing[:20]:
+            print(f"  MISSING {sha}")
+        if args.delete_orphans:
+            for sha in orphans:
+                blobs.delete(sha)
+            print(f"deleted {len(orphans)} orphan blobs")
+        return 1 if missing else 0
     finally:
         blobs.close()
 

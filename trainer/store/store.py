@@ -15,7 +15,8 @@ the rest.
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Tuple
+import shutil
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from trainer.store.blobs import BlobStore, LocalBlobStore
 from trainer.store.config import LocalBlobsConfig, S3BlobsConfig, StoreConfig
@@ -49,8 +50,6 @@ class SampleStore:
         free = self.blobs.free_bytes()
         if self.blobs.kind != "local":
             # the index still lives on local disk: keep room for it even when blobs go to an object store
-            import shutil
-
             free = int(shutil.disk_usage(self.config.path).free)
         return BudgetState(
             used_bytes=self.index.used_bytes(),
@@ -86,3 +85,12 @@ class SampleStore:
     def close(self) -> None:
         self.index.close()
         self.blobs.close()
+
+
+def find_orphans(index_db: Any, blobs: BlobStore) -> Tuple[List[str], List[str]]:
+    """(blobs no index row names, index rows whose blob is missing). The first are harmless leftovers of a
+    crash between the blob write and the index commit whose messages never came again (their session
+    expired); the second would be damage (a lost file or bucket object)."""
+    known = {row[0] for row in index_db.execute("SELECT sha256 FROM blobs")}
+    stored = set(blobs.iter_digests())
+    return sorted(stored - known), sorted(known - stored)

@@ -36,6 +36,7 @@ from agent.protocol import (
 )
 from trainer.settings import TrainerConfig
 
+REPO = Path(__file__).resolve().parents[3]
 MODEL = ModelRef(name="demo", version="1.0.0", sha256="ab" * 32)
 _BASE_JPEG: Dict[Tuple[int, int], bytes] = {}
 

@@ -117,3 +117,32 @@ def test_table_and_ages():
         "2h",
         "3d",
     ]
+
+
+def test_fsck_finds_orphans_and_missing_blobs(filled, capsys):
+    config, path = filled
+    from trainer.store import LocalBlobStore
+
+    blobs = LocalBlobStore(config.store.path)
+    orphan = h.unique_jpeg("orphan")
+    import hashlib
+
+    blobs.put_many([(hashlib.sha256(orphan).hexdigest(), orphan)])  # as if the index commit never happened
+    assert main(["samples", "fsck", "--config", str(path)]) == 0
+    assert "1 blobs without an index row, 0 index rows" in capsys.readouterr().out
+    assert main(["samples", "fsck", "--delete-orphans", "--config", str(path)]) == 0
+    assert not blobs.exists(hashlib.sha256(orphan).hexdigest())
+    victim = next(iter(blobs.iter_digests()))
+    blobs.delete(victim)
+    assert main(["samples", "fsck", "--config", str(path)]) == 1
+    assert f"MISSING {victim}" in capsys.readouterr().out
+    blobs.close()
+
+
+def test_the_example_trainer_yaml_is_valid(monkeypatch, tmp_path):
+    from trainer.settings import load_trainer_config
+
+    (tmp_path / "s3-secret-key").write_text("x")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+    config = load_trainer_config(h.REPO / "examples" / "trainer.yaml")
+    assert config.ingest.sites == ["plant-1"] and config.store.blobs.durability == "syncfs"
