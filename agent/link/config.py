@@ -55,20 +55,14 @@ def credential_path(value: Path) -> Path:
     return Path(base) / value
 
 
-class MqttConfig(BaseModel):
-    """Connection to the site broker and the device's identity on it."""
+class BrokerConnection(BaseModel):
+    """How to reach a broker: address, TLS, credentials, timeouts and reconnect backoff. Shared by the agent's
+    link (:class:`MqttConfig`) and the cloud ingest's broker settings."""
 
     model_config = ConfigDict(extra="forbid")
 
     host: str = Field(default="localhost", min_length=1, description="Broker host name or address.")
     port: int = Field(default=8883, ge=1, le=65535, description="Broker port (8883: TLS, 1883: plain).")
-    site: str = Field(description="Site id (topic level).")
-    device: str = Field(description="Device id (topic level, MQTT client id, TLS identity).")
-    topic_prefix: str = Field(default="edge", description="First topic level(s).")
-    groups: List[str] = Field(default_factory=list, description="Device groups whose model pushes apply.")
-    protocol: Literal["auto", "5", "3.1.1"] = Field(
-        default="auto", description="MQTT version; auto tries 5 and falls back to 3.1.1 when refused."
-    )
     tls: Optional[TlsConfig] = Field(default=None, description="TLS settings; plain TCP when absent.")
     username: Optional[str] = Field(default=None, description="Username (when not using client certs).")
     password_file: Optional[Path] = Field(
@@ -76,11 +70,35 @@ class MqttConfig(BaseModel):
         description="File holding the password; a relative path is looked up in $CREDENTIALS_DIRECTORY.",
     )
     keepalive_s: int = Field(default=30, ge=5, le=3600, description="MQTT keepalive, seconds.")
+    connect_timeout_s: float = Field(default=10.0, gt=0, description="TCP/TLS connect and CONNACK timeout.")
+    backoff: BackoffConfig = Field(default_factory=BackoffConfig, description="Reconnect backoff.")
+
+    @model_validator(mode="after")
+    def _auth(self) -> BrokerConnection:
+        if self.password_file is not None and self.username is None:
+            raise ValueError("password_file needs username")
+        return self
+
+    def read_password(self) -> Optional[str]:
+        """The password from ``password_file`` (trailing newline stripped), or None."""
+        if self.password_file is None:
+            return None
+        return credential_path(self.password_file).read_text(encoding="utf-8").rstrip("\r\n")
+
+
+class MqttConfig(BrokerConnection):
+    """Connection to the site broker and the device's identity on it."""
+
+    site: str = Field(description="Site id (topic level).")
+    device: str = Field(description="Device id (topic level, MQTT client id, TLS identity).")
+    topic_prefix: str = Field(default="edge", description="First topic level(s).")
+    groups: List[str] = Field(default_factory=list, description="Device groups whose model pushes apply.")
+    protocol: Literal["auto", "5", "3.1.1"] = Field(
+        default="auto", description="MQTT version; auto tries 5 and falls back to 3.1.1 when refused."
+    )
     session_expiry_s: int = Field(
         default=86400, ge=0, description="MQTT 5 session expiry: how long the broker keeps our session."
     )
-    connect_timeout_s: float = Field(default=10.0, gt=0, description="TCP/TLS connect and CONNACK timeout.")
-    backoff: BackoffConfig = Field(default_factory=BackoffConfig, description="Reconnect backoff.")
     window: int = Field(
         default=64,
         ge=1,
@@ -104,15 +122,3 @@ class MqttConfig(BaseModel):
     @classmethod
     def _level(cls, value: str) -> str:
         return check_segment("id", value)
-
-    @model_validator(mode="after")
-    def _auth(self) -> MqttConfig:
-        if self.password_file is not None and self.username is None:
-            raise ValueError("password_file needs username")
-        return self
-
-    def read_password(self) -> Optional[str]:
-        """The password from ``password_file`` (trailing newline stripped), or None."""
-        if self.password_file is None:
-            return None
-        return credential_path(self.password_file).read_text(encoding="utf-8").rstrip("\r\n")

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import dataclasses
 import ssl
 import threading
@@ -38,8 +37,9 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.link.backoff import Backoff
-from agent.link.config import MqttConfig, credential_path
+from agent.link.config import MqttConfig
 from agent.link.metrics import LinkMetrics
+from agent.link.session import begin_connect, connect_properties, drop_socket, tls_context, wait_connack
 from agent.protocol.errors import ProtocolError
 from agent.protocol.models import Command, CommandReply, DeviceStatus, ModelPush, PingCommand
 from agent.protocol.parse import encode_json, parse_command, parse_model_push
@@ -225,12 +225,7 @@ class MqttLink:
         client.max_inflight_messages_set(cfg.window)
         client.max_queued_messages_set(0)
         if cfg.tls is not None:
-            tls = cfg.tls
-            context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(tls.ca_file))
-            context.check_hostname = tls.check_hostname
-            if tls.cert_file is not None and tls.key_file is not None:
-                context.load_cert_chain(str(tls.cert_file), str(credential_path(tls.key_file)))
-            client.tls_set_context(context)
+            client.tls_set_context(tls_context(cfg.tls))
         client.will_set(self.topics.status, self._status_payload("offline"), qos=1, retain=True)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
@@ -392,43 +387,25 @@ class MqttLink:
         self._connack = None
         self._count("connect_attempts")
         v5 = self._protocol == mqtt.MQTTv5
-        properties = None
-        if v5:
-            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-            properties.SessionExpiryInterval = cfg.session_expiry_s
         try:
-            if cfg.username is not None:
-                # read on every attempt: a rotated credential is picked up without a restart
-                client.username_pw_set(cfg.username, cfg.read_password())
             # clean_start=False (v5) / clean_session=False (3.1.1): the broker keeps our session and queued
             # QoS 1 commands while we are away; we still re-subscribe after every connect.
-            client.connect(
-                cfg.host,
-                cfg.port,
-                cfg.keepalive_s,
-                clean_start=False if v5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY,
-                properties=properties,
-            )
+            begin_connect(client, cfg, v5, connect_properties(cfg.session_expiry_s) if v5 else None)
         except (OSError, ssl.SSLError, ValueError) as exc:
             self._count("connect_errors")
             log.warning("mqtt_connect_failed", error=f"{type(exc).__name__}: {exc}")
             return False
-        deadline = time.monotonic() + cfg.connect_timeout_s
-        while self._current_connack() is None and time.monotonic() < deadline and not self._stop.is_set():
-            rc = client.loop(timeout=0.05)
-            if rc != mqtt.MQTT_ERR_SUCCESS and self._current_connack() is None:
-                break
-        connack = self._current_connack()
+        connack = wait_connack(client, self._current_connack, cfg.connect_timeout_s, self._stop)
         if connack is None:
             self._count("connect_errors")
             log.warning("mqtt_no_connack", timeout_s=cfg.connect_timeout_s)
-            self._drop_socket(client)
+            drop_socket(client)
             return False
         code, text = connack
         self._set(last_connack=text)
         if code != 0:
             self._count("refused")
-            self._drop_socket(client)
+            drop_socket(client)
             if code == _UNSUPPORTED_PROTOCOL and v5 and cfg.protocol == "auto":
                 log.warning("mqtt_v5_refused_falling_back", reason=text)
                 self._count("protocol_fallbacks")
@@ -447,17 +424,6 @@ class MqttLink:
     def _current_connack(self) -> Optional[Tuple[int, str]]:
         # set by _on_connect during client.loop(); a method so the type checker does not assume it constant
         return self._connack
-
-    def _drop_socket(self, client: mqtt.Client) -> None:
-        try:
-            client.disconnect()
-            client.loop(timeout=0.01)
-        except Exception:  # the socket may already be gone
-            pass
-        sock = client.socket()
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.close()
 
     def _on_connected(self, client: mqtt.Client) -> None:
         with self._lock:

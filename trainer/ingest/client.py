@@ -30,7 +30,6 @@ connection's PINGRESPs are seen.
 from __future__ import annotations
 
 import collections
-import contextlib
 import dataclasses
 import ssl
 import threading
@@ -41,13 +40,11 @@ from typing import Any, Callable, Deque, Dict, List, NamedTuple, Optional, Seque
 import paho.mqtt.client as mqtt
 import structlog
 from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from agent.link.backoff import Backoff
-from agent.link.config import credential_path
+from agent.link.session import begin_connect, connect_properties, drop_socket, tls_context, wait_connack
 from trainer.ingest.config import IngestConfig
 from trainer.ingest.topics import subscription_filters
 
@@ -181,12 +178,7 @@ class IngestClient:
         client.connect_timeout = cfg.connect_timeout_s
         client.max_queued_messages_set(0)
         if cfg.tls is not None:
-            tls = cfg.tls
-            context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(tls.ca_file))
-            context.check_hostname = tls.check_hostname
-            if tls.cert_file is not None and tls.key_file is not None:
-                context.load_cert_chain(str(tls.cert_file), str(credential_path(tls.key_file)))
-            client.tls_set_context(context)
+            client.tls_set_context(tls_context(cfg.tls))
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
@@ -274,34 +266,19 @@ class IngestClient:
         v5 = self._protocol == mqtt.MQTTv5
         self._connack = None
         self._count("connect_attempts")
-        properties = None
-        if v5:
-            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-            properties.SessionExpiryInterval = cfg.session_expiry_s
-            properties.ReceiveMaximum = cfg.receive_maximum
         try:
-            if cfg.username is not None:
-                client.username_pw_set(cfg.username, cfg.read_password())
-            client.connect(
-                cfg.host,
-                cfg.port,
-                cfg.keepalive_s,
-                clean_start=False if v5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY,
-                properties=properties,
-            )
+            properties = connect_properties(cfg.session_expiry_s, cfg.receive_maximum) if v5 else None
+            begin_connect(client, cfg, v5, properties)
         except (OSError, ssl.SSLError, ValueError) as exc:
             self._count("connect_failures")
             self._publish(last_error=f"connect: {type(exc).__name__}: {exc}")
             log.warning("mqtt_connect_failed", error=f"{type(exc).__name__}: {exc}")
             return False
-        deadline = time.monotonic() + cfg.connect_timeout_s
-        while self._connack_now() is None and time.monotonic() < deadline and not self._stop.is_set():
-            if client.loop(timeout=0.05) != mqtt.MQTT_ERR_SUCCESS and self._connack_now() is None:
-                break
+        wait_connack(client, self._connack_now, cfg.connect_timeout_s, self._stop)
         connack = self._connack_now()
         if connack is None or connack[0] != 0:
             self._count("connect_failures")
-            self._drop_socket(client)
+            drop_socket(client)
             text = "no CONNACK" if connack is None else connack[1]
             self._publish(last_error=f"connect: {text}")
             if connack is not None and connack[0] == _UNSUPPORTED_PROTOCOL and v5 and cfg.protocol == "auto":
@@ -331,15 +308,6 @@ class IngestClient:
 
     def _connack_now(self) -> Optional[Tuple[int, str]]:
         return self._connack
-
-    def _drop_socket(self, client: mqtt.Client) -> None:
-        with contextlib.suppress(Exception):
-            client.disconnect()
-            client.loop(timeout=0.01)
-        sock = client.socket()
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.close()
 
     def _subscribe(self, client: mqtt.Client) -> None:
         self._ready.clear()
@@ -393,7 +361,7 @@ class IngestClient:
                     )
                     log.warning("mqtt_connection_lost", rc=mqtt.error_string(rc))
                 self._ready.clear()
-                self._drop_socket(client)
+                drop_socket(client)
                 self._client = None  # a fresh client: paho's per-connection state (mids, inflight) starts clean
                 return
             now = time.monotonic()

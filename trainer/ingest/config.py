@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import List, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from agent.link.config import BackoffConfig, TlsConfig, credential_path
+from agent.link.config import BrokerConnection
 from agent.protocol import ProtocolLimits
 from agent.protocol.topics import check_segment
 from trainer.ingest.topics import check_prefix
@@ -17,11 +16,10 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class BrokerConfig(_Strict):
-    """The MQTT broker (or cluster) the fleet publishes to, and this worker's identity on it."""
+class BrokerConfig(BrokerConnection):
+    """The MQTT broker (or cluster) the fleet publishes to, and this worker's identity on it (address, TLS,
+    credentials, timeouts and backoff as the agent's link: ``agent.link.config.BrokerConnection``)."""
 
-    host: str = Field(default="localhost", min_length=1, description="Broker host name or address.")
-    port: int = Field(default=8883, ge=1, le=65535, description="Broker port (8883: TLS, 1883: plain).")
     client_id: str = Field(
         default="edge-ingest-1",
         description="MQTT client id of this worker; unique per worker, stable across restarts (the broker keeps "
@@ -31,20 +29,12 @@ class BrokerConfig(_Strict):
         default="auto",
         description="MQTT version; auto tries 5 and falls back to 3.1.1 (then no shared subscription: one worker).",
     )
-    tls: Optional[TlsConfig] = Field(default=None, description="TLS settings; plain TCP when absent.")
-    username: Optional[str] = Field(default=None, description="Username (when not using client certificates).")
-    password_file: Optional[Path] = Field(
-        default=None, description="File holding the password; a relative path is read from $CREDENTIALS_DIRECTORY."
-    )
-    keepalive_s: int = Field(default=30, ge=5, le=3600, description="MQTT keepalive, seconds.")
     session_expiry_s: int = Field(
         default=7 * 86400,
         ge=0,
         description="MQTT 5 session expiry: how long the broker keeps this worker's session and queued messages "
         "while it is down (a week: a long weekend's outage loses nothing).",
     )
-    connect_timeout_s: float = Field(default=10.0, gt=0, description="TCP/TLS connect and CONNACK timeout.")
-    backoff: BackoffConfig = Field(default_factory=BackoffConfig, description="Reconnect backoff with jitter.")
     receive_maximum: int = Field(
         default=512,
         ge=1,
@@ -58,17 +48,6 @@ class BrokerConfig(_Strict):
     @classmethod
     def _client_id(cls, value: str) -> str:
         return check_segment("client id", value)
-
-    @model_validator(mode="after")
-    def _auth(self) -> BrokerConfig:
-        if self.password_file is not None and self.username is None:
-            raise ValueError("password_file needs username")
-        return self
-
-    def read_password(self) -> Optional[str]:
-        if self.password_file is None:
-            return None
-        return credential_path(self.password_file).read_text(encoding="utf-8").rstrip("\r\n")
 
 
 class IngestConfig(_Strict):

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, List, Optional, Tuple
+from typing import Any, Callable, List, Optional, Tuple
 
 from agent.config import ConfigError
 from trainer.settings import TrainerConfig, add_config_argument, load_trainer_config
@@ -92,23 +94,53 @@ def add_parser(subparsers: Any) -> None:
 # ------------------------------------------------------------------------------------------------ helpers
 
 
-def _open(args: argparse.Namespace) -> Optional[Tuple[TrainerConfig, Any, Any, Any]]:
-    from trainer.store.index import connect
-    from trainer.store.queries import open_reader
-    from trainer.store.store import open_blobs
+@dataclass
+class _Session:
+    """What every label command works on: the configuration, the index (a reader and a writer connection)
+    and the blob store."""
 
-    try:
-        config = load_trainer_config(args.config)
-        reader = open_reader(config.store.index_path, config.store.busy_timeout_ms)
-        writer = connect(config.store.index_path, config.store.busy_timeout_ms)
-        blobs = open_blobs(config.store)
-    except (ConfigError, StoreError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return None
-    return config, reader, writer, blobs
+    config: TrainerConfig
+    reader: Any
+    writer: Any
+    blobs: Any
+
+    def close(self) -> None:
+        self.blobs.close()
+        self.writer.close()
+        self.reader.close()
 
 
-def _rows(reader: Any, args: argparse.Namespace, synthetic: Optional[bool] = None) -> List[Any]:
+def _command(body: Callable[[argparse.Namespace, _Session], int]) -> Callable[[argparse.Namespace], int]:
+    """Open the session, run the command, turn every expected failure into ``error: ...`` and exit status 2."""
+
+    def run(args: argparse.Namespace) -> int:
+        from trainer.labelling.label_studio import LabelStudioError
+        from trainer.store.index import connect
+        from trainer.store.queries import open_reader
+        from trainer.store.store import open_blobs
+
+        try:
+            config = load_trainer_config(args.config)
+            session = _Session(
+                config,
+                open_reader(config.store.index_path, config.store.busy_timeout_ms),
+                connect(config.store.index_path, config.store.busy_timeout_ms),
+                open_blobs(config.store),
+            )
+        except (ConfigError, StoreError) as exc:
+            return _fail(exc)
+        try:
+            return body(args, session)
+        except (LabelStudioError, StoreError, ValueError, OSError) as exc:
+            return _fail(exc)
+        finally:
+            session.close()
+
+    run.__doc__ = body.__doc__
+    return run
+
+
+def _rows(reader: Any, args: argparse.Namespace) -> List[Any]:
     from trainer.store.queries import list_samples
 
     return list_samples(
@@ -117,7 +149,6 @@ def _rows(reader: Any, args: argparse.Namespace, synthetic: Optional[bool] = Non
         camera=args.camera,
         reason=args.reason,
         label_state=args.state,
-        synthetic=synthetic,
         limit=args.limit,
         newest_first=False,
     )
@@ -145,83 +176,79 @@ def _fail(exc: Exception) -> int:
     return 2
 
 
+def _store_labels(session: _Session, labels: List[Any]) -> Tuple[int, int]:
+    """Store labels; (new, already there)."""
+    from trainer.store.labels import add_labels
+
+    stored = add_labels(session.writer, labels)
+    return sum(stored), len(stored) - sum(stored)
+
+
 # ------------------------------------------------------------------------------------------------ commands
 
 
-def run_export(args: argparse.Namespace) -> int:
-    from trainer.labelling.label_studio import LabelStudioError
+@_command
+def run_export(args: argparse.Namespace, session: _Session) -> int:
     from trainer.labelling.roundtrip import export_to_file, export_to_label_studio
 
-    opened = _open(args)
-    if opened is None:
-        return 2
-    config, reader, writer, blobs = opened
-    try:
-        classes = _classes(args, config)
-        rows = _rows(reader, args)
-        if not rows:
-            print("nothing to export (no samples in that state)")
-            return 0
-        if args.file:
-            result = export_to_file(
-                writer, rows, args.file, classes, config.labelling.image_urls, config.store.path, blobs
-            )
-            print(
-                f"export {result.export_id}: {result.count} tasks written to {result.location} "
-                f"(label config beside it); import them in Label Studio, annotate, export JSON, then "
-                f"`edge-trainer label import --file <that export>`"
-            )
-            return 0
-        with _client(config) as client:
-            result = export_to_label_studio(
-                writer,
-                rows,
-                client,
-                classes,
-                config.labelling.image_urls,
-                config.store.path,
-                blobs,
-                title=args.title or config.labelling.label_studio.project_title,
-                project=args.project,
-                batch=config.labelling.label_studio.import_batch,
-                progress=_progress,
-            )
+    config = session.config
+    classes = _classes(args, config)
+    rows = _rows(session.reader, args)
+    if not rows:
+        print("nothing to export (no samples in that state)")
+        return 0
+    urls, store_path = config.labelling.image_urls, config.store.path
+    if args.file:
+        result = export_to_file(session.writer, rows, args.file, classes, urls, store_path, session.blobs)
         print(
-            f"export {result.export_id}: {result.count} tasks in Label Studio project {result.project} "
-            f"({result.location}/projects/{result.project}) in {result.seconds:.1f} s"
+            f"export {result.export_id}: {result.count} tasks written to {result.location} (label config beside "
+            "it); import them in Label Studio, annotate, export JSON, then "
+            "`edge-trainer label import --file <that export>`"
         )
         return 0
-    except (LabelStudioError, StoreError, ValueError, OSError) as exc:
-        return _fail(exc)
-    finally:
-        blobs.close()
+    with _client(config) as client:
+        result = export_to_label_studio(
+            session.writer,
+            rows,
+            client,
+            classes,
+            urls,
+            store_path,
+            session.blobs,
+            title=args.title or config.labelling.label_studio.project_title,
+            project=args.project,
+            batch=config.labelling.label_studio.import_batch,
+            progress=_progress,
+        )
+    print(
+        f"export {result.export_id}: {result.count} tasks in Label Studio project {result.project} "
+        f"({result.location}/projects/{result.project}) in {result.seconds:.1f} s"
+    )
+    return 0
 
 
-def _import_set(args: argparse.Namespace, config: TrainerConfig, reader: Any, writer: Any) -> int:
-    from trainer.labelling.formats import FormatError, read_coco, read_yolo
-    from trainer.store.labels import NewLabel, add_labels
+def _import_set(args: argparse.Namespace, session: _Session) -> int:
+    from trainer.labelling.formats import read_coco, read_yolo
+    from trainer.store.labels import NewLabel
     from trainer.store.queries import list_samples
 
     if not args.author:
-        return _fail(ValueError("--author is required: who labelled this set?"))
-    classes = _classes(args, config)
-    rows = {r.sid: r for r in list_samples(reader, limit=None, with_labels=False)}
-    try:
-        if args.yolo:
-            found = read_yolo(args.yolo, classes, {sid: (r.width, r.height) for sid, r in rows.items()})
-            tool, where = "yolo", str(args.yolo)
-        else:
-            found = read_coco(args.coco, classes)
-            tool, where = "coco", str(args.coco)
-    except FormatError as exc:
-        return _fail(exc)
+        raise ValueError("--author is required: who labelled this set?")
+    classes = _classes(args, session.config)
+    rows = {r.sid: r for r in list_samples(session.reader, limit=None, with_labels=False)}
+    if args.yolo:
+        found = read_yolo(args.yolo, classes, {sid: (r.width, r.height) for sid, r in rows.items()})
+        tool, where = "yolo", str(args.yolo)
+    else:
+        found = read_coco(args.coco, classes)
+        tool, where = "coco", str(args.coco)
     labels, refused = [], []
     for (sid, prefix), boxes in sorted(found.items()):
         row = rows.get(sid)
         if row is None or not row.image_sha256.startswith(prefix):
             refused.append((f"s{sid}-{prefix}", "not an image of this store"))
             continue
-        key = json.dumps(boxes, sort_keys=True)
+        digest = hashlib.sha256(json.dumps(boxes, sort_keys=True).encode()).hexdigest()[:16]
         labels.append(
             NewLabel(
                 sid=sid,
@@ -229,186 +256,155 @@ def _import_set(args: argparse.Namespace, config: TrainerConfig, reader: Any, wr
                 author=args.author,
                 boxes=boxes,
                 ref={"tool": tool, "path": where},
-                ref_key=f"{tool}:{hash(key) & 0xFFFFFFFF:x}",
+                ref_key=f"{tool}:{args.author}:{digest}",
             )
         )
-    stored = add_labels(writer, labels)
-    print(
-        f"imported {sum(stored)} labels from {where} ({len(stored) - sum(stored)} already there), "
-        f"refused {len(refused)}"
-    )
+    new, known = _store_labels(session, labels)
+    print(f"imported {new} labels from {where} ({known} already there), refused {len(refused)}")
     for name, why in refused[:20]:
         print(f"  refused {name}: {why}")
     return 1 if refused else 0
 
 
-def run_import(args: argparse.Namespace) -> int:
-    from trainer.labelling.label_studio import LabelStudioError
+@_command
+def run_import(args: argparse.Namespace, session: _Session) -> int:
     from trainer.labelling.roundtrip import ImportReport, import_annotations
     from trainer.store.labels import list_exports
 
-    opened = _open(args)
-    if opened is None:
-        return 2
-    config, reader, writer, blobs = opened
-    blobs.close()
-    try:
-        if args.yolo or args.coco:
-            return _import_set(args, config, reader, writer)
-        report = ImportReport()
-        if args.file:
-            try:
-                tasks = json.loads(args.file.read_text(encoding="utf-8"))
-            except (OSError, ValueError) as exc:
-                return _fail(ValueError(f"{args.file}: not a Label Studio JSON export: {exc}"))
-            if not isinstance(tasks, list):
-                return _fail(ValueError(f"{args.file}: expected a list of tasks"))
-            report = import_annotations(
-                writer,
-                reader,
-                tasks,
-                lambda user: f"label-studio user {user}",
-                tool="label-studio-file",
-                only_export=args.export_id,
-            )
-        else:
-            projects = {
-                int(record.project)
-                for record, _ in list_exports(reader)
-                if record.target == "label-studio" and record.project
-            }
-            if args.project is not None:
-                projects = {args.project}
-            with _client(config) as client:
-                for project in sorted(projects):
-                    part = import_annotations(
-                        writer, reader, client.export_tasks(project), client.user_email, only_export=args.export_id
-                    )
-                    for name in ("labelled", "skipped", "waiting", "already"):
-                        setattr(report, name, getattr(report, name) + getattr(part, name))
-                    report.refused.extend(part.refused)
-        if args.json:
-            print(json.dumps(report.as_dict(), indent=2))
-        else:
-            print(
-                f"labelled {report.labelled}, skipped {report.skipped}, still waiting for review "
-                f"{report.waiting}, already imported {report.already}, refused {len(report.refused)}"
-            )
-            for task, why in report.refused[:20]:
-                print(f"  refused task {task}: {why}")
-        return 1 if report.refused else 0
-    except (LabelStudioError, StoreError, ValueError) as exc:
-        return _fail(exc)
+    if args.yolo or args.coco:
+        return _import_set(args, session)
+    report = ImportReport()
+    if args.file:
+        try:
+            tasks = json.loads(args.file.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{args.file}: not a Label Studio JSON export: {exc}") from None
+        if not isinstance(tasks, list):
+            raise ValueError(f"{args.file}: expected a list of tasks")
+        report = import_annotations(
+            session.writer,
+            session.reader,
+            tasks,
+            lambda user: f"label-studio user {user}",
+            tool="label-studio-file",
+            only_export=args.export_id,
+        )
+    else:
+        projects = {
+            int(record.project)
+            for record, _ in list_exports(session.reader)
+            if record.target == "label-studio" and record.project
+        }
+        if args.project is not None:
+            projects = {args.project}
+        with _client(session.config) as client:
+            for project in sorted(projects):
+                part = import_annotations(
+                    session.writer,
+                    session.reader,
+                    client.export_tasks(project),
+                    client.user_email,
+                    only_export=args.export_id,
+                )
+                report.merge(part)
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2))
+    else:
+        print(
+            f"labelled {report.labelled}, skipped {report.skipped}, still waiting for review {report.waiting}, "
+            f"already imported {report.already}, refused {len(report.refused)}"
+        )
+        for task, why in report.refused[:20]:
+            print(f"  refused task {task}: {why}")
+    return 1 if report.refused else 0
 
 
-def run_oracle(args: argparse.Namespace) -> int:
-    from trainer.labelling.label_studio import LabelStudioError
+@_command
+def run_oracle(args: argparse.Namespace, session: _Session) -> int:
     from trainer.labelling.oracle import AUTHOR, OracleRefused, oracle_boxes
     from trainer.labelling.roundtrip import review_with_oracle
-    from trainer.store.labels import NewLabel, add_labels
+    from trainer.store.labels import NewLabel
 
-    opened = _open(args)
-    if opened is None:
-        return 2
-    config, reader, writer, blobs = opened
     print(
         "oracle: a STAND-IN FOR HUMAN REVIEW (re-renders synthetic frames); real cameras need people", file=sys.stderr
     )
-    try:
-        if args.review_in_label_studio:
-            refused: List[Tuple[int, str]] = []
-            with _client(config) as client:
-                count = review_with_oracle(client, reader, args.review_in_label_studio, blobs, refused)
-            print(
-                f"oracle submitted {count} annotations in Label Studio; {len(refused)} samples left for people; "
-                "bring them back with `edge-trainer label import`"
-            )
-            return 0
-        classes = _classes(args, config)
-        labels, refused = [], []
-        for row in _rows(reader, args):
-            if row.label_state == "labelled" and args.state is None and row.ground_truth() is not None:
-                continue
-            try:
-                boxes = oracle_boxes(row, blobs.get(row.image_sha256), classes)
-            except OracleRefused as exc:
-                refused.append((row.sid, str(exc)))
-                continue
-            labels.append(
-                NewLabel(
-                    sid=row.sid,
-                    source="oracle",
-                    author=AUTHOR,
-                    boxes=boxes,
-                    ref={"tool": "oracle", "synthetic": row.synthetic},
-                    ref_key=f"oracle:{row.image_sha256}",
-                )
-            )
-        stored = add_labels(writer, labels)
+    refused: List[Tuple[int, str]] = []
+    if args.review_in_label_studio:
+        with _client(session.config) as client:
+            count = review_with_oracle(client, session.reader, args.review_in_label_studio, session.blobs, refused)
         print(
-            f"oracle labelled {sum(stored)} samples ({len(stored) - sum(stored)} already), "
-            f"refused {len(refused)} (real cameras or identities that do not reproduce)"
+            f"oracle submitted {count} annotations in Label Studio; {len(refused)} samples left for people; "
+            "bring them back with `edge-trainer label import`"
         )
-        for sid, why in refused[:10]:
-            print(f"  refused {sid}: {why}")
         return 0
-    except (LabelStudioError, StoreError, ValueError) as exc:
-        return _fail(exc)
-    finally:
-        blobs.close()
+    classes = _classes(args, session.config)
+    labels = []
+    for row in _rows(session.reader, args):
+        if args.state is None and row.ground_truth() is not None:
+            continue  # already has ground truth
+        try:
+            boxes = oracle_boxes(row, session.blobs.get(row.image_sha256), classes)
+        except OracleRefused as exc:
+            refused.append((row.sid, str(exc)))
+            continue
+        labels.append(
+            NewLabel(
+                sid=row.sid,
+                source="oracle",
+                author=AUTHOR,
+                boxes=boxes,
+                ref={"tool": "oracle", "synthetic": row.synthetic},
+                ref_key=f"oracle:{row.image_sha256}",
+            )
+        )
+    new, known = _store_labels(session, labels)
+    print(
+        f"oracle labelled {new} samples ({known} already), refused {len(refused)} (real cameras or identities "
+        "that do not reproduce)"
+    )
+    for sid, why in refused[:10]:
+        print(f"  refused {sid}: {why}")
+    return 0
 
 
-def run_pseudo(args: argparse.Namespace) -> int:
+@_command
+def run_pseudo(args: argparse.Namespace, session: _Session) -> int:
     from trainer.labelling.pseudo import Teacher
-    from trainer.store.labels import NewLabel, add_labels
+    from trainer.store.labels import NewLabel
 
-    opened = _open(args)
-    if opened is None:
-        return 2
-    config, reader, writer, blobs = opened
-    try:
-        classes = _classes(args, config)
-        floor = args.min_confidence if args.min_confidence is not None else config.labelling.pseudo_min_confidence
-        teacher = Teacher(args.teacher, floor)
-        labels = []
-        started = time.perf_counter()
-        rows = _rows(reader, args)
-        for number, row in enumerate(rows, 1):
-            boxes = teacher.boxes(blobs.get(row.image_sha256), classes)
-            labels.append(
-                NewLabel(
-                    sid=row.sid,
-                    source="pseudo",
-                    author=teacher.author,
-                    boxes=boxes,
-                    ref={"tool": "teacher", "model": str(args.teacher), "min_confidence": floor},
-                    ref_key=f"pseudo:{teacher.detector.model.sha256}:{floor}",
-                )
+    classes = _classes(args, session.config)
+    floor = args.min_confidence if args.min_confidence is not None else session.config.labelling.pseudo_min_confidence
+    teacher = Teacher(args.teacher, floor)
+    labels = []
+    started = time.perf_counter()
+    rows = _rows(session.reader, args)
+    for number, row in enumerate(rows, 1):
+        labels.append(
+            NewLabel(
+                sid=row.sid,
+                source="pseudo",
+                author=teacher.author,
+                boxes=teacher.boxes(session.blobs.get(row.image_sha256), classes),
+                ref={"tool": "teacher", "model": str(args.teacher), "min_confidence": floor},
+                ref_key=f"pseudo:{teacher.detector.model.sha256}:{floor}",
             )
-            if number % 100 == 0:
-                print(f"  {number}/{len(rows)} samples", file=sys.stderr, flush=True)
-        stored = add_labels(writer, labels)
-        print(
-            f"pseudo-labelled {sum(stored)} samples with {teacher.author} (floor {floor}) in "
-            f"{time.perf_counter() - started:.1f} s; stored as source 'pseudo', never ground truth by default"
         )
-        return 0
-    except (StoreError, ValueError, OSError) as exc:
-        return _fail(exc)
-    finally:
-        blobs.close()
+        if number % 100 == 0:
+            print(f"  {number}/{len(rows)} samples", file=sys.stderr, flush=True)
+    new, _ = _store_labels(session, labels)
+    print(
+        f"pseudo-labelled {new} samples with {teacher.author} (floor {floor}) in "
+        f"{time.perf_counter() - started:.1f} s; stored as source 'pseudo', never ground truth by default"
+    )
+    return 0
 
 
-def run_exports(args: argparse.Namespace) -> int:
+@_command
+def run_exports(args: argparse.Namespace, session: _Session) -> int:
     from trainer.store.cli import format_table, iso
     from trainer.store.labels import list_exports
 
-    opened = _open(args)
-    if opened is None:
-        return 2
-    _, reader, _, blobs = opened
-    blobs.close()
-    exports = list_exports(reader)
+    exports = list_exports(session.reader)
     if args.json:
         print(json.dumps([{**record.__dict__, "states": states} for record, states in exports], indent=2))
         return 0

@@ -143,6 +143,12 @@ class ImportReport:
     already: int = 0  # annotations imported before
     refused: List[Tuple[Any, str]] = field(default_factory=list)  # (task id, why)
 
+    def merge(self, other: ImportReport) -> None:
+        """Add another project's report to this one."""
+        for name in ("labelled", "skipped", "waiting", "already"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.refused.extend(other.refused)
+
     def as_dict(self) -> Dict[str, Any]:
         return {
             "labelled": self.labelled,
