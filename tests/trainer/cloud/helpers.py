@@ -34,6 +34,7 @@ from agent.protocol import (
     encode_framed,
     encode_json,
 )
+from tests.agent.link.link_helpers import wait_until as link_wait_until
 from trainer.settings import TrainerConfig
 
 REPO = Path(__file__).resolve().parents[3]
@@ -205,12 +206,8 @@ def running_service(config: TrainerConfig, ready: bool = True) -> Iterator[Any]:
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 20.0, interval: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
+    """The link tests' poller, with a longer default (ingest tests wait on a second process)."""
+    return link_wait_until(predicate, timeout, interval)
 
 
 class Device:

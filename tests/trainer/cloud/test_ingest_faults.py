@@ -50,34 +50,55 @@ def start_serve(config_path, log):
     )
 
 
-def test_sigkill_mid_stream_loses_nothing_stores_nothing_twice(tmp_path, broker):
+def stop_mid_stream(tmp_path, broker, count, stop_after, stop):
+    """Stream ``count`` samples from the agent's link into `edge-trainer serve` (its own process), call
+    ``stop(process, config)`` once ``stop_after`` are stored, start the service again, and check that every
+    sample ends up stored exactly once. Returns the drop counters."""
     config = h.trainer_config(tmp_path, broker.port, batch_max_messages=64)
     config_path = h.write_config(config, tmp_path / "trainer.yaml")
     link = h.agent_link(tmp_path, broker.port)
-    expected = spool_samples(link, 2000)
+    expected = spool_samples(link, count)
     log = open(tmp_path / "serve.log", "ab")
     serve = start_serve(config_path, log)
     try:
         # the service's session must exist before the device sends, or the broker has nowhere to queue
         assert h.wait_until(lambda: h.service_subscribed(config), 30), (tmp_path / "serve.log").read_text()
         link.start()
-        assert h.wait_until(lambda: h.stored_count(config) >= 400, 60), "nothing stored"
-        serve.send_signal(signal.SIGKILL)
-        serve.wait(10)
-        killed_at = h.stored_count(config)
-        assert killed_at < 2000, "the stream was over before the kill; nothing tested"
+        assert h.wait_until(lambda: h.stored_count(config) >= stop_after, 60), "nothing stored"
+        stop(serve, config)
+        assert h.stored_count(config) < count, "the stream was over before the stop; nothing tested"
         serve = start_serve(config_path, log)
-        assert h.wait_until(lambda: h.stored_count(config) == 2000, 120), f"stuck at {h.stored_count(config)}"
+        assert h.wait_until(lambda: h.stored_count(config) == count, 120), f"stuck at {h.stored_count(config)}"
         assert h.wait_until(lambda: len(link.spool) == 0, 30)
         time.sleep(0.5)  # anything still arriving would be a second copy
-        drops = check_stored_once(config, expected)
-        # what was stored but not yet acknowledged at the kill came again and was recognised
-        print(f"killed at {killed_at} stored; duplicates recognised after restart: {drops}")
+        return check_stored_once(config, expected)
     finally:
         link.stop()
         serve.send_signal(signal.SIGTERM)
         assert serve.wait(30) == 0
         log.close()
+
+
+def test_sigkill_mid_stream_loses_nothing_stores_nothing_twice(tmp_path, broker):
+    def kill(serve, config):
+        serve.send_signal(signal.SIGKILL)
+        serve.wait(10)
+
+    drops = stop_mid_stream(tmp_path, broker, 2000, 400, kill)
+    # what was stored but not yet acknowledged at the kill came again and was recognised
+    print(f"duplicates recognised after the restart: {drops}")
+
+
+def test_sigterm_drains_acknowledges_what_it_stored_and_exits_0(tmp_path, broker):
+    def terminate(serve, config):
+        started = time.monotonic()
+        serve.send_signal(signal.SIGTERM)
+        assert serve.wait(30) == 0
+        assert time.monotonic() - started < config.ingest.drain_timeout_s
+
+    drops = stop_mid_stream(tmp_path, broker, 1500, 300, terminate)
+    # everything stored before the stop was acknowledged before the process left: nothing came twice
+    assert drops.get(("dev-1", "duplicate_id"), 0) == 0, drops
 
 
 def test_broker_restart_mid_stream_loses_nothing(tmp_path, broker_factory):
@@ -125,36 +146,6 @@ def test_mosquitto_drops_shared_subscriptions_at_restart(tmp_path, broker_factor
     device.close()
     stored = {row.id for row in list_samples(open_reader(config.store.index_path), limit=None)}
     assert stored == {m.id for _, _, m in before + after}, "the broker now keeps shared subscriptions"
-
-
-def test_sigterm_drains_acknowledges_what_it_stored_and_exits_0(tmp_path, broker):
-    config = h.trainer_config(tmp_path, broker.port, batch_max_messages=64)
-    config_path = h.write_config(config, tmp_path / "trainer.yaml")
-    link = h.agent_link(tmp_path, broker.port)
-    expected = spool_samples(link, 1500)
-    log = open(tmp_path / "serve.log", "ab")
-    serve = start_serve(config_path, log)
-    try:
-        assert h.wait_until(lambda: h.service_subscribed(config), 30), (tmp_path / "serve.log").read_text()
-        link.start()
-        assert h.wait_until(lambda: h.stored_count(config) >= 300, 60)
-        started = time.monotonic()
-        serve.send_signal(signal.SIGTERM)
-        assert serve.wait(30) == 0, (tmp_path / "serve.log").read_text()[-3000:]
-        assert time.monotonic() - started < config.ingest.drain_timeout_s
-        assert h.stored_count(config) < 1500, "the stream was over before the stop; nothing tested"
-        serve = start_serve(config_path, log)
-        assert h.wait_until(lambda: h.stored_count(config) == 1500, 120)
-        assert h.wait_until(lambda: len(link.spool) == 0, 30)
-        time.sleep(0.5)
-        drops = check_stored_once(config, expected)
-        # everything stored before the stop was acknowledged before the process left: nothing came twice
-        assert drops.get(("dev-1", "duplicate_id"), 0) == 0, drops
-    finally:
-        link.stop()
-        serve.send_signal(signal.SIGTERM)
-        serve.wait(30)
-        log.close()
 
 
 def test_mqtt_311_runs_as_one_worker_and_says_so(tmp_path, broker):
