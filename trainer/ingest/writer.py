@@ -24,7 +24,7 @@ from agent.sources.readers import release_free_memory
 from trainer.ingest.client import AckToken, Delivery
 from trainer.ingest.config import IngestConfig
 from trainer.ingest.decode import decode
-from trainer.store import BudgetState, DropIn, Outcome, Record, SampleStore, StoreWriteError
+from trainer.store import BudgetState, DropIn, DropReason, Outcome, Record, SampleStore, StoreWriteError
 from trainer.store.records import (
     AlertIn,
     CameraStatusIn,
@@ -234,9 +234,7 @@ class StoreWriter:
                     self._publish()
                     continue
                 started = time.monotonic()
-                records = [
-                    decode(d.topic, d.payload, cfg.topic_prefix, cfg.limits, d.received_at, worker) for d in batch
-                ]
+                records = [self._decode(d, worker) for d in batch]
                 tokens = [d.token for d in batch]
                 size = len(batch)
                 del batch  # the raw payloads: the records hold what is kept (halves the batch's memory)
@@ -259,6 +257,23 @@ class StoreWriter:
             store.close()
             log.info("store_writer_stopped", messages=self._messages, left=self._queue.qsize())
 
+    def _decode(self, delivery: Delivery, worker: str) -> Optional[Record]:
+        cfg = self.config
+        try:
+            return decode(delivery.topic, delivery.payload, cfg.topic_prefix, cfg.limits, delivery.received_at, worker)
+        except Exception as exc:  # a decoder bug must not turn one message into a crash loop of the service
+            log.exception("decoder_failed", topic=delivery.topic[:200], size=len(delivery.payload))
+            return DropIn(
+                site="",
+                device="",
+                topic=delivery.topic[:512],
+                reason=DropReason.INVALID,
+                detail=f"decoder failed: {type(exc).__name__}: {exc}"[:1000],
+                size=len(delivery.payload),
+                head=bytes(delivery.payload[:4096]),
+                received_at=delivery.received_at,
+            )
+
     def _account(self, records: Sequence[Optional[Record]], outcomes: Sequence[Outcome]) -> None:
         results = iter(outcomes)
         for record in records:
@@ -272,6 +287,8 @@ class StoreWriter:
                 elif result is Outcome.STORED:
                     self._refused_size = 0
             self._outcomes[(kind, outcome)] = self._outcomes.get((kind, outcome), 0) + 1
+            if result is Outcome.DROPPED and not isinstance(record, DropIn):  # the index could not hold it
+                self._drops[DropReason.INVALID.value] = self._drops.get(DropReason.INVALID.value, 0) + 1
             if isinstance(record, DropIn):
                 self._drops[record.reason.value] = self._drops.get(record.reason.value, 0) + 1
                 log.warning(

@@ -138,11 +138,18 @@ class StoreIndex:
 
     def commit(self, records: Sequence[Record], decisions: Mapping[int, ImageDecision]) -> List[Outcome]:
         """Apply a batch in one transaction; ``decisions`` holds the plan's verdict for each image record
-        (by position). Returns one outcome per record. Raises StoreWriteError (nothing applied)."""
+        (by position). Returns one outcome per record. Raises StoreWriteError (nothing applied).
+
+        Each record is applied inside a savepoint: a record SQLite cannot hold (an integer beyond 64 bits that
+        the message model allowed, a constraint it breaks) is rolled back alone and counted as an ``invalid``
+        drop, so one such message can never block the batches behind it. The disk and the database failing
+        are transient: they fail the whole batch, which the caller retries."""
         writer = _BatchWriter(self.db)
         try:
             self.db.execute("BEGIN IMMEDIATE")
-            outcomes = [writer.apply(record, decisions.get(position)) for position, record in enumerate(records)]
+            outcomes = [
+                self._apply_one(writer, record, decisions.get(position)) for position, record in enumerate(records)
+            ]
             writer.finish(self.keep_rejected)
             self.db.execute("COMMIT")
         except sqlite3.Error as exc:
@@ -152,6 +159,18 @@ class StoreIndex:
                 pass
             raise StoreWriteError(f"index commit failed: {exc}") from exc
         return outcomes
+
+    @staticmethod
+    def _apply_one(writer: _BatchWriter, record: Record, decision: Optional[ImageDecision]) -> Outcome:
+        writer.db.execute("SAVEPOINT record")
+        try:
+            outcome = writer.apply(record, decision)
+        except (OverflowError, ValueError, TypeError, sqlite3.IntegrityError, sqlite3.InterfaceError) as exc:
+            writer.db.execute("ROLLBACK TO record")
+            writer.db.execute("RELEASE record")
+            return writer.unstorable(record, exc)
+        writer.db.execute("RELEASE record")
+        return outcome
 
 
 class _BatchWriter:
@@ -239,6 +258,16 @@ class _BatchWriter:
             raise TypeError(f"unknown record {type(record).__name__}")
         self._seen(origin.site, origin.device, origin.received_at)
         return outcome
+
+    def unstorable(self, record: Record, exc: Exception) -> Outcome:
+        """A record the database refused for what it holds: count it as an invalid message of its device."""
+        if isinstance(record, DropIn):  # even the drop could not be stored: count it without its forensic row
+            self._drop(record.device, record.reason, record.received_at, record.topic, record.detail)
+            return Outcome.DROPPED
+        origin = record.origin
+        detail = f"cannot be stored: {type(exc).__name__}: {exc}"[:1000]
+        self._drop(origin.device, DropReason.INVALID, origin.received_at, origin.topic, detail)
+        return Outcome.DROPPED
 
     def _sample(self, record: SampleIn) -> Outcome:
         meta, origin = record.meta, record.origin

@@ -208,3 +208,23 @@ def test_s3_down_is_a_store_write_error(tmp_path):
         store.write_batch([rec(topic, payload)])
     assert list_samples(open_reader(config.index_path)) == []  # nothing indexed without its blob
     store.close()
+
+
+def test_a_record_sqlite_cannot_hold_is_dropped_alone(tmp_path):
+    """An integer beyond 64 bits passes the message model (ge=0, no upper bound) but not SQLite: that one
+    message is counted invalid, the rest of its batch is stored, and nothing is retried forever."""
+    store = make_store(tmp_path)
+    good = [h.sample() for _ in range(2)]
+    huge_track = h.sample(track_id=2**70)
+    topic, payload = h.camera_status()
+    import json as _json
+
+    doc = _json.loads(payload)
+    doc["frames"] = 2**64
+    records = [rec(*good[0][:2]), rec(*huge_track[:2]), rec(topic, _json.dumps(doc).encode()), rec(*good[1][:2])]
+    assert store.write_batch(records) == [Outcome.STORED, Outcome.DROPPED, Outcome.DROPPED, Outcome.STORED]
+    db = open_reader(store.config.index_path)
+    assert {r.id for r in list_samples(db, limit=None)} == {good[0][2].id, good[1][2].id}
+    (drop,) = [dict(r) for r in db.execute("SELECT * FROM drops")]
+    assert drop["reason"] == "invalid" and drop["count"] == 2 and "OverflowError" in drop["last_detail"]
+    store.close()
