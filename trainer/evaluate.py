@@ -1,8 +1,8 @@
 """``edge-trainer evaluate``: mAP50 / mAP50-95 of a model on a holdout, and the regression gate.
 
 ONNX models run through the agent's own engine (:class:`agent.engine.Detector`), so the figure is what the
-edge box will do; ``.pt`` models run through Ultralytics' predictor. Both are scored by
-:mod:`trainer.metrics`. ``--baseline`` evaluates a second model on the same data and exits 1 when the
+edge box will do; ``.pt`` models run through Ultralytics' predictor. Both are scored by Ultralytics' own
+matching and average precision (:mod:`trainer.scoring`). ``--baseline`` evaluates a second model on the same data and exits 1 when the
 candidate's mAP50-95 drops by more than ``--max-regression``.
 """
 
@@ -20,7 +20,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import numpy as np
 import yaml
 
-from trainer.metrics import DetectionMetrics, MetricsResult
+from trainer.scoring import DetectionScorer, ScoreResult
 from trainer.train import _images_of, _names
 
 EVAL_CONF = 0.001  # as Ultralytics val: score the whole precision/recall curve
@@ -131,7 +131,7 @@ def evaluate(
         raise EvaluateError(f"model must be .onnx or .pt, got {model.name}")
     if {int(k): v for k, v in model_names.items()} != names:
         raise EvaluateError(f"model classes {model_names} differ from the data set's {names}")
-    metrics = DetectionMetrics(num_classes=len(names))
+    metrics = DetectionScorer(names)
     started = time.perf_counter()
     batch = 16
     for start in range(0, len(samples), batch):
@@ -143,11 +143,12 @@ def evaluate(
             print(f"evaluate {model.name}: {done}/{len(samples)} images", file=sys.stderr)
     elapsed = time.perf_counter() - started
     result = metrics.compute()
+    metrics.close()
     return report_dict(model, data, split, names, result, len(samples), elapsed)
 
 
 def report_dict(
-    model: Path, data: Path, split: str, names: Dict[int, str], result: MetricsResult, images: int, seconds: float
+    model: Path, data: Path, split: str, names: Dict[int, str], result: ScoreResult, images: int, seconds: float
 ) -> Dict[str, Any]:
     return {
         "model": str(model),

@@ -8,34 +8,52 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from trainer.metrics import DetectionMetrics, average_precision, match_predictions
+from trainer.scoring import DetectionScorer
 
 pytestmark = pytest.mark.trainer
 
-
-def test_match_predictions_one_to_one():
-    gt = np.array([[0, 0, 10, 10], [20, 20, 30, 30]], np.float32)
-    pred = np.array([[0, 0, 10, 10], [0, 0, 10, 9], [20, 20, 30, 30], [20, 20, 30, 30]], np.float32)
-    correct = match_predictions(pred, np.array([0, 0, 1, 0]), gt, np.array([0, 1]))
-    # gt0 matched once (by the exact box), gt1 only by the class-1 prediction
-    assert correct[:, 0].tolist() == [True, False, True, False]
+NAMES = {0: "a", 1: "b"}
 
 
-@pytest.mark.parametrize(
-    ("recall", "precision", "ap"),
-    [([1.0], [1.0], 0.995), ([0.5], [1.0], 0.75), ([0.0], [0.0], 0.0)],  # COCO 101-point interpolation
-)
-def test_average_precision(recall, precision, ap):
-    assert average_precision(np.array(recall), np.array(precision)) == pytest.approx(ap, abs=1e-3)
+def score(*images):
+    scorer = DetectionScorer(NAMES)
+    for image in images:
+        scorer.add(*(np.asarray(x) for x in image))
+    result = scorer.compute()
+    scorer.close()
+    return result
 
 
 def test_perfect_predictions_score_one():
-    m = DetectionMetrics(num_classes=2)
     boxes = np.array([[0, 0, 10, 10], [20, 20, 40, 40]], np.float32)
-    m.add(boxes, np.array([0.9, 0.8]), np.array([0, 1]), boxes, np.array([0, 1]))
-    result = m.compute()
+    result = score((boxes, [0.9, 0.8], [0, 1], boxes, [0, 1]))
     # 0.995, not 1: the interpolated curve drops to 0 right at recall 1, as in COCO and Ultralytics
     assert result.map50 == pytest.approx(0.995, abs=1e-3) and result.map50_95 == pytest.approx(0.995, abs=1e-3)
+    assert set(result.per_class) == {0, 1} and result.gt_counts == {0: 1, 1: 1}
+
+
+def test_a_wrong_class_or_a_miss_scores_zero_for_that_class():
+    gt = np.array([[0, 0, 10, 10], [20, 20, 40, 40]], np.float32)
+    result = score((gt[:1], [0.9], [1], gt, [0, 1]))  # class-0 box predicted as class 1, class 1 missed
+    assert result.per_class[0] == (0.0, 0.0) and result.map50 < 0.01
+
+
+def test_each_ground_truth_is_claimed_once():
+    gt = np.array([[0, 0, 10, 10]], np.float32)
+    pred = np.array([[0, 0, 10, 10], [0, 0, 10, 10]], np.float32)
+    # a duplicate detection is a false positive after the true one: precision 1 until recall 1 still
+    assert score((pred, [0.9, 0.8], [0, 0], gt, [0])).map50 == pytest.approx(0.995, abs=1e-3)
+    # the duplicate ranked first changes nothing either (it is the same box); a worse box ranked first does
+    worse = np.array([[0, 0, 10, 6], [0, 0, 10, 10]], np.float32)
+    assert score((worse, [0.9, 0.8], [0, 0], gt, [0])).map50_95 < 0.99
+
+
+def test_empty_images_and_no_images():
+    empty = np.zeros((0, 4), np.float32)
+    gt = np.array([[0, 0, 10, 10]], np.float32)
+    assert score((empty, [], [], gt, [0]), (gt, [0.5], [0], empty, [])).map50 == 0.0
+    with pytest.raises(ValueError):
+        DetectionScorer(NAMES).compute()
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +83,10 @@ def test_matches_ultralytics_val(holdout, demo_model_path):
             project=str(holdout.parent / "val"),
             name="run",
         )
-    assert ours["map50_95"] == pytest.approx(ref.box.map, abs=0.01)
-    assert ours["map50"] == pytest.approx(ref.box.map50, abs=0.01)
+    # the same arithmetic (Ultralytics' matcher and AP) on the agent engine's boxes: equal to 1e-4 (measured 2e-6;
+    # the hand-written metrics this replaced agreed only within 0.01, the gate's whole margin)
+    assert ours["map50_95"] == pytest.approx(ref.box.map, abs=1e-4)
+    assert ours["map50"] == pytest.approx(ref.box.map50, abs=1e-4)
     assert ours["map50_95"] > 0.3, "the demo model must actually detect on its own domain"
 
 
