@@ -2,8 +2,8 @@
 
 ONNX models run through the agent's own engine (:class:`agent.engine.Detector`), so the figure is what the
 edge box will do; ``.pt`` models run through Ultralytics' predictor. Both are scored by Ultralytics' own
-matching and average precision (:mod:`trainer.scoring`). ``--baseline`` evaluates a second model on the same data and exits 1 when the
-candidate's mAP50-95 drops by more than ``--max-regression``.
+matching and average precision (:mod:`trainer.scoring`). ``--baseline`` evaluates a second model on the same
+data and exits 1 when the candidate's mAP50-95 drops by more than ``--max-regression``.
 """
 
 from __future__ import annotations
