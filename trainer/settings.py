@@ -9,6 +9,7 @@ Loaded like the agent's (``agent.config.load_settings``): YAML, then environment
     ingest:    trainer.ingest.config.IngestConfig      broker, sites, shared subscription, batching, limits
     store:     trainer.store.config.StoreConfig        blobs (local | s3), index, disk budget
     labelling: trainer.labelling.config.LabellingConfig  Label Studio, classes, image URLs
+    rounds:    trainer.rounds.config.RoundsConfig      learning rounds: data, training, gate, release
     http:      status / metrics endpoint
     logging:   level and format
 """
@@ -24,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from agent.config import ConfigError, load_settings
 from trainer.ingest.config import IngestConfig
 from trainer.labelling.config import LabellingConfig
+from trainer.rounds.config import RoundsConfig
 from trainer.store.config import StoreConfig
 
 ENV_PREFIX = "EDGE_TRAINER__"
@@ -57,6 +59,7 @@ class TrainerConfig(_Strict):
     ingest: Optional[IngestConfig] = Field(default=None, description="MQTT ingest (`edge-trainer serve`).")
     store: StoreConfig = Field(default_factory=StoreConfig, description="The sample store.")
     labelling: LabellingConfig = Field(default_factory=LabellingConfig, description="Labelling round trip.")
+    rounds: Optional[RoundsConfig] = Field(default=None, description="Learning rounds (`edge-trainer round`).")
     http: HttpConfig = Field(default_factory=HttpConfig, description="Status and metrics endpoint.")
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Structured logs on stderr.")
 

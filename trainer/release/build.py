@@ -53,6 +53,7 @@ class ReleaseSpec:
     min_match_iou: float = 0.9
     conf_tolerance: float = 0.05
     max_latency_ms: Optional[float] = None
+    health_role: str = "onnx"  # the model file devices serve: the golden expectations are recorded with it
     expected_override: Optional[Dict[int, List[Dict[str, object]]]] = field(default=None)  # tests: wrong boxes
 
 
@@ -135,7 +136,9 @@ def build_release(repo: Repository, spec: ReleaseSpec) -> ReleaseManifest:
     )
     with tempfile.TemporaryDirectory() as tmp:
         images = list(spec.golden) or default_golden_images(Path(tmp))
-        expected = record_expected(spec.files["onnx"], images, spec.conf, spec.iou)
+        if spec.health_role not in spec.files:
+            raise RepositoryError(f"health_role {spec.health_role!r} is not among the release's files")
+        expected = record_expected(spec.files[spec.health_role], images, spec.conf, spec.iou)
         if spec.expected_override:
             for i, boxes in spec.expected_override.items():
                 expected[i] = boxes
