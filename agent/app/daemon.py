@@ -63,6 +63,7 @@ from agent.protocol.models import (
     CommandReply,
     DeviceStatus,
     FlagWindowCommand,
+    ModelQuality,
     RequestSnapshotCommand,
     RollbackCommand,
     SetThresholdsCommand,
@@ -476,11 +477,18 @@ class Daemon:
                 return self._fail(command, "unsupported", "OTA is not configured")
             from agent.ota.errors import OtaError
 
+            guard = (command.if_active.name, command.if_active.counter) if command.if_active else None
             try:
-                record = await self.updates.rollback(command.reason or "command")
+                record = await self.updates.rollback(command.reason or "command", guard)
             except OtaError as exc:
                 return self._fail(command, "rollback_failed", str(exc))
-            return CommandReply.ok(command.request_id, device, _now(), {"active": f"{record.name} {record.version}"})
+            if record is None:  # the named release is not active (any more): nothing to do
+                active = self.updates.active_release()
+                now_active = f"{active.name} {active.version}" if active else None
+                return CommandReply.ok(command.request_id, device, _now(), {"active": now_active, "rolled_back": False})
+            return CommandReply.ok(
+                command.request_id, device, _now(), {"active": f"{record.name} {record.version}", "rolled_back": True}
+            )
         return self._fail(command, "unsupported", f"command {command.type!r} is not handled here")
 
     def _set_thresholds(self, command: SetThresholdsCommand, known: Any) -> CommandReply:
@@ -652,6 +660,18 @@ class Daemon:
             cameras.append(
                 CameraSummary(camera=name, state=_CAMERA_STATE[status.state], fps=round(self._camera_fps(name), 3))
             )
+        quality = None
+        if pipeline is not None:
+            q = pipeline.quality  # a frozen snapshot the rules' thread publishes
+            quality = ModelQuality(
+                model_sha256=q.model_sha256,
+                since=datetime.fromtimestamp(q.since_wall, timezone.utc),
+                frames=q.frames,
+                detections=q.detections,
+                confidence_sum=round(q.confidence_sum, 4),
+                alerts=q.alerts,
+                uncertain_frames=q.uncertain_frames,
+            )
         return DeviceStatus(
             device=self.config.mqtt.device,
             site=self.config.mqtt.site,
@@ -659,6 +679,8 @@ class Daemon:
             agent_version=__version__,
             model=pipeline.model.ref() if pipeline else None,
             cameras=cameras,
+            groups=list(self.config.mqtt.groups),
+            quality=quality,
             ts=_now(),
         )
 

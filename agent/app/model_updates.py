@@ -430,15 +430,25 @@ class ModelUpdateService:
         """Commit a trial once its period is over, or roll it back when the FPS health metric fails."""
         await self._call(lambda: self._probation(fps, min_fps))
 
-    async def rollback(self, reason: str) -> SlotRecord:
-        """Roll back (operator command) on the worker; the pipeline is swapped afterwards.
+    async def rollback(self, reason: str, if_active: Optional[Tuple[str, int]] = None) -> Optional[SlotRecord]:
+        """Roll back (operator command) on the worker; the pipeline is swapped afterwards. With ``if_active``
+        only while that release (name, counter) is active; None when nothing was done.
 
         Raises:
             OtaError: nothing to roll back to.
         """
-        record: SlotRecord = await self._call(lambda: self.installer.rollback(reason))
-        await self._swap_now()
+        if if_active is None:
+            record: Optional[SlotRecord] = await self._call(lambda: self.installer.rollback(reason))
+        else:
+            name, counter = if_active
+            record = await self._call(lambda: self.installer.rollback_if_active(name, counter, reason))
+        if record is not None:
+            await self._swap_now()
         return record
+
+    def active_release(self) -> Optional[SlotRecord]:
+        """The installer's active release (state on disk)."""
+        return self.installer.state().active
 
     def stop(self, timeout: float = 2.0) -> bool:
         """Stop the worker (a running install is left to the installer's crash-safe state)."""

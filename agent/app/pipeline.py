@@ -22,6 +22,7 @@ most that rate, and the pipeline takes each delivered frame at most once.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import hashlib
 import queue
 import threading
@@ -141,6 +142,30 @@ class ModelInfo:
             name=(name or detector.model.path.stem or "model")[:128],
             version=(version or str(described.get("version") or "unversioned"))[:64],
             sha256=detector.model.sha256,
+        )
+
+
+@dataclass(frozen=True)
+class QualitySnapshot:
+    """What the active model did since it started serving (all cameras): published after every batch by the
+    thread that runs the rules, read by the status task. Frozen: readers never see it change."""
+
+    model_sha256: str
+    since_wall: float
+    frames: int = 0
+    detections: int = 0
+    confidence_sum: float = 0.0
+    alerts: int = 0
+    uncertain_frames: int = 0
+
+    def add(self, detections: int, confidence_sum: float, alerts: int, uncertain: int) -> QualitySnapshot:
+        return dataclasses.replace(
+            self,
+            frames=self.frames + 1,
+            detections=self.detections + detections,
+            confidence_sum=self.confidence_sum + confidence_sum,
+            alerts=self.alerts + alerts,
+            uncertain_frames=self.uncertain_frames + uncertain,
         )
 
 
@@ -561,6 +586,7 @@ class Pipeline:
     ) -> None:
         self.detector = detector
         self.model = model
+        self.quality = QualitySnapshot(model.sha256, time.time())  # replaced by the rules' thread only
         self.decode = decode
         self.writer = writer
         self.cameras: Dict[str, CameraRuntime] = {}
@@ -766,6 +792,7 @@ class Pipeline:
             if policy.near_duplicate.enabled
             else None
         )
+        uncertain_before = runtime.triage.counters.triggered.get("uncertain", 0)
         decision = runtime.triage.decide(
             detections,
             now=now,
@@ -813,6 +840,15 @@ class Pipeline:
                     request_id=request_id,
                 )
             )
+        quality = self.quality
+        if quality.model_sha256 != self.model.sha256:  # a swap happened between batches: the new model's count
+            quality = QualitySnapshot(self.model.sha256, time.time())
+        self.quality = quality.add(
+            len(detections),
+            float(detections.confidence.sum()) if len(detections) else 0.0,
+            len(events),
+            runtime.triage.counters.triggered.get("uncertain", 0) - uncertain_before,
+        )
         done = time.monotonic()
         stats = runtime.stats
         stats.processed += 1

@@ -540,6 +540,18 @@ class Installer:
             state = self.state_file.load()
             return self._rollback(state, reason, "requested")
 
+    def rollback_if_active(self, name: str, counter: int, reason: str = "manual") -> Optional[SlotRecord]:
+        """Roll back only while release (``name``, ``counter``) is the active one; otherwise nothing and None.
+
+        Checked under the state lock, so a repeated request (a rollout re-sending its halt) can never flip the
+        device back to the release it left."""
+        with _Lock(self._lock_path):
+            state = self.state_file.load()
+            active = state.active
+            if active is None or (active.name, active.counter) != (name, counter):
+                return None
+            return self._rollback(state, reason, "requested")
+
     def _rollback(self, state: InstallState, reason: str, detail: str) -> SlotRecord:
         failed = state.active
         if state.trial is not None:

@@ -92,6 +92,25 @@ class CameraSummary(_Message):
     fps: float = Field(ge=0.0, description="Frames per second processed over the last interval.")
 
 
+_COUNT = 2**63 - 1  # counters stay within a signed 64-bit integer (what every receiver's database holds)
+
+
+class ModelQuality(_Message):
+    """What the active model did on this device since it started serving (counters since ``since``). The
+    cloud compares a new model's figures with the previous model's on the same device: a staged rollout halts
+    on a shift in alert rate, in the share of uncertain frames, in mean confidence or in FPS."""
+
+    model_sha256: str = Field(pattern=_SHA256_PATTERN, description="SHA-256 of the model these figures are of.")
+    since: AwareDatetime = Field(description="When this model started serving (the counters start there).")
+    frames: int = Field(ge=0, le=_COUNT, description="Frames processed by the model, all cameras.")
+    detections: int = Field(ge=0, le=_COUNT, description="Detections kept after NMS, all cameras.")
+    confidence_sum: float = Field(ge=0.0, description="Sum of those detections' confidences (mean = sum / detections).")
+    alerts: int = Field(ge=0, le=_COUNT, description="Alerts raised.")
+    uncertain_frames: int = Field(
+        ge=0, le=_COUNT, description="Frames triage found uncertain, before any rate limit (sent or not)."
+    )
+
+
 class DeviceStatus(_Message):
     """Retained status of a device; the broker publishes the ``offline`` variant as the last will."""
 
@@ -102,6 +121,10 @@ class DeviceStatus(_Message):
     agent_version: str = Field(max_length=64, description="Version of the edge-agent software.")
     model: Optional[ModelRef] = Field(default=None, description="The active model, if one is loaded.")
     cameras: List[CameraSummary] = Field(default_factory=list, description="Summary of each camera.")
+    groups: List[Annotated[str, Field(pattern=_ID_PATTERN)]] = Field(
+        default_factory=list, max_length=64, description="Device groups whose model pushes apply (rollout stages)."
+    )
+    quality: Optional[ModelQuality] = Field(default=None, description="The active model's figures on this device.")
     ts: AwareDatetime = Field(description="When this status was produced (UTC, ISO 8601).")
 
 
@@ -309,6 +332,11 @@ class RollbackCommand(_CommandBase):
 
     type: Literal["rollback"] = Field(description="Command type.")
     reason: Optional[str] = Field(default=None, max_length=1024, description="Why (logged, reported).")
+    if_active: Optional[ReleaseRef] = Field(
+        default=None,
+        description="Roll back only while this release (name and counter) is the active one; otherwise the command "
+        "is a no-op, so a rollout that repeats its halt never flips a device back to the release it left.",
+    )
 
 
 class PingCommand(_CommandBase):

@@ -324,6 +324,43 @@ def encode_frame_raw(header: Dict[str, Any], body: bytes) -> bytes:
     return encode_frame(json.dumps(header).encode(), body)
 
 
+def test_rollback_may_name_the_release_to_leave() -> None:
+    payload = (
+        b'{"type": "rollback", "request_id": "r-1", "if_active": {"name": "demo", "version": "1.1.0", "counter": 2}}'
+    )
+    command = parse_command(T, payload, LIMITS)
+    assert command.type == "rollback" and command.if_active.counter == 2  # type: ignore[union-attr]
+    bad = b'{"type": "rollback", "request_id": "r-1", "if_active": {"name": "demo", "counter": -1}}'
+    with pytest.raises(ProtocolError) as info:
+        parse_command(T, bad, LIMITS)
+    assert info.value.reason == ProtocolErrorReason.INVALID and info.value.request_id == "r-1"
+
+
+def test_device_status_carries_groups_and_the_models_figures() -> None:
+    status = {
+        "device": "d",
+        "site": "s",
+        "state": "online",
+        "agent_version": "0.1.0",
+        "ts": "2026-01-02T03:04:05Z",
+        "groups": ["canary"],
+        "quality": {
+            "model_sha256": SHA,
+            "since": "2026-01-02T03:00:00Z",
+            "frames": 100,
+            "detections": 250,
+            "confidence_sum": 180.5,
+            "alerts": 3,
+            "uncertain_frames": 7,
+        },
+    }
+    parsed = parse_device_status("t", json.dumps(status).encode(), LIMITS)
+    assert parsed.groups == ["canary"] and parsed.quality is not None and parsed.quality.frames == 100
+    for change in ({"groups": ["a/b"]}, {"quality": {**status["quality"], "frames": 2**64}}):  # type: ignore[dict-item]
+        with pytest.raises(ProtocolError):
+            parse_device_status("t", json.dumps({**status, **change}).encode(), LIMITS)
+
+
 def test_device_message_parsers_for_ingest() -> None:
     status = {"device": "d", "site": "s", "state": "online", "agent_version": "0.1.0", "ts": "2026-01-02T03:04:05Z"}
     assert parse_device_status("t", json.dumps(status).encode(), LIMITS).state == "online"

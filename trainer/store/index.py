@@ -366,9 +366,28 @@ class _BatchWriter:
         status, origin = record.status, record.origin
         self._ensure_device(origin.site, origin.device, origin.received_at)
         model = status.model
+        ts = epoch(status.ts)
+        if status.quality is not None:  # history: rollouts compare a model's figures with its predecessor's
+            q = status.quality
+            self.db.execute(
+                "INSERT OR IGNORE INTO device_quality (device, status_time, model_sha256, model_version, since, "
+                "frames, detections, confidence_sum, alerts, uncertain) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    origin.device,
+                    ts,
+                    q.model_sha256,
+                    model.version if model is not None and model.sha256 == q.model_sha256 else None,
+                    epoch(q.since),
+                    q.frames,
+                    q.detections,
+                    q.confidence_sum,
+                    q.alerts,
+                    q.uncertain_frames,
+                ),
+            )
         cursor = self.db.execute(
             "UPDATE devices SET site = ?, state = ?, agent_version = ?, protocol = ?, model_name = ?, "
-            "model_version = ?, model_sha256 = ?, status_time = ? WHERE device = ? AND "
+            "model_version = ?, model_sha256 = ?, status_time = ?, groups = ? WHERE device = ? AND "
             "(status_time IS NULL OR status_time <= ?)",
             (
                 origin.site,
@@ -378,9 +397,10 @@ class _BatchWriter:
                 model.name if model else None,
                 model.version if model else None,
                 model.sha256 if model else None,
-                epoch(status.ts),
+                ts,
+                ",".join(status.groups),
                 origin.device,
-                epoch(status.ts),
+                ts,
             ),
         )
         return Outcome.UPDATED if cursor.rowcount else Outcome.STALE

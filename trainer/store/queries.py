@@ -228,6 +228,7 @@ class DeviceRow:
     model_version: Optional[str]
     model_sha256: Optional[str]
     status_time: Optional[float]
+    groups: Tuple[str, ...]
     first_seen: float
     last_seen: float
     ota_phase: Optional[str]
@@ -320,6 +321,7 @@ def fleet(
                 model_version=row["model_version"],
                 model_sha256=row["model_sha256"],
                 status_time=row["status_time"],
+                groups=tuple(g for g in (row["groups"] or "").split(",") if g),
                 first_seen=row["first_seen"],
                 last_seen=row["last_seen"],
                 ota_phase=row["ota_phase"],
@@ -388,3 +390,29 @@ def alert_history(db: sqlite3.Connection, device: Optional[str] = None, limit: i
 def drop_counts(db: sqlite3.Connection) -> List[Dict[str, Any]]:
     """Every (device, reason) drop counter with its last topic and detail."""
     return [dict(row) for row in db.execute("SELECT * FROM drops ORDER BY device, reason")]
+
+
+@dataclass(frozen=True)
+class QualityRow:
+    """A device's report of its active model's figures (cumulative since ``since``)."""
+
+    device: str
+    status_time: float
+    model_sha256: str
+    model_version: Optional[str]
+    since: float
+    frames: int
+    detections: int
+    confidence_sum: float
+    alerts: int
+    uncertain: int
+
+
+def device_quality(db: sqlite3.Connection, device: str, model_sha256: Optional[str] = None) -> List[QualityRow]:
+    """Every quality report of a device (of one model), oldest first."""
+    sql = "SELECT * FROM device_quality WHERE device = ?"
+    params: List[Any] = [device]
+    if model_sha256 is not None:
+        sql += " AND model_sha256 = ?"
+        params.append(model_sha256)
+    return [QualityRow(**dict(row)) for row in db.execute(sql + " ORDER BY status_time", params)]

@@ -133,6 +133,7 @@ CREATE TABLE IF NOT EXISTS devices (
     model_version TEXT,
     model_sha256  TEXT,
     status_time   REAL,
+    groups        TEXT,
     ota_phase     TEXT,
     ota_release   TEXT,
     ota_active    TEXT,
@@ -140,6 +141,22 @@ CREATE TABLE IF NOT EXISTS devices (
     ota_detail    TEXT,
     ota_time      REAL
 );
+
+-- the active model's figures on a device, as its statuses report them (cumulative since the model started)
+CREATE TABLE IF NOT EXISTS device_quality (
+    device          TEXT NOT NULL,
+    status_time     REAL NOT NULL,
+    model_sha256    TEXT NOT NULL,
+    model_version   TEXT,
+    since           REAL NOT NULL,
+    frames          INTEGER NOT NULL,
+    detections      INTEGER NOT NULL,
+    confidence_sum  REAL NOT NULL,
+    alerts          INTEGER NOT NULL,
+    uncertain       INTEGER NOT NULL,
+    PRIMARY KEY (device, status_time)
+);
+CREATE INDEX IF NOT EXISTS device_quality_model ON device_quality (device, model_sha256, status_time);
 
 CREATE TABLE IF NOT EXISTS cameras (
     device         TEXT NOT NULL,

@@ -109,6 +109,20 @@ def test_commit_after_period_raises_floor_and_gc(committed_world: World, model_b
     assert inst.rollback().version == "1.2.0"
 
 
+def test_conditional_rollback_acts_once(committed_world: World, model_b: Path) -> None:
+    """A rollout's halt names the release to leave: repeating it must not flip the device back to it."""
+    committed_world.release("1.1.0", model=model_b)
+    inst = committed_world.installer()
+    inst.install_path(committed_world.bundle("r2"))
+    assert inst.state().active.version == "1.1.0"
+    assert inst.rollback_if_active("widget", 1, "halt") is None  # 1.0.0 (#1) is not the active one: nothing
+    assert inst.state().active.version == "1.1.0"
+    back = inst.rollback_if_active("widget", 2, "rollout halted")
+    assert back is not None and back.version == "1.0.0" and inst.state().active.version == "1.0.0"
+    assert inst.rollback_if_active("widget", 2, "rollout halted") is None  # repeated: still on 1.0.0
+    assert inst.state().active.version == "1.0.0"
+
+
 def test_interrupted_download_resumes(committed_world: World, model_b: Path) -> None:
     committed_world.release("1.1.0", model=model_b)
     bundle = committed_world.bundle("r2")
