@@ -135,6 +135,12 @@ def train(
     if replay_data is not None:
         data = build_replay_dataset(data, replay_data, replay_fraction, out / "replay")
     device = parse_devices(devices)
+    extra = dict(extra or {})
+    if "lr0" in extra and extra.get("optimizer", "auto") == "auto":
+        # Ultralytics' optimizer=auto picks its own learning rate and ignores lr0: a fine-tune asking for one gets
+        # AdamW with it (what auto picks for short runs, at the rate asked for)
+        extra["optimizer"] = "AdamW"
+        print(f"train: lr0={extra['lr0']} given: optimizer AdamW (auto would ignore lr0)", file=sys.stderr)
     with offline_environment():
         from ultralytics import YOLO
 
@@ -158,7 +164,7 @@ def train(
             exist_ok=True,
             plots=True,
             verbose=False,
-            **(extra or {}),
+            **extra,
         )
         elapsed = time.time() - started
         trainer = yolo.trainer
@@ -212,12 +218,14 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--lrf", type=float, default=None, help="final learning rate as a fraction of lr0")
     p.add_argument("--warmup-epochs", type=float, default=None, help="warm-up epochs (Ultralytics default 3)")
     p.add_argument("--close-mosaic", type=int, default=None, help="last N epochs without mosaic (default 10)")
+    p.add_argument("--optimizer", default=None, help="SGD, AdamW, ... (default auto; AdamW when --lr0 is given)")
+    p.add_argument("--freeze", type=int, default=None, help="freeze the first N layers (fine-tuning)")
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     extra: Dict[str, Any] = {}
-    for key in ("mosaic", "lr0", "lrf", "warmup_epochs", "close_mosaic"):
+    for key in ("mosaic", "lr0", "lrf", "warmup_epochs", "close_mosaic", "optimizer", "freeze"):
         value = getattr(args, key)
         if value is not None:
             extra[key] = value

@@ -29,10 +29,14 @@ class TrainingConfig(_Strict):
     epochs: int = Field(default=10, ge=1, le=1000, description="Epochs of fine-tuning.")
     imgsz: int = Field(default=256, ge=32, le=4096, description="Training and export input size.")
     batch: int = Field(default=16, ge=1, le=4096, description="Total batch size (split across GPUs under DDP).")
-    lr0: float = Field(default=0.002, gt=0, le=1, description="Initial learning rate (fine-tuning: low).")
+    optimizer: Literal["AdamW", "SGD", "Adam"] = Field(
+        default="AdamW", description="Optimizer (Ultralytics' 'auto' would ignore lr0)."
+    )
+    lr0: float = Field(default=0.001, gt=0, le=1, description="Initial learning rate (fine-tuning: low).")
     lrf: float = Field(default=0.1, gt=0, le=1, description="Final learning rate as a fraction of lr0.")
     warmup_epochs: float = Field(default=0.5, ge=0, description="Warm-up epochs.")
     close_mosaic: int = Field(default=3, ge=0, description="Last epochs without mosaic augmentation.")
+    freeze: Optional[int] = Field(default=None, ge=0, description="Freeze the first N layers (null: none).")
     replay_fraction: float = Field(
         default=0.5,
         ge=0,

@@ -102,7 +102,14 @@ class Round:
             seed=t.seed,
             replay_data=self.config.base_data,
             replay_fraction=t.replay_fraction,
-            extra={"lr0": t.lr0, "lrf": t.lrf, "warmup_epochs": t.warmup_epochs, "close_mosaic": t.close_mosaic},
+            extra={
+                "optimizer": t.optimizer,
+                "lr0": t.lr0,
+                "lrf": t.lrf,
+                "warmup_epochs": t.warmup_epochs,
+                "close_mosaic": t.close_mosaic,
+                **({"freeze": t.freeze} if t.freeze is not None else {}),
+            },
         )
         self.record["training"] = summary
         return summary
