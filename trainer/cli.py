@@ -15,6 +15,7 @@ def build_parser() -> argparse.ArgumentParser:
     from trainer.labelling import cli as label_cli
     from trainer.release import cli as release_cli
     from trainer.release import push
+    from trainer.rollout import cli as rollout_cli
     from trainer.rounds import cli as rounds_cli
     from trainer.store import cli as store_cli
 
@@ -26,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     store_cli.add_parsers(sub)
     label_cli.add_parser(sub)
     rounds_cli.add_parser(sub)
+    rollout_cli.add_parser(sub)
     return parser
 
 

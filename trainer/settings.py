@@ -10,6 +10,7 @@ Loaded like the agent's (``agent.config.load_settings``): YAML, then environment
     store:     trainer.store.config.StoreConfig        blobs (local | s3), index, disk budget
     labelling: trainer.labelling.config.LabellingConfig  Label Studio, classes, image URLs
     rounds:    trainer.rounds.config.RoundsConfig      learning rounds: data, training, gate, release
+    rollout:   trainer.rollout.config.RolloutConfig    staged rollout: stages, quality bounds, broker
     http:      status / metrics endpoint
     logging:   level and format
 """
@@ -25,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from agent.config import ConfigError, load_settings
 from trainer.ingest.config import IngestConfig
 from trainer.labelling.config import LabellingConfig
+from trainer.rollout.config import RolloutConfig
 from trainer.rounds.config import RoundsConfig
 from trainer.store.config import StoreConfig
 
@@ -60,6 +62,7 @@ class TrainerConfig(_Strict):
     store: StoreConfig = Field(default_factory=StoreConfig, description="The sample store.")
     labelling: LabellingConfig = Field(default_factory=LabellingConfig, description="Labelling round trip.")
     rounds: Optional[RoundsConfig] = Field(default=None, description="Learning rounds (`edge-trainer round`).")
+    rollout: Optional[RolloutConfig] = Field(default=None, description="Staged rollout (`edge-trainer rollout`).")
     http: HttpConfig = Field(default_factory=HttpConfig, description="Status and metrics endpoint.")
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Structured logs on stderr.")
 

@@ -223,10 +223,10 @@ class Publisher:
         found = [p for t, p in self._retained if t == topic]
         return found[-1] if found and found[-1] else None
 
-    def publish(self, messages: Iterable[Tuple[str, bytes]]) -> int:
+    def publish(self, messages: Iterable[Tuple[str, bytes]], retain: bool = True) -> int:
         infos = []
         for topic, payload in messages:
-            info = self.client.publish(topic, payload, qos=1, retain=True)
+            info = self.client.publish(topic, payload, qos=1, retain=retain)
             if info.rc != mqtt.MQTT_ERR_SUCCESS:
                 raise PushError(f"publish to {topic} failed: rc {info.rc}")
             infos.append((topic, info))

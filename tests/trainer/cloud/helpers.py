@@ -129,9 +129,24 @@ def alert(
 
 
 def device_status(
-    device: str = "dev-1", site: str = "plant-1", state: str = "online", ts: Optional[datetime] = None
+    device: str = "dev-1",
+    site: str = "plant-1",
+    state: str = "online",
+    ts: Optional[datetime] = None,
+    model: Optional[ModelRef] = None,
+    groups: Optional[List[str]] = None,
+    quality: Optional[Dict[str, Any]] = None,
 ) -> Tuple[str, bytes]:
-    status = DeviceStatus(device=device, site=site, state=state, agent_version="0.1.0", model=MODEL, ts=ts or now())
+    status = DeviceStatus(
+        device=device,
+        site=site,
+        state=state,
+        agent_version="0.1.0",
+        model=model or MODEL,
+        groups=groups or [],
+        quality=quality,
+        ts=ts or now(),
+    )
     return Topics("edge", site, device).status, encode_json(status)
 
 
@@ -153,8 +168,14 @@ def camera_status(
     return Topics("edge", site, device).camera_status(camera), encode_json(status)
 
 
-def ota_report(device: str = "dev-1", site: str = "plant-1", phase: OtaPhase = OtaPhase.PROBATION) -> Tuple[str, bytes]:
-    report = OtaStateReport(id=uuid.uuid4().hex, device=device, phase=phase, detail="test", ts=now())
+def ota_report(
+    device: str = "dev-1",
+    site: str = "plant-1",
+    phase: OtaPhase = OtaPhase.PROBATION,
+    release: Optional[Dict[str, Any]] = None,
+    detail: str = "test",
+) -> Tuple[str, bytes]:
+    report = OtaStateReport(id=uuid.uuid4().hex, device=device, phase=phase, release=release, detail=detail, ts=now())
     return Topics("edge", site, device).ota_state, encode_json(report)
 
 

@@ -1,0 +1,140 @@
+"""The rollout's decisions, pure: a device's figures, what is wrong with a device, and what a stage does next.
+
+A device is judged against itself: its figures under the new model against its own under the previous model
+(alerts per frame, share of uncertain frames, mean detection confidence, FPS), so a camera that always
+alerts a lot does not halt anything; only a change does. An OTA failure (``rolled_back`` or ``failed`` for
+the new release) halts at once. A stage promotes when ``min_committed`` of its devices committed the new
+release and the watch window since that moment passed with nothing wrong.
+
+    pending ──push──► watching ──min committed──► ready ──watch_s, nothing wrong──► promoted (next stage)
+                        └──────────────── any device wrong ─────────────────────► halted
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import List, Optional, Sequence
+
+from trainer.rollout.config import QualityBounds
+
+
+@dataclass(frozen=True)
+class Figures:
+    """A model's figures on one device (cumulative over ``seconds``)."""
+
+    frames: int
+    seconds: float
+    detections: int
+    confidence_sum: float
+    alerts: int
+    uncertain: int
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def alerts_per_frame(self) -> float:
+        return self.alerts / self.frames if self.frames else 0.0
+
+    @property
+    def uncertain_share(self) -> float:
+        return self.uncertain / self.frames if self.frames else 0.0
+
+    @property
+    def mean_confidence(self) -> float:
+        return self.confidence_sum / self.detections if self.detections else 0.0
+
+
+@dataclass(frozen=True)
+class DeviceView:
+    """What the registry knows of one device of a stage."""
+
+    device: str
+    running_new: bool  # its status names the new release's model
+    committed_new: bool  # its last OTA report: committed, for the new release
+    ota_failed_new: Optional[str]  # rolled_back / failed for the new release: the detail; else None
+    before: Optional[Figures]  # under the previous model
+    after: Optional[Figures]  # under the new model
+
+
+def device_problems(view: DeviceView, bounds: QualityBounds) -> List[str]:
+    """Why this device says the new model is worse (empty: nothing wrong, or not enough seen yet)."""
+    if view.ota_failed_new:
+        return [f"{view.device}: {view.ota_failed_new}"]
+    before, after = view.before, view.after
+    if before is None or after is None or before.frames < bounds.min_frames or after.frames < bounds.min_frames:
+        return []
+    problems = []
+    # one alert of smoothing on both sides: a device with no alerts before is not halted by its first one
+    ratio = ((after.alerts + 1) / after.frames) / ((before.alerts + 1) / before.frames)
+    shift = f"{before.alerts_per_frame:.4f} -> {after.alerts_per_frame:.4f}"
+    if ratio > bounds.max_alert_ratio:
+        problems.append(f"{view.device}: alerts per frame x{ratio:.2f} ({shift}), bound x{bounds.max_alert_ratio:g}")
+    elif ratio < bounds.min_alert_ratio:
+        problems.append(f"{view.device}: alerts per frame x{ratio:.2f} ({shift}), bound x{bounds.min_alert_ratio:g}")
+    rise = after.uncertain_share - before.uncertain_share
+    if rise > bounds.max_uncertain_increase:
+        problems.append(
+            f"{view.device}: uncertain frames {before.uncertain_share:.3f} -> {after.uncertain_share:.3f} "
+            f"(+{rise:.3f}, bound +{bounds.max_uncertain_increase:g})"
+        )
+    if before.detections and after.detections:
+        drop = before.mean_confidence - after.mean_confidence
+        if drop > bounds.max_confidence_drop:
+            problems.append(
+                f"{view.device}: mean confidence {before.mean_confidence:.3f} -> {after.mean_confidence:.3f} "
+                f"(-{drop:.3f}, bound -{bounds.max_confidence_drop:g})"
+            )
+    if before.fps > 0 and after.fps < before.fps * (1 - bounds.max_fps_drop):
+        problems.append(
+            f"{view.device}: FPS {before.fps:.1f} -> {after.fps:.1f} (more than {bounds.max_fps_drop:.0%} slower)"
+        )
+    return problems
+
+
+class Action(str, enum.Enum):
+    WAIT = "wait"
+    READY = "ready"  # min_committed reached just now: the watch window starts
+    PROMOTE = "promote"
+    HALT = "halt"
+
+
+@dataclass(frozen=True)
+class StageDecision:
+    action: Action
+    reasons: List[str] = field(default_factory=list)
+    committed: int = 0
+    devices: int = 0
+
+
+def decide_stage(
+    views: Sequence[DeviceView],
+    min_committed: int,
+    watch_s: float,
+    ready_since: Optional[float],
+    now: float,
+    bounds: QualityBounds,
+) -> StageDecision:
+    """What a running stage does now (``views``: every device of this stage and of the stages before)."""
+    problems = [p for view in views for p in device_problems(view, bounds)]
+    committed = sum(1 for v in views if v.committed_new)
+    if problems:
+        return StageDecision(Action.HALT, problems, committed, len(views))
+    if committed < min_committed:
+        return StageDecision(Action.WAIT, [f"{committed} of {min_committed} devices committed"], committed, len(views))
+    if ready_since is None:
+        return StageDecision(
+            Action.READY, [f"{committed} devices committed; watching {watch_s:g} s"], committed, len(views)
+        )
+    watched = now - ready_since
+    unjudged = [v.device for v in views if v.committed_new and (v.after is None or v.after.frames < bounds.min_frames)]
+    if watched < watch_s or unjudged:
+        why = f"watched {watched:.0f} of {watch_s:g} s"
+        if unjudged:
+            why += f"; not enough frames yet from {', '.join(unjudged[:5])}"
+        return StageDecision(Action.WAIT, [why], committed, len(views))
+    return StageDecision(
+        Action.PROMOTE, [f"{committed} committed, {watched:.0f} s watched, nothing wrong"], committed, len(views)
+    )
