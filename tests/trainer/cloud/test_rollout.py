@@ -5,10 +5,9 @@ what the devices outside a stage see, and a trainer killed at every step."""
 
 from __future__ import annotations
 
-import base64
 import json
 import time
-from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -109,8 +108,16 @@ def bundles(tmp_path_factory, demo_int8_model_path, demo_model_path):
     repo.init()
     out = {}
     for version, model in (("1.0.0", demo_model_path), ("1.1.0", demo_int8_model_path)):
-        build_release(repo, ReleaseSpec(name="demo", version=version, channel="stable",
-                                        files={"onnx": demo_model_path, "onnx_int8": model}, health_role="onnx_int8"))
+        build_release(
+            repo,
+            ReleaseSpec(
+                name="demo",
+                version=version,
+                channel="stable",
+                files={"onnx": demo_model_path, "onnx_int8": model},
+                health_role="onnx_int8",
+            ),
+        )
         out[version] = build_bundle(root / "repo", ring, root / f"{version}.tar", "stable", trust="online")
     return out
 
@@ -119,8 +126,15 @@ OLD = ModelRef(name="demo", version="1.0.0", sha256=OLD_SHA)
 
 
 def quality(sha, frames=1000, alerts=20, since_s=100.0):
-    return {"model_sha256": sha, "since": (h.now().timestamp() - since_s), "frames": frames, "detections": frames * 3,
-            "confidence_sum": frames * 3 * 0.8, "alerts": alerts, "uncertain_frames": frames // 20}
+    return {
+        "model_sha256": sha,
+        "since": (h.now().timestamp() - since_s),
+        "frames": frames,
+        "detections": frames * 3,
+        "confidence_sum": frames * 3 * 0.8,
+        "alerts": alerts,
+        "uncertain_frames": frames // 20,
+    }
 
 
 def status(device, model, groups, q):
@@ -153,7 +167,7 @@ def fleet_setup(tmp_path, bundles):
 
     new = release_of_bundle(bundles["1.1.0"])
     new_ref = ModelRef(name="demo", version="1.1.0", sha256=new["model_sha256s"][-1])
-    return config, make, actions, new, new_ref, fleet_push, devices
+    return SimpleNamespace(config=config, make=make, actions=actions, new=new, new_ref=new_ref, fleet_push=fleet_push)
 
 
 def updated(config, device, groups, new, new_ref, alerts=20, phase=OtaPhase.COMMITTED):
@@ -161,12 +175,24 @@ def updated(config, device, groups, new, new_ref, alerts=20, phase=OtaPhase.COMM
     model = new_ref if phase == OtaPhase.COMMITTED else OLD
     sha = new_ref.sha256 if phase == OtaPhase.COMMITTED else OLD_SHA
     time.sleep(0.01)  # statuses are ordered by their time
-    h.fill_store(config, [h.ota_report(device, phase=phase, release=release),
-                          status(device, model, groups, quality(sha, alerts=alerts))])
+    h.fill_store(
+        config,
+        [
+            h.ota_report(device, phase=phase, release=release),
+            status(device, model, groups, quality(sha, alerts=alerts)),
+        ],
+    )
 
 
 def test_stages_promote_in_order_and_others_never_see_the_release(fleet_setup, bundles):
-    config, make, actions, new, new_ref, fleet_push, devices = fleet_setup
+    config, make, actions, new, new_ref, fleet_push = (
+        fleet_setup.config,
+        fleet_setup.make,
+        fleet_setup.actions,
+        fleet_setup.new,
+        fleet_setup.new_ref,
+        fleet_setup.fleet_push,
+    )
     state = make().start(bundles["1.1.0"])
     canary = "edge/plant-1/groups/canary/models"
     assert state["stage"] == 0 and state["stages"][0]["pushed"]
@@ -191,7 +217,14 @@ def test_stages_promote_in_order_and_others_never_see_the_release(fleet_setup, b
 
 
 def test_a_quality_shift_halts_restores_and_rolls_back_only_the_stages_devices(fleet_setup, bundles):
-    config, make, actions, new, new_ref, fleet_push, devices = fleet_setup
+    config, make, actions, new, new_ref, fleet_push = (
+        fleet_setup.config,
+        fleet_setup.make,
+        fleet_setup.actions,
+        fleet_setup.new,
+        fleet_setup.new_ref,
+        fleet_setup.fleet_push,
+    )
     make().start(bundles["1.1.0"])
     updated(config, "c1", ["canary"], new, new_ref)
     ready = make().tick()["stages"][0]["ready_since"]
@@ -218,7 +251,13 @@ def test_a_quality_shift_halts_restores_and_rolls_back_only_the_stages_devices(f
 
 
 def test_a_canary_that_rolls_back_halts_at_once(fleet_setup, bundles):
-    config, make, actions, new, new_ref, fleet_push, devices = fleet_setup
+    config, make, actions, new, new_ref = (
+        fleet_setup.config,
+        fleet_setup.make,
+        fleet_setup.actions,
+        fleet_setup.new,
+        fleet_setup.new_ref,
+    )
     make().start(bundles["1.1.0"])
     updated(config, "c1", ["canary"], new, new_ref, phase=OtaPhase.ROLLED_BACK)
     state = make().tick()
@@ -227,7 +266,7 @@ def test_a_canary_that_rolls_back_halts_at_once(fleet_setup, bundles):
 
 
 def test_kill_between_decision_and_push_pushes_on_restart(fleet_setup, bundles, monkeypatch):
-    config, make, actions, new, new_ref, fleet_push, devices = fleet_setup
+    make, actions = fleet_setup.make, fleet_setup.actions
     rollout = make()
 
     def die(*a, **k):
@@ -241,7 +280,7 @@ def test_kill_between_decision_and_push_pushes_on_restart(fleet_setup, bundles, 
 
 
 def test_operator_halt_and_promote_force(fleet_setup, bundles):
-    config, make, actions, new, new_ref, fleet_push, devices = fleet_setup
+    make = fleet_setup.make
     make().start(bundles["1.1.0"])
     with pytest.raises(RolloutError, match="not ready"):
         make().promote()
@@ -252,7 +291,7 @@ def test_operator_halt_and_promote_force(fleet_setup, bundles):
 
 
 def test_start_refuses_while_one_runs_and_another_channel(fleet_setup, bundles):
-    config, make, actions, new, new_ref, fleet_push, devices = fleet_setup
+    make = fleet_setup.make
     make().start(bundles["1.1.0"])
     with pytest.raises(RolloutError, match="is running"):
         make().start(bundles["1.1.0"])
