@@ -16,7 +16,7 @@ LABEL_STUDIO_VERSION := 1.23.2
 export YOLO_OFFLINE := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup demo test lint typecheck pytest pytest38 bench clean demo-model
+.PHONY: setup demo loop-demo test lint typecheck pytest pytest38 bench clean demo-model
 
 setup: .stamps/apt $(VENV)/.installed $(VENV38)/.installed $(VENV_LS)/.installed
 
@@ -56,6 +56,12 @@ $(VENV_LS)/.installed:
 demo: setup
 	$(VENV)/bin/edge-agent detect --model models/demo/demo.onnx --source samples/factory-line.jpg --save runs/demo
 	@echo "annotated image: runs/demo/factory-line.jpg"
+
+# The whole loop on this machine (about 15 minutes on 2 cores): agent on a drifted synthetic camera -> samples ->
+# ingest -> oracle labels -> learning round (fine-tune, export, gate on INT8, sign) -> staged rollout -> the agent
+# runs the new model. Prints the before/after figures; writes runs/loop-demo/ (docs/LOOP.md).
+loop-demo: setup
+	$(VENV)/bin/python -m trainer.loop_demo
 
 lint: setup
 	$(VENV)/bin/ruff check agent trainer tests bench
