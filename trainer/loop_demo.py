@@ -497,7 +497,8 @@ def print_summary(summary: Dict[str, Any]) -> None:
     if before and after:
         print(
             f"  agent alerts per 1000 frames {before['alerts_per_1000_frames']:.1f} -> "
-            f"{after['alerts_per_1000_frames']:.1f}; uncertain frames {before['uncertain_share']:.1%} -> {after['uncertain_share']:.1%}; "
+            f"{after['alerts_per_1000_frames']:.1f}; uncertain frames {before['uncertain_share']:.1%} -> "
+            f"{after['uncertain_share']:.1%}; "
             f"mean confidence {before['mean_confidence']:.2f} -> {after['mean_confidence']:.2f}"
         )
     print(
