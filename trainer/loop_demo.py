@@ -194,7 +194,7 @@ def trainer_yaml(
             "min_train_samples": 100,
             "min_holdout_samples": 30,
             "training": {"epochs": args.epochs, "replay_fraction": args.replay, "lr0": args.lr0, "workers": 2},
-            "gate": {"min_new_domain_gain": 0.10, "max_base_regression": args.max_base_regression},
+            "gate": {"min_new_domain_gain": args.min_gain, "max_base_regression": args.max_base_regression},
             "release": {"repo": str(release["repo"]), "keys": str(release["keys"])},
         },
         "rollout": {
@@ -348,7 +348,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--replay", type=float, default=0.7, help="replay share of the base set")
     parser.add_argument("--lr0", type=float, default=0.001)
-    parser.add_argument("--max-base-regression", type=float, default=0.02)
+    parser.add_argument("--min-gain", type=float, default=0.10, help="the gate's new-domain gain margin")
+    parser.add_argument("--max-base-regression", type=float, default=0.02, help="the gate's base-holdout limit")
     parser.add_argument("--fps", type=float, default=12.0)
     parser.add_argument("--probation-s", type=float, default=20.0)
     parser.add_argument("--watch-s", type=float, default=20.0)
@@ -367,6 +368,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     say(f"mosquitto on 127.0.0.1:{broker.port}")
     config = trainer_yaml(work, broker.port, data, release, args)
     agent_config = agent_yaml(work, broker.port, release, args)
+    say("commissioning the box: edge-agent ota install of the signed 1.0.0 bundle (verify, health check, commit)")
+    run([bin_of("edge-agent"), "ota", "--config", str(agent_config), "install", str(release["usb"])], log)
     index = work / "cloud" / "store" / "index.sqlite3"
     processes: List[subprocess.Popen] = []
     summary: Dict[str, Any] = {"workdir": str(work)}

@@ -184,7 +184,7 @@ def run_halt(args: argparse.Namespace) -> int:
 def run_watch(args: argparse.Namespace) -> int:
     """Exit 0 completed, 1 halted, 3 out of time."""
     from trainer.release.push import PushError
-    from trainer.rollout.driver import RolloutError
+    from trainer.rollout.driver import MAX_ROLLBACKS, RolloutError
 
     try:
         config, rollout = _rollout(args)
@@ -201,8 +201,18 @@ def run_watch(args: argparse.Namespace) -> int:
                 last = line
             if state["state"] == "completed":
                 return 0
-            if state["state"] == "halted" and all(not d["running_new"] for d in rollout.status()["devices"]):
-                return 1
+            if state["state"] == "halted":
+                stuck = [d["device"] for d in rollout.status()["devices"] if d["running_new"]]
+                tries = state["halt"].get("rollbacks", {})
+                if not stuck:
+                    return 1
+                if all(tries.get(device, 0) >= MAX_ROLLBACKS for device in stuck):
+                    print(
+                        f"halted, but {', '.join(stuck)} still run {state['release']['version']} after "
+                        f"{MAX_ROLLBACKS} rollback commands: see their command replies and logs",
+                        flush=True,
+                    )
+                    return 1
             if deadline is not None and time.monotonic() > deadline:
                 return 3
             time.sleep(config.rollout.tick_s)

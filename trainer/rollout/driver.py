@@ -26,6 +26,9 @@ from trainer.rollout.plan import Action, DeviceView, Figures, decide_stage
 from trainer.rollout.state import COMPLETED, HALTED, RUNNING, RolloutStore, event, new_state
 from trainer.store.queries import DeviceRow, device_quality, fleet
 
+MAX_ROLLBACKS = 20
+"""Rollback commands sent to one device after a halt, one per tick, before the rollout gives up on it."""
+
 
 class RolloutError(Exception):
     """The rollout cannot do what was asked (one is running, no such release, nothing to promote)."""
@@ -333,7 +336,7 @@ class Rollout:
         release = state["release"]
         sent = halt.setdefault("rollbacks", {})
         for view in self.views(state, halt["stage"]):
-            if not view.running_new or sent.get(view.device, 0) >= 20:
+            if not view.running_new or sent.get(view.device, 0) >= MAX_ROLLBACKS:
                 continue
             command = RollbackCommand(
                 type="rollback",
