@@ -52,7 +52,7 @@ def run_serve(args: argparse.Namespace) -> int:
     stop = threading.Event()
     install_signal_handlers(stop)
     try:
-        service = IngestService(config)
+        service = IngestService(config, config_path=args.config)
     except (StoreError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

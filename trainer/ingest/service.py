@@ -53,7 +53,12 @@ def status_path(config: TrainerConfig) -> Path:
 class IngestService:
     """See the module docstring. ``open_store`` replaces the configured store (tests)."""
 
-    def __init__(self, config: TrainerConfig, open_store: Optional[Callable[[], SampleStore]] = None) -> None:
+    def __init__(
+        self,
+        config: TrainerConfig,
+        open_store: Optional[Callable[[], SampleStore]] = None,
+        config_path: Optional[Path] = None,
+    ) -> None:
         if config.ingest is None:
             raise ValueError("trainer.yaml has no ingest section: nothing to serve")
         self.config = config
@@ -66,6 +71,13 @@ class IngestService:
             SupervisedThread("mqtt-ingest", self.client.run),
             SupervisedThread("store-writer", self.writer.run),
         ]
+        self._policy_stop = threading.Event()
+        self.policy = None
+        if config.rounds is not None and config.rounds.policy.enabled and config_path is not None:
+            from trainer.rounds.policy import RoundPolicy
+
+            self.policy = RoundPolicy(config.rounds, config.store.index_path, config_path, self._policy_stop)
+            self.threads.append(SupervisedThread("round-policy", self.policy.run))
         self.metrics = Metrics(prefix="edge_ingest_")
         self.http: Optional[MetricsServer] = None
         if config.http.enabled:
@@ -127,6 +139,13 @@ class IngestService:
                 "room_bytes": writer.room_bytes,
             },
             "threads": {t.name: ("alive" if t.alive else ("died" if t.died else "stopped")) for t in self.threads},
+            "round_policy": None
+            if self.policy is None
+            else {
+                "running": self.policy.child is not None,
+                "last_reason": self.policy.last_reason,
+                "started": len(self.policy.started),
+            },
             "problems": self.problems(),
             "warnings": self.warnings(),
         }
@@ -198,6 +217,7 @@ class IngestService:
         self.state = "draining"
         self.notifier.notify("STOPPING=1")
         log.info("ingest_draining", queued=self.writer.snapshot().queue_depth)
+        self._policy_stop.set()
         self.client.close_intake()
         self.writer.finish()
         writer_thread = self.threads[1]
@@ -208,6 +228,8 @@ class IngestService:
             writer_thread.join(5.0)
         self.client.request_stop()
         self.threads[0].join(10.0)
+        for thread in self.threads[2:]:
+            thread.join(5.0)
         self.state = "stopped"
         return clean
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from pathlib import Path
 
 import pytest
@@ -180,3 +181,38 @@ def test_a_bad_candidate_is_never_released_and_the_round_says_why(tmp_path, base
     assert record["state"] == "rejected" and record["reasons"] and "release" not in record
     after = sorted(p.name for p in (release_target[1] / "targets" / "models").rglob("release.json"))
     assert after == before  # nothing new was signed
+
+
+@pytest.mark.parametrize(
+    ("new", "last", "now", "policy", "starts"),
+    [
+        (0, 0, 10**6, {"enabled": True, "min_new_labelled": 1}, False),
+        (5, 0, 0, {"enabled": True, "min_new_labelled": 5}, True),
+        (4, 0, 0, {"enabled": True, "min_new_labelled": 5}, False),
+        (4, 0, 7200, {"enabled": True, "min_new_labelled": 5, "every_hours": 1}, True),
+        (4, 0, 1800, {"enabled": True, "min_new_labelled": 5, "every_hours": 1}, False),
+        (500, 0, 0, {"enabled": False}, False),
+    ],
+)
+def test_policy_decides_when_a_round_is_due(new, last, now, policy, starts):
+    from trainer.rounds.config import PolicyConfig
+    from trainer.rounds.policy import due
+
+    assert (due(new, last, now, PolicyConfig(**policy)) is not None) is starts
+
+
+def test_serve_starts_a_round_when_enough_is_labelled_and_not_again_for_the_same_labels(tmp_path, base_sets):
+    import threading
+
+    from trainer.rounds.policy import RoundPolicy
+
+    config, path = round_config(tmp_path, base_sets, policy={"enabled": True, "min_new_labelled": 3})
+    fill_drifted(config, count=6)  # too few for a round: the child refuses (exit 2) quickly
+    from trainer.settings import load_trainer_config
+
+    loaded = load_trainer_config(path)
+    policy = RoundPolicy(loaded.rounds, loaded.store.index_path, path, threading.Event())
+    assert policy.check(time.time()) is not None and policy.child is not None
+    assert policy.child.wait(120) == 2  # `edge-trainer round` ran and refused
+    assert policy.check(time.time()) is None  # nothing labelled since that attempt: no new round
+    assert policy.child is None
