@@ -27,7 +27,7 @@ def add_parser(subparsers: Any) -> None:
     p.set_defaults(handler=run_start)
     for name, helptext in (
         ("status", "the current rollout and every device's phase"),
-        ("watch", "step the rollout until it completes or halts (what serve's policy runs)"),
+        ("watch", "step the rollout every tick until it completes (exit 0) or halts (exit 1)"),
     ):
         p = sub.add_parser(name, help=helptext)
         add_config_argument(p)

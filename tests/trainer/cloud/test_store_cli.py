@@ -146,3 +146,5 @@ def test_the_example_trainer_yaml_is_valid(monkeypatch, tmp_path):
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
     config = load_trainer_config(h.REPO / "examples" / "trainer.yaml")
     assert config.ingest.sites == ["plant-1"] and config.store.blobs.durability == "syncfs"
+    assert config.rounds is not None and config.rounds.gate.max_base_regression == 0.01
+    assert config.rollout is not None and [s.group for s in config.rollout.stages] == ["canary", "wave1", None]
