@@ -22,7 +22,7 @@ import pytest
 from agent.link import MqttConfig, MqttLink, TlsConfig
 from agent.protocol import Topics
 from agent.spool import Spool, SpoolConfig
-from tests.agent.broker import MOSQUITTO, Collector, MosquittoBroker, free_port
+from tests.agent.broker import MOSQUITTO, Collector, MosquittoBroker, free_port, wait_port
 from tests.agent.link.link_helpers import status, wait_until
 
 pytestmark = pytest.mark.broker
@@ -47,7 +47,10 @@ class SiteBroker:
         shutil.copy(DEPLOY / "acl", self.pki / "acl")
         shutil.copy(DEPLOY / "ops.acl", self.pki / "ops.acl")
         subprocess.run(["mosquitto_passwd", "-b", "-c", str(self.pki / "ops.passwd"), "ops", "ops-secret"], check=True)
-        self.tls_port, self.ops_port = free_port(), free_port()
+        self.tls_port = free_port()
+        self.ops_port = free_port()
+        while self.ops_port == self.tls_port:
+            self.ops_port = free_port()
         text = (DEPLOY / "mosquitto.conf").read_text()
         text = _rewrite(text, "/etc/mosquitto/edge/", f"{self.pki}/")
         text = _rewrite(text, "persistence_location /var/lib/mosquitto/", f"persistence_location {tmp}/")
@@ -115,6 +118,8 @@ def site(tmp_path: Path) -> Iterator[SiteBroker]:
         pytest.skip("needs mosquitto and openssl")
     s = SiteBroker(tmp_path)
     s.broker.start()
+    # start() waits for the TLS listener only; mosquitto opens the ops listener after it (a CI run lost that race)
+    wait_port(s.ops_port)
     try:
         yield s
     finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import stat
 import warnings
 from pathlib import Path
@@ -76,3 +77,27 @@ def test_keys_release_bundle_rotate(tmp_path: Path) -> None:
 def test_bad_key_directory(tmp_path: Path) -> None:
     with pytest.raises(KeyError_):
         KeyRing.load(tmp_path)
+
+
+def test_release_records_the_golden_expectations_with_the_model_the_devices_serve(tmp_path: Path) -> None:
+    """--health-role names the file a box serves (ota.health.model_role); its detections, not the FP32
+    model's, are what the box's health check must reproduce."""
+    from trainer.release.build import record_expected
+
+    demo = Path(__file__).resolve().parents[2] / "models" / "demo"
+    keys, repo, model = tmp_path / "keys", tmp_path / "repo", tmp_path / "model"
+    model.mkdir()
+    shutil.copyfile(demo / "demo.onnx", model / "model.onnx")
+    shutil.copyfile(demo / "demo-int8.onnx", model / "model-int8.onnx")
+    golden = Path(__file__).resolve().parents[2] / "samples" / "factory-line.jpg"
+    assert main(["keys", "init", str(keys), "--repo", str(repo)]) == 0
+    base = ["release", "--model", str(model), "--name", "demo", "--repo", str(repo), "--keys", str(keys)]
+    base += ["--golden", str(golden)]
+    assert main([*base, "--version", "1.0.0", "--health-role", "onnx_int8"]) == 0
+    manifest = json.loads(next((repo / "targets" / "models" / "demo").glob("1/*.release.json")).read_text())
+    recorded = manifest["health"]["golden"][0]["expected"]
+    int8 = record_expected(model / "model-int8.onnx", [golden], 0.25, 0.7)[0]
+    fp32 = record_expected(model / "model.onnx", [golden], 0.25, 0.7)[0]
+    assert recorded and int8 != fp32
+    assert [d["confidence"] for d in recorded] == [d["confidence"] for d in int8]
+    assert main([*base, "--version", "1.1.0", "--health-role", "tensorrt"]) == 1  # not among the files

@@ -47,6 +47,12 @@ def add_parsers(subparsers: Any) -> None:
     rel.add_argument("--jetpack", default="", help="JetPack constraint")
     rel.add_argument("--conf", type=float, default=0.25)
     rel.add_argument("--max-latency-ms", type=float)
+    rel.add_argument(
+        "--health-role",
+        default="onnx",
+        help="the model file the devices serve (ota.health.model_role: onnx, onnx_int8, ...); the golden "
+        "expectations are recorded with it",
+    )
 
     usb = subparsers.add_parser("usb-bundle", help="write a self-contained offline bundle (dir, or .tar)")
     usb.add_argument("out", type=Path)
@@ -106,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
                 jetpack=args.jetpack,
                 conf=args.conf,
                 max_latency_ms=args.max_latency_ms,
+                health_role=args.health_role,
             )
             m = build_release(repo, spec)
             print(f"released {m.name} {m.version} #{m.counter} on channel {m.channel}")

@@ -50,7 +50,10 @@ class QualityBounds(_Strict):
         description="... and shrink at most to this share (alerts that vanish are a fault too).",
     )
     max_uncertain_increase: float = Field(
-        default=0.15, ge=0, le=1, description="Share of frames triage finds uncertain may rise by at most this."
+        default=0.15,
+        ge=0,
+        le=1,
+        description="Share of frames triage finds uncertain may rise by at most this (unless mean confidence rose).",
     )
     max_confidence_drop: float = Field(
         default=0.10, ge=0, le=1, description="Mean detection confidence may fall by at most this."

@@ -38,6 +38,9 @@ def view(before=None, after=None, committed=True, failed=None, name="c1"):
         (figures(alerts=60), "alerts per frame"),  # x2.9
         (figures(alerts=2), "alerts per frame"),  # x0.14 < x0.25: alerts vanished
         (figures(uncertain=250), "uncertain frames"),  # 0.05 -> 0.25
+        (figures(uncertain=250, conf=0.7), "uncertain frames"),  # ... and less sure on average
+        (figures(uncertain=250, conf=0.9), None),  # more borderline frames, but surer: it sees more objects
+        (figures(uncertain=250, detections=0), "uncertain frames"),  # nothing to judge confidence by
         (figures(conf=0.6), "mean confidence"),
         (figures(seconds=200.0), "FPS"),  # 10 -> 5 fps
         (figures(frames=50, alerts=60), None),  # too few frames to judge yet
