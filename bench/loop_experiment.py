@@ -7,7 +7,8 @@ The demo model (INT8, through the agent's engine, the agent's decode thresholds)
 ways pick a labelling budget of B frames from it:
 
 - **triage**: the agent's own triage (``agent.core.triage.CameraTriage``: uncertainty band, tracker
-  inconsistency, near-duplicate suppression, with the tracker the pipeline runs) with its rate limits lifted;
+  inconsistency, near-duplicate suppression at the loop demo's 2 bits, with the tracker the pipeline runs)
+  with its rate limits lifted;
   when it proposes more than B frames, a seeded random B of them (a rate limit spreads its picks in time too);
 - **random**: B frames drawn uniformly (seeded);
 - **entropy**: the B frames with the highest summed binary entropy of their detections' confidences (boxes
@@ -91,6 +92,9 @@ def triage_candidates(frames: Sequence[Any], detections: Sequence[Any]) -> List[
                 "uncertainty": {"lo": 0.15, "hi": 0.5, "rate": {"per_minute": 60000, "burst": 10000}},
                 "inconsistency": {"rate": {"per_minute": 60000, "burst": 10000}},
                 "random": {"enabled": False},
+                # the loop demo's setting: on this belt (2 px a frame, every second frame kept) the default 4 bits
+                # of 64 leave 78 of the 3,000 frames, fewer than the budgets; 2 bits leave 468
+                "near_duplicate": {"max_distance": 2},
             }
         }
     )

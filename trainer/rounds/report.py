@@ -124,8 +124,7 @@ def _markdown(record: Dict[str, Any], files: Dict[str, str]) -> str:
     running, candidate = record.get("from") or {}, record.get("candidate") or {}
     if running:
         lines.append(
-            f"From {running.get('name')} {running.get('version')} to candidate {candidate.get('version', '-')}; "
-            f"{len(record.get('steps', []))} steps."
+            f"From {running.get('name')} {running.get('version')} to candidate {candidate.get('version', '-')}."
         )
     if record.get("reasons"):
         lines += ["", "Why:"] + [f"- {reason}" for reason in record["reasons"]]
@@ -171,7 +170,9 @@ def _markdown(record: Dict[str, Any], files: Dict[str, str]) -> str:
         )
     steps = record.get("steps") or []
     if steps:
-        lines.append("Steps: " + ", ".join(f"{s['state']} {s.get('seconds', '-')} s" for s in steps) + ".")
+        # the last step (published, rejected, failed) is where the round ended: it has no duration
+        timed = [f"{s['state']} {s['seconds']} s" for s in steps if "seconds" in s]
+        lines.append(f"Steps: {', '.join(timed)}; ended {steps[-1]['state']}.")
     for key, title in (
         ("per_class", "Per class"),
         ("pr_curves", "PR curves"),
