@@ -18,7 +18,11 @@ def build_parser() -> argparse.ArgumentParser:
     from agent.ota import cli as ota_cli
 
     detect.add_parser(sub)
-    ota_parser = ota_cli.add_parser(sub)
+    # --config before the sub-command and after it (`edge-agent ota install --config X ...`); after it with
+    # SUPPRESS as default: when absent there, the value given before it (or the default) stands
+    ota_parser = ota_cli.add_parser(
+        sub, shared=lambda p: add_config_argument(p, " (for the ota section)", default=argparse.SUPPRESS)
+    )
     add_config_argument(ota_parser, " (for the ota section)")
     ota_parser.set_defaults(handler=_run_ota)
     try:
@@ -32,11 +36,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run_ota(args: argparse.Namespace) -> int:
-    from agent.config import ConfigError, load_config
+    from agent.config import ConfigError, OtaCommandConfig, load_settings
     from agent.ota import cli as ota_cli
 
     try:
-        config = load_config(args.config)
+        config = load_settings(args.config, OtaCommandConfig)
     except ConfigError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 2

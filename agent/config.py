@@ -372,16 +372,26 @@ def loads_config(text: str, source: str = "<string>", environ: Optional[Mapping[
     return loads_settings(text, AgentConfig, source, environ)
 
 
+class OtaCommandConfig(AgentConfig):
+    """What ``edge-agent ota ...`` reads: the same file, every section validated as for ``run``, except that a box
+    updated only by hand or from USB sticks needs no ``mqtt`` section."""
+
+    # pydantic allows a subclass to widen a field; mypy sees an incompatible override
+    mqtt: Optional[MqttConfig] = Field(  # type: ignore[assignment]
+        default=None, description="Site broker (unused by the ota commands; optional here)."
+    )
+
+
 DEFAULT_CONFIG_PATH = Path("/etc/edge-agent/config.yaml")
 
 
-def add_config_argument(parser: Any, purpose: str = "") -> None:
+def add_config_argument(parser: Any, purpose: str = "", default: Any = None) -> None:
     """The one ``--config`` option of ``run``, ``status`` and ``ota``: $EDGE_AGENT_CONFIG, else the default path."""
     parser.add_argument(
         "--config",
         "-c",
         type=Path,
-        default=Path(os.environ.get("EDGE_AGENT_CONFIG", str(DEFAULT_CONFIG_PATH))),
+        default=Path(os.environ.get("EDGE_AGENT_CONFIG", str(DEFAULT_CONFIG_PATH))) if default is None else default,
         help=f"Configuration file{purpose} (default: $EDGE_AGENT_CONFIG or {DEFAULT_CONFIG_PATH}).",
     )
 
@@ -399,6 +409,7 @@ __all__ = [
     "LoggingConfig",
     "MetricsConfig",
     "ModelConfig",
+    "OtaCommandConfig",
     "OutputConfig",
     "apply_env_overrides",
     "format_validation_error",

@@ -8,7 +8,8 @@
 # torch, no Ultralytics; training hosts install `[trainer]`), /etc/edge-trainer/trainer.yaml (the example,
 # only if absent), /etc/edge-trainer/credentials/ (empty placeholders the unit's LoadCredential= needs),
 # /var/lib/edge-trainer (by the unit's StateDirectory=), and installs the worker unit
-# edge-trainer-ingest@.service and enables worker 1.
+# edge-trainer-ingest@.service and enables worker 1; installs edge-trainer-repo-refresh.{service,timer} and
+# enables the timer where a release repository exists.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -50,9 +51,18 @@ if [[ -d "$HERE/../docs" ]]; then
 fi
 
 install -m 0644 "$HERE/../systemd/edge-trainer-ingest@.service" /etc/systemd/system/edge-trainer-ingest@.service
+# The release host's refresh of the repository's online metadata (enabled only where a repository and the
+# online keys are: /var/lib/edge-trainer/repo and /etc/edge-trainer/keys, docs/OPERATIONS.md §10).
+for unit in edge-trainer-repo-refresh.service edge-trainer-repo-refresh.timer; do
+    install -m 0644 "$HERE/../systemd/$unit" "/etc/systemd/system/$unit"
+done
+install -d -m 0750 -o root -g edge-trainer /etc/edge-trainer/keys
 if [[ -d /run/systemd/system ]]; then
     systemctl daemon-reload
     systemctl enable edge-trainer-ingest@1.service
+    if [[ -d /var/lib/edge-trainer/repo/metadata ]]; then
+        systemctl enable --now edge-trainer-repo-refresh.timer
+    fi
 else
     echo "systemd is not running here: unit installed, enable it with 'systemctl enable edge-trainer-ingest@1'" >&2
 fi

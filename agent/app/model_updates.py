@@ -272,7 +272,12 @@ class ChunkTransfer:
         self.filter = Topics.chunk_filter(push_topic, push.release.counter)
         self.directory = directory
         self.spill_dir = directory / "spill"
-        self.staged = StagedFile(directory / "bundle.tar", push.bundle_size, push.bundle_sha256)
+        self.staged = StagedFile(
+            directory / "bundle.tar",
+            push.bundle_size,
+            push.bundle_sha256,
+            label=f"pushed bundle of {push.release.name} {push.release.version}",
+        )
         self.chunk_size = push.chunks.chunk_size
         self.total = push.chunks.total
         self.counters = TransferCounters()

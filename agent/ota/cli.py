@@ -17,7 +17,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from agent.ota.config import OtaConfig
 from agent.ota.errors import (
@@ -32,19 +32,29 @@ from agent.ota.errors import (
 from agent.ota.installer import Installer, OtaEvent
 
 
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Add ``ota`` and its sub-commands to an ``argparse`` sub-parser collection."""
+def add_parser(
+    subparsers: Any, shared: Optional[Callable[[argparse.ArgumentParser], None]] = None
+) -> argparse.ArgumentParser:
+    """Add ``ota`` and its sub-commands to an ``argparse`` sub-parser collection; ``shared`` adds options every
+    sub-command takes too (``--config`` after the sub-command)."""
     parser: argparse.ArgumentParser = subparsers.add_parser("ota", help="signed model updates")
     sub = parser.add_subparsers(dest="ota_command", required=True)
+    commands = []
     p = sub.add_parser("install", help="verify, health-check and switch to a release (PATH or URL)")
     p.add_argument("source", help="bundle directory / .tar file, or the base URL of a release repository")
     p.add_argument("--json", action="store_true", help="print events as JSON lines")
+    commands.append(p)
     p = sub.add_parser("status", help="active, previous and known-good release, probation, floor")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    sub.add_parser("rollback", help="return to the known-good (in probation) or the previous release")
+    commands.append(p)
+    commands.append(sub.add_parser("rollback", help="return to the known-good (in probation) or the previous release"))
     p = sub.add_parser("verify", help="verify a bundle or repository without installing")
     p.add_argument("source", help="bundle directory / .tar file, or a repository URL")
-    sub.add_parser("commit", help="end probation now and commit the active release")
+    commands.append(p)
+    commands.append(sub.add_parser("commit", help="end probation now and commit the active release"))
+    if shared is not None:
+        for command in commands:
+            shared(command)
     return parser
 
 

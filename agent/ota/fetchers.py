@@ -40,7 +40,11 @@ CHUNK = 256 * 1024
 class Fetcher(FetcherInterface, abc.ABC):  # type: ignore[misc,unused-ignore]
     """A transport for TUF metadata and targets with ranged reads."""
 
+    last_metadata_url: Optional[str] = None
+    """The metadata file ngclient fetched last: what an error during a refresh is about (for its message)."""
+
     def _fetch(self, url: str) -> Iterator[bytes]:
+        self.last_metadata_url = url
         return self.fetch_range(url, 0)
 
     @abc.abstractmethod
@@ -179,11 +183,13 @@ class StagedFile:
     :attr:`offset`. The final file appears (atomically renamed) only once its length and SHA-256 match.
     """
 
-    def __init__(self, path: Path, length: int, sha256: str) -> None:
+    def __init__(self, path: Path, length: int, sha256: str, label: Optional[str] = None) -> None:
         self.path = path
         self.part = path.with_name(path.name + ".part")
         self.length = length
         self.sha256 = sha256
+        # what the file is, for messages: "target models/x/3/model.onnx", not the staging name "<sha>.model.onnx"
+        self.label = label or path.name
 
     @property
     def offset(self) -> int:
@@ -205,12 +211,12 @@ class StagedFile:
         """
         have = self.offset
         if offset > have:
-            raise TransportError(f"chunk at {offset} leaves a gap after {have} bytes of {self.path.name}")
+            raise TransportError(f"{self.label}: chunk at {offset} leaves a gap after {have} bytes")
         data = data[have - offset :]
         if not data:
             return
         if have + len(data) > self.length:
-            raise VerificationError(f"{self.path.name}: more than the {self.length} signed bytes", reason="too_large")
+            raise VerificationError(f"{self.label}: more than the {self.length} signed bytes", reason="too_large")
         self.part.parent.mkdir(parents=True, exist_ok=True)
         with open(self.part, "ab") as f:
             f.write(data)
@@ -231,10 +237,10 @@ class StagedFile:
                 offset += len(data)
         except DownloadHTTPError as exc:
             if exc.status_code == 404:
-                raise VerificationError(f"{url}: not found on the transport", reason="not_found") from None
-            raise TransportError(f"{url}: {exc}") from exc
+                raise VerificationError(f"{self.label}: not found at {url}", reason="not_found") from None
+            raise TransportError(f"{self.label}: {exc} ({url})") from exc
         except DownloadError as exc:
-            raise TransportError(f"{url}: {exc}") from exc
+            raise TransportError(f"{self.label}: {exc} ({url})") from exc
 
     def finish(self, chunk: int = CHUNK) -> Path:
         """Check length and SHA-256 of the ``.part`` file and move it into place.
@@ -247,7 +253,7 @@ class StagedFile:
         size = self.offset
         if size != self.length:
             raise VerificationError(
-                f"{self.path.name}: {size} bytes received, {self.length} signed", reason="length_mismatch"
+                f"{self.label}: {size} bytes received, {self.length} signed", reason="length_mismatch"
             )
         digest = hashlib.sha256()
         with open(self.part, "rb") as f:
@@ -255,7 +261,7 @@ class StagedFile:
                 digest.update(block)
         if digest.hexdigest() != self.sha256:
             self.part.unlink()
-            raise VerificationError(f"{self.path.name}: SHA-256 differs from the signed hash", reason="hash_mismatch")
+            raise VerificationError(f"{self.label}: SHA-256 differs from the signed hash", reason="hash_mismatch")
         with open(self.part, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(self.part, self.path)

@@ -59,24 +59,37 @@ class TimeFloor:
 
 
 def map_tuf_error(exc: BaseException, what: str) -> OtaError:
-    """Translate a python-tuf exception into our reason-coded errors."""
+    """Translate a python-tuf exception into our reason-coded errors (``what``: the file and role concerned)."""
+    detail = str(exc).strip().rstrip(".:;,") or type(exc).__name__  # never "what: " with nothing after it
+    message = f"{what}: {detail}"
     if isinstance(exc, tuf_exc.UnsignedMetadataError):
-        return VerificationError(f"{what}: {exc}", reason="unsigned")
+        return VerificationError(message, reason="unsigned")
     if isinstance(exc, tuf_exc.ExpiredMetadataError):
-        return VerificationError(f"{what}: {exc}", reason="expired")
+        return VerificationError(message, reason="expired")
     if isinstance(exc, tuf_exc.BadVersionNumberError):
-        return VerificationError(f"{what}: {exc}", reason="replayed")
+        return VerificationError(message, reason="replayed")
     if isinstance(exc, tuf_exc.LengthOrHashMismatchError):
-        return VerificationError(f"{what}: {exc}", reason="hash_mismatch")
+        return VerificationError(message, reason="hash_mismatch")
     if isinstance(exc, tuf_exc.DownloadLengthMismatchError):
-        return VerificationError(f"{what}: {exc}", reason="too_large")
+        return VerificationError(message, reason="too_large")
     if isinstance(exc, tuf_exc.DownloadHTTPError) and exc.status_code == 404:
-        return VerificationError(f"{what}: {exc}", reason="not_found")
+        return VerificationError(message, reason="not_found")
     if isinstance(exc, tuf_exc.DownloadError):
-        return TransportError(f"{what}: {exc}")
+        return TransportError(message)
     if isinstance(exc, tuf_exc.RepositoryError):
-        return VerificationError(f"{what}: {exc}", reason="metadata_invalid")
-    return VerificationError(f"{what}: {type(exc).__name__}: {exc}", reason="metadata_invalid")
+        return VerificationError(message, reason="metadata_invalid")
+    return VerificationError(f"{what}: {type(exc).__name__}: {detail}", reason="metadata_invalid")
+
+
+def metadata_subject(url: Optional[str]) -> str:
+    """``.../metadata/3.snapshot.json`` -> ``metadata 3.snapshot.json (snapshot role)``."""
+    if not url:
+        return "metadata refresh"
+    name = url.rstrip("/").rsplit("/", 1)[-1]
+    stem = name[: -len(".json")] if name.endswith(".json") else name
+    version, _, rest = stem.partition(".")
+    role = rest if version.isdigit() and rest else stem  # "3.snapshot" -> "snapshot"; "timestamp" stays
+    return f"metadata {name} ({role} role)"
 
 
 def _root_version(data: bytes) -> int:
@@ -157,10 +170,11 @@ class TrustClient:
                 f"system clock {now.isoformat()} is behind the time floor {floor.isoformat()}",
                 reason="clock_rolled_back",
             )
+        self.fetcher.last_metadata_url = None
         try:
             self._updater.refresh()
         except Exception as exc:
-            raise map_tuf_error(exc, "metadata refresh") from exc
+            raise map_tuf_error(exc, metadata_subject(self.fetcher.last_metadata_url)) from exc
         for role in ("timestamp", "snapshot", "targets"):
             expires = Metadata.from_bytes((self.metadata_dir / f"{role}.json").read_bytes()).signed.expires
             if expires <= floor:
@@ -204,7 +218,7 @@ class TrustClient:
 
     def download(self, info: TargetInfo, dest: Path) -> Path:
         """Download ``info`` into ``dest`` (resuming a ``.part``), capped at the signed length, verified."""
-        staged = StagedFile(dest, info.length, info.sha256)
+        staged = StagedFile(dest, info.length, info.sha256, label=f"target {info.path}")
         staged.fill(self.fetcher, self.target_url(info), self.chunk)
         path = staged.finish(self.chunk)
         if set(info.hashes) != {"sha256"}:

@@ -5,6 +5,7 @@ systemd itself cannot run in this container; `systemd-analyze` works offline on 
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import shutil
 import subprocess
@@ -122,3 +123,43 @@ def test_cloud_ingest_unit_has_the_required_settings() -> None:
     source = (ROOT / "trainer" / "ingest" / "config.py").read_text()
     drain = float(re.search(r"drain_timeout_s: float = Field\(\s*default=([0-9.]+)", source).group(1))
     assert stop > drain + 10
+
+
+REFRESH_UNIT = ROOT / "systemd" / "edge-trainer-repo-refresh.service"
+REFRESH_TIMER = ROOT / "systemd" / "edge-trainer-repo-refresh.timer"
+
+
+def test_repo_refresh_units_verify(tmp_path: Path) -> None:
+    for unit in (REFRESH_UNIT, REFRESH_TIMER):
+        shutil.copy(unit, tmp_path / unit.name)
+    service = tmp_path / REFRESH_UNIT.name
+    service.write_text(REFRESH_UNIT.read_text().replace(CLOUD_EXEC, "/bin/true"))
+    for unit in (service, tmp_path / REFRESH_TIMER.name):
+        result = _run("verify", str(unit))
+        assert (result.stdout + result.stderr).strip() == "" and result.returncode == 0, result.stdout + result.stderr
+
+
+def test_repo_refresh_service_security_exposure_is_at_most_1_0() -> None:
+    result = _run("security", "--offline=true", "--no-pager", str(REFRESH_UNIT))
+    match = re.search(r"Overall exposure level for edge-trainer-repo-refresh\.service:\s*([0-9.]+)", result.stdout)
+    assert match, result.stdout + result.stderr
+    assert float(match.group(1)) <= 1.0  # no network at all: it only signs files
+
+
+def test_repo_refresh_runs_every_6_hours_well_inside_the_timestamp_life() -> None:
+    """The timer's schedule as systemd computes it: 4 a day, so 3 may fail inside the timestamp's 1-day life
+    (tests/agent/ota/test_refresh.py simulates that week with this cadence)."""
+    timer = REFRESH_TIMER.read_text()
+    spec = re.search(r"^OnCalendar=(.+)$", timer, re.M)
+    assert spec and re.search(r"^Persistent=true$", timer, re.M)
+    result = _run("calendar", "--iterations=5", spec.group(1))
+    assert result.returncode == 0, result.stderr
+    stamps = re.findall(r"(?:Next elapse|Iter\. #\d+): \w+ (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)", result.stdout)
+    times = [dt.datetime.strptime(s, "%Y-%m-%d %H:%M:%S") for s in stamps]
+    assert len(times) == 5
+    assert {b - a for a, b in zip(times, times[1:])} == {dt.timedelta(hours=6)}
+    service = REFRESH_UNIT.read_text()
+    assert re.search(
+        rf"^ExecStart={re.escape(CLOUD_EXEC)} repo refresh --repo \S+ --keys \S+ --metrics-file", service, re.M
+    )
+    assert re.search(rf"^ExecStartPost={re.escape(CLOUD_EXEC)} repo check --repo \S+ --within 12h$", service, re.M)

@@ -21,6 +21,7 @@ from agent.core.release import (
     parse_semver,
 )
 from trainer.release.keys import KeyRing
+from trainer.release.refresh import repository_lock
 from trainer.release.repo import Repository, RepositoryError, sha256_file
 
 BUNDLE_FORMAT = "edge-ota-bundle"
@@ -114,7 +115,13 @@ def record_expected(model: Path, images: Sequence[Path], conf: float, iou: float
 
 
 def build_release(repo: Repository, spec: ReleaseSpec) -> ReleaseManifest:
-    """Write the release's files and manifest as targets of the trainer role, and point the channel at it."""
+    """Write the release's files and manifest as targets of the trainer role, and point the channel at it
+    (under the repository lock: the counter and the metadata versions are read and written as one step)."""
+    with repository_lock(repo.base.parent if repo.offline else repo.base):
+        return _build_release(repo, spec)
+
+
+def _build_release(repo: Repository, spec: ReleaseSpec) -> ReleaseManifest:
     parse_semver(spec.version)
     if "onnx" not in spec.files:
         raise RepositoryError("a release needs an 'onnx' model file")

@@ -1,24 +1,38 @@
-"""``edge-trainer keys|release|usb-bundle``: handlers for the lead's trainer/cli.py.
+"""``edge-trainer keys|release|usb-bundle|repo``: handlers for the lead's trainer/cli.py.
 
 Wiring::
 
     from trainer.release import cli as release_cli
-    release_cli.add_parsers(subparsers)     # adds "keys", "release", "usb-bundle"
+    release_cli.add_parsers(subparsers)     # adds "keys", "release", "usb-bundle", "repo"
     if args.command in release_cli.COMMANDS: return release_cli.run(args)
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import json
+import re
 import sys
 from pathlib import Path
 from typing import Any, List, Optional
 
 from trainer.release.build import ROLE_FILENAMES, ReleaseSpec, build_bundle, build_release
 from trainer.release.keys import KeyError_, KeyRing, init_keys, rotate_keys
+from trainer.release.refresh import expiries, metrics_text, refresh, repository_lock, write_metrics
 from trainer.release.repo import Repository, RepositoryError
 
-COMMANDS = ("keys", "release", "usb-bundle")
+COMMANDS = ("keys", "release", "usb-bundle", "repo")
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
+
+
+def duration(text: str) -> dt.timedelta:
+    """``90``, ``90s``, ``30m``, ``12h``, ``2d``."""
+    match = _DURATION.match(text.strip())
+    if not match:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration (e.g. 45m, 12h, 2d)")
+    scale = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
+    return dt.timedelta(seconds=float(match.group(1)) * scale)
 
 
 def add_parsers(subparsers: Any) -> None:
@@ -54,6 +68,21 @@ def add_parsers(subparsers: Any) -> None:
         "expectations are recorded with it",
     )
 
+    repo = subparsers.add_parser("repo", help="keep a release repository's metadata fresh; check its expiry")
+    rsub = repo.add_subparsers(dest="repo_command", required=True)
+    p = rsub.add_parser(
+        "refresh", help="re-sign snapshot and timestamp (never targets; only with keys root trusts now)"
+    )
+    p.add_argument("--repo", type=Path, required=True, help="repository directory")
+    p.add_argument("--keys", type=Path, required=True, help="key directory (the online snapshot/timestamp keys)")
+    p.add_argument("--offline", action="store_true", help="also re-sign the offline (USB) part's")
+    p.add_argument("--metrics-file", type=Path, help="write Prometheus text here (node_exporter textfile collector)")
+    p.add_argument("--lock-timeout", type=float, default=600.0, help="seconds to wait for a release in progress")
+    p = rsub.add_parser("check", help="each role's version and expiry; exit 1 when one expires within --within")
+    p.add_argument("--repo", type=Path, required=True, help="repository directory")
+    p.add_argument("--within", type=duration, default=dt.timedelta(hours=12), help="threshold (default 12h)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
     usb = subparsers.add_parser("usb-bundle", help="write a self-contained offline bundle (dir, or .tar)")
     usb.add_argument("out", type=Path)
     usb.add_argument("--repo", type=Path, required=True)
@@ -86,16 +115,21 @@ def run(args: argparse.Namespace) -> int:
                     )
                 return 0
             ring = KeyRing.load(args.keys)
-            rotate_keys(ring, args.role)
-            for offline in (False, True):
-                repo = Repository(args.repo, ring, offline=offline)
-                if args.role in ("root", "targets", "snapshot", "timestamp") or (offline and args.role == "offline"):
-                    repo.rotate_root()
-                    repo.bump_timestamp()
-                if args.role in ("trainer", "targets") and not offline:
-                    repo.rotate_trainer()
+            with repository_lock(args.repo):
+                rotate_keys(ring, args.role)
+                for offline in (False, True):
+                    repo = Repository(args.repo, ring, offline=offline)
+                    if args.role in ("root", "targets", "snapshot", "timestamp") or (
+                        offline and args.role == "offline"
+                    ):
+                        repo.rotate_root()
+                        repo.bump_timestamp()
+                    if args.role in ("trainer", "targets") and not offline:
+                        repo.rotate_trainer()
             print(f"rotated {args.role}; retired keys are kept in keys.json until you delete them")
             return 0
+        if args.command == "repo":
+            return _repo(args)
         ring = KeyRing.load(args.keys)
         if args.command == "release":
             repo = Repository(args.repo, ring)
@@ -125,6 +159,53 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 1
+
+
+def _repo(args: argparse.Namespace) -> int:
+    now = dt.datetime.now(dt.timezone.utc)
+    if args.repo_command == "refresh":
+        ok = False
+        try:
+            for result in refresh(args.repo, KeyRing.load(args.keys), args.offline, lock_timeout_s=args.lock_timeout):
+                print(
+                    f"{result.part}: snapshot v{result.snapshot_version}, timestamp v{result.timestamp_version} "
+                    f"valid until {result.timestamp_expires.isoformat()}"
+                )
+            ok = True
+            return 0
+        finally:
+            if args.metrics_file:
+                try:
+                    found = expiries(args.repo)
+                except (RepositoryError, OSError, ValueError):
+                    found = []
+                write_metrics(args.metrics_file, metrics_text(found, ok, now))
+    found = expiries(args.repo)
+    soon = [e for e in found if e.remaining(now) <= args.within]
+    if args.json:
+        rows = [{"part": e.part, "role": e.role, "version": e.version, "expires": e.expires.isoformat()} for e in found]
+        print(json.dumps({"roles": rows, "expiring": [f"{e.part}/{e.role}" for e in soon]}, indent=2))
+    else:
+        for e in found:
+            left = e.remaining(now)
+            mark = "  EXPIRES SOON" if e in soon else ""
+            state = "EXPIRED" if left.total_seconds() <= 0 else f"in {_human(left)}"
+            print(f"{e.part:8s} {e.role:10s} v{e.version:<6d} expires {e.expires.isoformat()} ({state}){mark}")
+    if soon:
+        names = ", ".join(f"{e.part} {e.role}" for e in soon)
+        hint = "run `edge-trainer repo refresh`"
+        print(f"error: expiring within {_human(args.within)}: {names} ({hint})", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _human(delta: dt.timedelta) -> str:
+    seconds = abs(delta.total_seconds())
+    if seconds >= 2 * 86400:
+        return f"{seconds / 86400:.1f} d"
+    if seconds >= 2 * 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 60:.0f} min"
 
 
 def main(argv: Optional[List[str]] = None) -> int:  # type: ignore[assignment]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import functools
 import http.server
 import shutil
@@ -51,7 +52,15 @@ class World:
     def repo(self) -> Repository:
         return Repository(self.repo_path, self.ring)
 
-    def release(self, version: str, counter: Optional[int] = None, model: Path = TINY_MODEL, **kw: Any) -> Any:
+    def release(
+        self,
+        version: str,
+        counter: Optional[int] = None,
+        model: Path = TINY_MODEL,
+        now: Optional[dt.datetime] = None,
+        **kw: Any,
+    ) -> Any:
+        """Sign a release (``now``: the repository's clock, for simulated time)."""
         spec = ReleaseSpec(
             name="widget",
             version=version,
@@ -63,7 +72,7 @@ class World:
             iou=0.7,
             **kw,
         )
-        return build_release(self.repo, spec)
+        return build_release(Repository(self.repo_path, self.ring, now=now), spec)
 
     def bundle(self, name: str, trust: str = "offline", tar: bool = False) -> Path:
         out = self.tmp / "bundles" / (name + (".tar" if tar else ""))
