@@ -58,6 +58,16 @@ class TimeFloor:
             atomic_write_bytes(self.path, json.dumps({"time_floor": when.isoformat()}).encode())
 
 
+_NEWER_CACHED = (
+    "this box holds newer metadata than the repository serves: a replay, or metadata signed with a compromised "
+    "online key; once the keys are rotated (`edge-trainer keys rotate online`) the box accepts the repository again"
+)
+_MISSING_VERSION = (
+    "the repository lacks the version this box's trusted metadata names: another repository, or metadata signed "
+    "with a compromised online key (docs/OPERATIONS.md, Recover)"
+)
+
+
 def map_tuf_error(exc: BaseException, what: str) -> OtaError:
     """Translate a python-tuf exception into our reason-coded errors (``what``: the file and role concerned)."""
     detail = str(exc).strip().rstrip(".:;,") or type(exc).__name__  # never "what: " with nothing after it
@@ -67,7 +77,9 @@ def map_tuf_error(exc: BaseException, what: str) -> OtaError:
     if isinstance(exc, tuf_exc.ExpiredMetadataError):
         return VerificationError(message, reason="expired")
     if isinstance(exc, tuf_exc.BadVersionNumberError):
-        return VerificationError(message, reason="replayed")
+        return VerificationError(f"{message} ({_NEWER_CACHED})", reason="replayed")
+    if isinstance(exc, tuf_exc.DownloadHTTPError) and exc.status_code == 404 and "metadata " in what:
+        return VerificationError(f"{message} ({_MISSING_VERSION})", reason="not_found")
     if isinstance(exc, tuf_exc.LengthOrHashMismatchError):
         return VerificationError(message, reason="hash_mismatch")
     if isinstance(exc, tuf_exc.DownloadLengthMismatchError):
@@ -190,10 +202,15 @@ class TrustClient:
         """
         if not self._refreshed:
             self.refresh()
+        self.fetcher.last_metadata_url = None
         try:
             info = self._updater.get_targetinfo(path)
         except Exception as exc:
-            raise map_tuf_error(exc, f"target {path}") from exc
+            # a delegated role's metadata is fetched on the way: name it when it is what failed
+            fetched = self.fetcher.last_metadata_url
+            raise map_tuf_error(
+                exc, f"target {path}, {metadata_subject(fetched)}" if fetched else f"target {path}"
+            ) from exc
         if info is None:
             raise VerificationError(f"{path}: no trusted role signs this target", reason="not_found")
         if info.length > self.max_target_bytes:

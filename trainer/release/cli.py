@@ -42,7 +42,12 @@ def add_parsers(subparsers: Any) -> None:
     p.add_argument("dir", type=Path, help="key directory (keep it offline; see docs/OTA.md for HSM/KMS)")
     p.add_argument("--repo", type=Path, help="also create an empty repository here")
     p = ksub.add_parser("rotate", help="replace a role's keys and re-sign the metadata that names them")
-    p.add_argument("role", choices=["root", "targets", "snapshot", "timestamp", "trainer", "offline"])
+    p.add_argument(
+        "role",
+        choices=["root", "targets", "snapshot", "timestamp", "trainer", "offline", "online"],
+        help="online: trainer, snapshot and timestamp at once (the keys of the release host: after it was "
+        "compromised, docs/OPERATIONS.md §7)",
+    )
     p.add_argument("--keys", type=Path, required=True, help="key directory")
     p.add_argument("--repo", type=Path, required=True, help="repository directory")
 
@@ -115,18 +120,18 @@ def run(args: argparse.Namespace) -> int:
                     )
                 return 0
             ring = KeyRing.load(args.keys)
+            roles = ["trainer", "snapshot", "timestamp"] if args.role == "online" else [args.role]
             with repository_lock(args.repo):
-                rotate_keys(ring, args.role)
+                for role in roles:
+                    rotate_keys(ring, role)
                 for offline in (False, True):
                     repo = Repository(args.repo, ring, offline=offline)
-                    if args.role in ("root", "targets", "snapshot", "timestamp") or (
-                        offline and args.role == "offline"
-                    ):
-                        repo.rotate_root()
+                    if {"root", "targets", "snapshot", "timestamp"} & set(roles) or (offline and "offline" in roles):
+                        repo.rotate_root()  # one new root names every rotated key
                         repo.bump_timestamp()
-                    if args.role in ("trainer", "targets") and not offline:
+                    if {"trainer", "targets"} & set(roles) and not offline:
                         repo.rotate_trainer()
-            print(f"rotated {args.role}; retired keys are kept in keys.json until you delete them")
+            print(f"rotated {', '.join(roles)}; retired keys are kept in keys.json until you delete them")
             return 0
         if args.command == "repo":
             return _repo(args)

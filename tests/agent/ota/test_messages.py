@@ -69,5 +69,21 @@ def test_a_pushed_bundle_is_named_by_its_release(tmp_path: Path) -> None:
     from agent.ota import StagedFile
 
     staged = StagedFile(tmp_path / "bundle.tar", 4, "0" * 64, label="pushed bundle of demo 1.1.0")
-    with pytest.raises(VerificationError, match=r"too_large: pushed bundle of demo 1\.1\.0: more than the 4 signed bytes$"):
+    with pytest.raises(
+        VerificationError, match=r"too_large: pushed bundle of demo 1\.1\.0: more than the 4 signed bytes$"
+    ):
         staged.append(0, b"12345")
+
+
+def test_a_missing_metadata_version_says_what_it_may_mean() -> None:
+    from tuf.api.exceptions import DownloadHTTPError
+
+    from agent.ota.trust import map_tuf_error
+
+    error = map_tuf_error(
+        DownloadHTTPError("http://h/metadata/1000.trainer.json", 404),
+        "target models/channels/stable.json, metadata 1000.trainer.json (trainer role)",
+    )
+    assert error.reason == "not_found"
+    assert "lacks the version this box's trusted metadata names" in str(error)
+    check_readable(str(error))
