@@ -9,7 +9,8 @@ A bundle is a directory or an uncompressed / gzip tar file::
 
 ``trust`` only chooses which *pinned* root verifies the metadata; ``manifest`` only says which signed
 target to look up. Every archive member is checked before one byte is written: absolute paths, ``..``,
-links, devices / FIFOs, duplicates, member count, total size and compression ratio (bomb) limits.
+links, devices / FIFOs, setuid / setgid / sticky bits, duplicates, member count, total size and compression
+ratio (bomb) limits. A bundle directory on a drive is held to the same rules.
 Extraction then writes regular files itself (never ``tarfile.extract``), with ``O_EXCL``.
 """
 
@@ -30,6 +31,17 @@ from agent.ota.errors import BundleError
 BUNDLE_FORMAT = "edge-ota-bundle"
 MAX_BUNDLE_JSON = 16 * 1024
 _MEMBER_RE = re.compile(r"^[A-Za-z0-9_.+-]+$")
+_SPECIAL_BITS = stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX  # never extracted with them; a bundle never needs them
+
+
+def _check_mode_bits(name: str, mode: int) -> None:
+    if mode & _SPECIAL_BITS:
+        bits = [
+            label
+            for bit, label in ((stat.S_ISUID, "setuid"), (stat.S_ISGID, "setgid"), (stat.S_ISVTX, "sticky"))
+            if mode & bit
+        ]
+        raise BundleError(f"{name}: {'/'.join(bits)} bit set (not allowed in a bundle)")
 
 
 @dataclass(frozen=True)
@@ -81,6 +93,7 @@ def vet_tar(
                     raise BundleError(f"archive member {info.name!r}: links are not allowed")
                 if not (info.isfile() or info.isdir()):
                     raise BundleError(f"archive member {info.name!r}: device, FIFO or special file")
+                _check_mode_bits(f"archive member {info.name!r}", info.mode)
                 key = str(norm)
                 if key in seen:
                     raise BundleError(f"archive member {info.name!r}: duplicate path")
@@ -142,6 +155,7 @@ def vet_directory(root: Path, max_bytes: int, max_members: int) -> None:
             st = os.lstat(full)
             if stat.S_ISLNK(st.st_mode):
                 raise BundleError(f"{full}: symbolic links are not allowed in a bundle")
+            _check_mode_bits(str(full), st.st_mode)
             if stat.S_ISDIR(st.st_mode):
                 continue
             if not stat.S_ISREG(st.st_mode):

@@ -77,6 +77,7 @@ PROTOCOL_PHASE = {
     "health_checked": "health_check",
     "trial": "probation",
     "committed": "committed",
+    "already_active": "committed",
     "rolled_back": "rolled_back",
     "rejected": "failed",
     "failed": "failed",
@@ -309,6 +310,8 @@ class Installer:
                     release_ref = {"name": manifest.name, "version": str(manifest.version), "counter": manifest.counter}
                     slot = hashlib.sha256(manifest_bytes).hexdigest()
                     self._check_release(state, manifest, slot)
+                    if not dry_run and self._is_committed_active(state, slot):
+                        return self._already_active(state, release_ref)
                     staged = self._download_all(client, manifest, staging)
                 finally:
                     if dry_run:
@@ -343,6 +346,21 @@ class Installer:
             except OtaError as exc:
                 self._finish_failed(state, "failed", exc, release_ref, keep_staging=True)
                 raise
+
+    @staticmethod
+    def _is_committed_active(state: InstallState, slot: str) -> bool:
+        return state.active is not None and state.active.slot == slot and state.trial is None
+
+    def _already_active(self, state: InstallState, release: Dict[str, Any]) -> SlotRecord:
+        """The committed active release delivered again (a retained push, a USB stick left in): nothing to do,
+        and above all no new probation."""
+        assert state.active is not None
+        state.pending = None
+        self.state_file.store(state)
+        self._emit(
+            "already_active", release, "already_active", "it is the active, committed release: nothing installed"
+        )
+        return state.active
 
     def _finish_failed(
         self, state: InstallState, kind: str, exc: OtaError, release: Optional[Dict[str, Any]], keep_staging: bool
@@ -560,6 +578,12 @@ class Installer:
                 state.bad.append(failed.slot)
         else:
             target = state.previous
+        if target is not None and target.slot in state.bad:
+            # e.g. the previous release is the one a crash loop rolled back from: never back into it
+            raise StateError(
+                f"nothing safe to roll back to: the previous release {target.name} {target.version} "
+                f"#{target.counter} failed on this device (marked bad); the active release stays"
+            )
         if target is None or not target.health_passed or not (self.slot_dir(target.slot) / ".complete").exists():
             raise StateError("no healthy release to roll back to")
         state.active, state.previous, state.trial = target, failed, None

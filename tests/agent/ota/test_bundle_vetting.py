@@ -29,6 +29,17 @@ def add_file(tar: tarfile.TarFile, name: str, data: bytes = b"x") -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
+def add_with_mode(tar: tarfile.TarFile, name: str, mode: int, directory: bool = False) -> None:
+    info = tarfile.TarInfo(name)
+    info.mode = mode
+    if directory:
+        info.type = tarfile.DIRTYPE
+        tar.addfile(info)
+    else:
+        info.size = 1
+        tar.addfile(info, io.BytesIO(b"x"))
+
+
 def add_special(tar: tarfile.TarFile, name: str, kind: bytes, link: str = "") -> None:
     info = tarfile.TarInfo(name)
     info.type = kind
@@ -47,6 +58,9 @@ CASES = {
     "file_as_dir": (lambda t: (add_file(t, "a"), add_file(t, "a/b")), "is a file"),
     "too_many": (lambda t: [add_file(t, f"f{i}") for i in range(101)], "members"),
     "odd_chars": (lambda t: add_file(t, "metadata/root.json\nx"), "characters"),
+    "setuid": (lambda t: add_with_mode(t, "targets/run", 0o4755), "setuid bit"),
+    "setgid": (lambda t: add_with_mode(t, "targets/run", 0o2755), "setgid bit"),
+    "sticky_dir": (lambda t: add_with_mode(t, "targets", 0o1777, directory=True), "sticky bit"),
 }
 
 
@@ -92,6 +106,17 @@ def test_directory_with_symlink_refused(tmp_path: Path) -> None:
     os.symlink("/etc/passwd", tmp_path / "b" / "metadata" / "1.root.json")
     with pytest.raises(BundleError, match="symbolic"):
         vet_directory(tmp_path / "b", 1 << 20, 100)
+
+
+@pytest.mark.parametrize(("mode", "fragment"), [(0o4755, "setuid"), (0o2755, "setgid")])
+def test_directory_with_a_setuid_or_setgid_file_refused(tmp_path: Path, mode: int, fragment: str) -> None:
+    (tmp_path / "metadata").mkdir()
+    tool = tmp_path / "metadata" / "tool"
+    tool.write_bytes(b"x")
+    os.chmod(tool, mode)
+    with pytest.raises(BundleError, match=fragment) as info:
+        vet_directory(tmp_path, max_bytes=10**6, max_members=100)
+    assert info.value.reason == "bundle_unsafe"
 
 
 def test_directory_with_fifo_refused(tmp_path: Path) -> None:
