@@ -26,7 +26,15 @@ from agent.ota.errors import (
     TransportError,
     VerificationError,
 )
-from agent.ota.fetchers import DirectoryFetcher, Fetcher, HttpFetcher, MemoryFetcher, StagedFile
+from agent.ota.fetchers import (
+    DirectoryFetcher,
+    Fetcher,
+    HttpFetcher,
+    MemoryFetcher,
+    StagedFile,
+    TooSlowError,
+    TransferPace,
+)
 from agent.ota.installer import FAULT_POINTS, Installer, OtaEvent, channel_target
 
 __all__ = [
@@ -48,6 +56,8 @@ __all__ = [
     "ReleaseRejected",
     "StagedFile",
     "StateError",
+    "TooSlowError",
+    "TransferPace",
     "TransportError",
     "VerificationError",
     "channel_target",

@@ -27,6 +27,17 @@ class OtaLimits(BaseModel):
     )
     chunk_bytes: int = Field(256 * 1024, ge=4096, description="Read size of downloads and hashing.")
     http_timeout_s: float = Field(30.0, gt=0, description="Socket timeout of HTTP requests.")
+    fetch_deadline_s: float = Field(
+        3600.0, gt=0, description="One HTTP fetch (metadata or target) must finish within this (else too_slow)."
+    )
+    fetch_min_rate: float = Field(
+        1024.0,
+        ge=0,
+        description="Bytes/s a fetch must average once fetch_grace_s passed (slow-retrieval attacks end too_slow).",
+    )
+    fetch_grace_s: float = Field(
+        30.0, gt=0, description="Headers must arrive within this; the average rate is judged after it."
+    )
 
 
 class DeviceConfig(BaseModel):

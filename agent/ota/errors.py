@@ -4,6 +4,7 @@
 
     OtaError                          base; ``reason`` (str) and ``detail`` (str)
     ├── TransportError                 "transport"         network / drive / chunk source failed (retry later)
+    │     also "too_slow": past the fetch deadline or below the minimum average rate (slow retrieval)
     ├── VerificationError              the bytes are not what the signed metadata says (never retried as is)
     │     reasons: "unsigned" (missing, wrong or below-threshold signatures), "expired", "replayed"
     │     (older metadata than already seen), "hash_mismatch", "length_mismatch", "too_large",

@@ -21,13 +21,18 @@ from __future__ import annotations
 
 import abc
 import hashlib
+import http.client
 import os
+import socket
 import stat
+import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 from tuf.api.exceptions import DownloadError, DownloadHTTPError
 from tuf.ngclient.fetcher import FetcherInterface
@@ -57,13 +62,106 @@ class Fetcher(FetcherInterface, abc.ABC):  # type: ignore[misc,unused-ignore]
         """
 
 
-class HttpFetcher(Fetcher):
-    """HTTP(S) with urllib: no extra dependency, ``Range`` requests for resume, a socket timeout."""
+class TooSlowError(DownloadError):
+    """A transfer ran past its deadline or below the minimum average rate (a slow-retrieval attack, or a link
+    too poor to finish): the attempt ends, what arrived stays for a resume, the retry policy takes over."""
 
-    def __init__(self, timeout_s: float = 30.0, user_agent: str = "edge-agent-ota", chunk: int = CHUNK) -> None:
+
+@dataclass(frozen=True)
+class TransferPace:
+    """How slow one fetch may be: an overall ``deadline_s``, and, once ``grace_s`` passed, an average of at
+    least ``min_bytes_per_s`` (a socket timeout alone lets a server send a byte every few seconds forever)."""
+
+    deadline_s: float = 3600.0
+    min_bytes_per_s: float = 1024.0
+    grace_s: float = 30.0
+
+    def check(self, url: str, received: int, elapsed_s: float) -> None:
+        """Raise :class:`TooSlowError` when a transfer of ``received`` bytes in ``elapsed_s`` is too slow."""
+        if elapsed_s > self.deadline_s:
+            raise TooSlowError(f"{url}: not finished after the {self.deadline_s:g} s deadline ({received} bytes)")
+        if elapsed_s > self.grace_s and received / elapsed_s < self.min_bytes_per_s:
+            raise TooSlowError(
+                f"{url}: {received / elapsed_s:.1f} bytes/s on average over {elapsed_s:.0f} s, below the "
+                f"{self.min_bytes_per_s:g} bytes/s minimum"
+            )
+
+
+class _SocketWatch:
+    """Shuts a request's socket down when its time is up: the status line and headers must arrive within the
+    pace's ``grace_s``, the whole transfer within ``deadline_s``. urllib's timeout bounds each read only, so a
+    server trickling its headers a byte at a time would hold a request forever without this."""
+
+    def __init__(self) -> None:
+        self._sock: Optional[socket.socket] = None
+        self._timer: Optional[threading.Timer] = None
+        self.fired = False
+
+    def attach(self, sock: socket.socket, seconds: float) -> None:
+        self._sock = sock
+        self.arm(seconds)
+
+    def arm(self, seconds: float) -> None:
+        self.cancel()
+        self._timer = threading.Timer(max(seconds, 0.0), self._fire)
+        self._timer.daemon = True
+        self._timer.name = "ota-http-deadline"
+        self._timer.start()
+
+    def cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _fire(self) -> None:
+        self.fired = True
+        if self._sock is not None:
+            try:
+                self._sock.shutdown(socket.SHUT_RDWR)  # the blocked read returns at once
+            except OSError:
+                pass
+
+
+def _watched_opener(watch: _SocketWatch, header_s: float) -> urllib.request.OpenerDirector:
+    """A urllib opener whose HTTP(S) connections hand their socket to ``watch`` as soon as they connect."""
+
+    def connection(base: Any) -> Any:
+        class Watched(base):  # type: ignore[misc]
+            def connect(self) -> None:
+                super().connect()
+                watch.attach(self.sock, header_s)
+
+        return Watched
+
+    class Http(urllib.request.HTTPHandler):
+        def http_open(self, req: urllib.request.Request) -> Any:
+            return self.do_open(connection(http.client.HTTPConnection), req)
+
+    class Https(urllib.request.HTTPSHandler):
+        def https_open(self, req: urllib.request.Request) -> Any:
+            # certificates checked as urllib does by default (http.client's default context)
+            return self.do_open(connection(http.client.HTTPSConnection), req)
+
+    return urllib.request.build_opener(Http(), Https())
+
+
+class HttpFetcher(Fetcher):
+    """HTTP(S) with urllib: no extra dependency, ``Range`` requests for resume, a socket timeout, and a pace
+    (:class:`TransferPace`) every request is held to, metadata and targets alike."""
+
+    def __init__(
+        self,
+        timeout_s: float = 30.0,
+        user_agent: str = "edge-agent-ota",
+        chunk: int = CHUNK,
+        pace: Optional[TransferPace] = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.timeout_s = timeout_s
         self.user_agent = user_agent
         self.chunk = chunk
+        self.pace = pace or TransferPace()
+        self._clock = clock
 
     def fetch_range(self, url: str, start: int) -> Iterator[bytes]:
         scheme = urllib.parse.urlsplit(url).scheme
@@ -73,22 +171,37 @@ class HttpFetcher(Fetcher):
         if start > 0:
             headers["Range"] = f"bytes={start}-"
         request = urllib.request.Request(url, headers=headers)
+        started = self._clock()
+        watch = _SocketWatch()
         try:
-            response = urllib.request.urlopen(request, timeout=self.timeout_s)
+            # the socket timeout bounds each read; the watch the headers and the whole transfer; the pace the
+            # average rate (checked as bytes come)
+            response = _watched_opener(watch, self.pace.grace_s).open(request, timeout=self.timeout_s)
         except urllib.error.HTTPError as exc:
+            watch.cancel()
             raise DownloadHTTPError(f"{url}: HTTP {exc.code}", exc.code) from None
-        except (urllib.error.URLError, OSError, ValueError) as exc:
+        except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
+            watch.cancel()
+            if watch.fired:
+                raise TooSlowError(f"{url}: no response headers within {self.pace.grace_s:g} s") from None
             raise DownloadError(f"{url}: {exc}") from exc
-        return self._stream(response, url, start)
+        watch.arm(self.pace.deadline_s - (self._clock() - started))
+        return self._stream(response, url, start, started, watch)
 
-    def _stream(self, response: object, url: str, start: int) -> Iterator[bytes]:
+    def _stream(self, response: object, url: str, start: int, started: float, watch: _SocketWatch) -> Iterator[bytes]:
         resp = response  # http.client.HTTPResponse
+        received = 0
         with resp:  # type: ignore[attr-defined]
             skip = start if start > 0 and getattr(resp, "status", 200) == 200 else 0  # server ignored Range
             try:
                 while True:
-                    data: bytes = resp.read(self.chunk)  # type: ignore[attr-defined]
+                    # read1: whatever is there (up to chunk), so a trickle is seen as it trickles
+                    data: bytes = resp.read1(self.chunk)  # type: ignore[attr-defined]
+                    received += len(data)
+                    self.pace.check(url, received, self._clock() - started)
                     if not data:
+                        if watch.fired:  # the shut-down socket reads as a clean end: it is not one
+                            raise TooSlowError(f"{url}: not finished within the {self.pace.deadline_s:g} s deadline")
                         return
                     if skip:
                         cut = min(skip, len(data))
@@ -96,8 +209,12 @@ class HttpFetcher(Fetcher):
                         if not data:
                             continue
                     yield data
-            except OSError as exc:
+            except (OSError, http.client.HTTPException) as exc:
+                if watch.fired:
+                    raise TooSlowError(f"{url}: not finished within the {self.pace.deadline_s:g} s deadline") from None
                 raise DownloadError(f"{url}: {exc}") from exc
+            finally:
+                watch.cancel()
 
 
 class DirectoryFetcher(Fetcher):
@@ -239,6 +356,8 @@ class StagedFile:
             if exc.status_code == 404:
                 raise VerificationError(f"{self.label}: not found at {url}", reason="not_found") from None
             raise TransportError(f"{self.label}: {exc} ({url})") from exc
+        except TooSlowError as exc:
+            raise TransportError(f"{self.label}: {exc}", reason="too_slow") from exc
         except DownloadError as exc:
             raise TransportError(f"{self.label}: {exc} ({url})") from exc
 

@@ -42,7 +42,7 @@ from agent.core.release import (
 from agent.ota.bundle import extract_tar, read_bundle_json, vet_directory
 from agent.ota.config import OtaConfig
 from agent.ota.errors import HealthCheckFailed, OtaError, ReleaseRejected, StateError, VerificationError
-from agent.ota.fetchers import DirectoryFetcher, Fetcher, HttpFetcher
+from agent.ota.fetchers import DirectoryFetcher, Fetcher, HttpFetcher, TransferPace
 from agent.ota.fsutil import fsync_dir, remove_tree
 from agent.ota.health import HealthReport, run_health_check
 from agent.ota.state import InstallState, Pending, Phase, SlotRecord, StateFile, Trial, utcnow
@@ -220,7 +220,9 @@ class Installer:
     def install_url(self, url: str, dry_run: bool = False) -> Union[SlotRecord, ReleaseManifest]:
         """Install the configured channel's release from an online repository at ``url``."""
         base = url if url.endswith("/") else url + "/"
-        fetcher = HttpFetcher(self.config.limits.http_timeout_s, chunk=self.config.limits.chunk_bytes)
+        limits = self.config.limits
+        pace = TransferPace(limits.fetch_deadline_s, limits.fetch_min_rate, limits.fetch_grace_s)
+        fetcher = HttpFetcher(limits.http_timeout_s, chunk=limits.chunk_bytes, pace=pace)
         return self.install_from(
             fetcher,
             base + "metadata/",

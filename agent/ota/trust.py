@@ -32,7 +32,7 @@ from tuf.ngclient.config import UpdaterConfig
 from tuf.ngclient.updater import Updater
 
 from agent.ota.errors import OtaError, TransportError, VerificationError
-from agent.ota.fetchers import Fetcher, StagedFile
+from agent.ota.fetchers import Fetcher, StagedFile, TooSlowError
 from agent.ota.fsutil import atomic_write_bytes
 
 _UPDATER_TAKES_BOOTSTRAP = "bootstrap" in inspect.signature(Updater.__init__).parameters
@@ -86,6 +86,8 @@ def map_tuf_error(exc: BaseException, what: str) -> OtaError:
         return VerificationError(message, reason="too_large")
     if isinstance(exc, tuf_exc.DownloadHTTPError) and exc.status_code == 404:
         return VerificationError(message, reason="not_found")
+    if isinstance(exc, TooSlowError):
+        return TransportError(message, reason="too_slow")
     if isinstance(exc, tuf_exc.DownloadError):
         return TransportError(message)
     if isinstance(exc, tuf_exc.RepositoryError):
