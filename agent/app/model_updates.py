@@ -54,7 +54,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from agent.ota.config import OtaConfig
 from agent.ota.errors import OtaError, TransportError, VerificationError
-from agent.ota.fetchers import StagedFile
+from agent.ota.fetchers import StagedFile, TooSlowError, TransferPace
 from agent.ota.fsutil import remove_tree
 from agent.ota.installer import Installer, OtaEvent
 from agent.ota.state import InstallState, SlotRecord
@@ -85,6 +85,15 @@ class ModelUpdatesConfig(BaseModel):
         gt=0,
         description="A chunked transfer without progress for this long re-subscribes (retained chunks again).",
     )
+    chunk_deadline_s: float = Field(
+        default=3600.0, gt=0, description="A chunked transfer must finish within this (this run), else too_slow."
+    )
+    chunk_min_rate: float = Field(
+        default=1024.0,
+        ge=0,
+        description="Bytes/s of new chunks a transfer must average once chunk_grace_s passed, else too_slow.",
+    )
+    chunk_grace_s: float = Field(default=60.0, gt=0, description="Before this, a transfer's rate is not judged.")
     max_queued_chunk_bytes: int = Field(
         default=32 * 1024 * 1024,
         ge=1024,
@@ -259,6 +268,7 @@ class TransferCounters:
     refused: int = 0
     dropped_backpressure: int = 0
     resubscribes: int = 0
+    bytes_spilled: int = 0  # new bytes kept ahead of a gap (progress too)
 
 
 class ChunkTransfer:
@@ -281,7 +291,7 @@ class ChunkTransfer:
         self.chunk_size = push.chunks.chunk_size
         self.total = push.chunks.total
         self.counters = TransferCounters()
-        self.last_progress = time.monotonic()
+        self.started = self.last_progress = time.monotonic()
         self.last_reported = -1.0
 
     @property
@@ -309,6 +319,7 @@ class ChunkTransfer:
             tmp.write_bytes(body)
             os.replace(tmp, spill)
             self.counters.spilled += 1
+            self.counters.bytes_spilled += len(body)
             self.last_progress = time.monotonic()
             return
         before = self.offset
@@ -587,6 +598,8 @@ class ModelUpdateService:
     def _tick(self) -> None:
         self._tick_pending = False
         transfer = self._transfer
+        if transfer is not None and self._too_slow(transfer):
+            transfer = None
         if transfer is not None and time.monotonic() - transfer.last_progress > self.config.chunk_stall_s:
             # No progress: ask the broker for the retained chunks again (re-subscribe).
             transfer.counters.resubscribes += 1
@@ -597,6 +610,21 @@ class ModelUpdateService:
                 self._subscribe(transfer)
         if self._desired:
             self._consider()
+
+    def _too_slow(self, transfer: ChunkTransfer) -> bool:
+        """A transfer past its deadline or below the minimum rate ends (a broker trickling retained chunks
+        would hold it forever otherwise): reported ``too_slow``, what arrived stays for the retry."""
+        pace = TransferPace(self.config.chunk_deadline_s, self.config.chunk_min_rate, self.config.chunk_grace_s)
+        received = transfer.counters.bytes_appended + transfer.counters.bytes_spilled
+        try:
+            pace.check(transfer.staged.label, received, time.monotonic() - transfer.started)
+        except TooSlowError as exc:
+            log.warning("ota_chunks_too_slow", counter=transfer.push.release.counter, error=str(exc))
+            self._cancel_transfer()
+            self.report(OtaPhase.FAILED, transfer.push.release, f"too_slow: {exc}")
+            self._retry_later(transfer.key, f"too_slow: {exc}")
+            return True
+        return False
 
     def _consider(self) -> None:
         if not self._desired:

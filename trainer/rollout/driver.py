@@ -22,7 +22,7 @@ from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, Tupl
 
 from agent.protocol import RollbackCommand, Topics, encode_json
 from trainer.rollout.config import RolloutConfig
-from trainer.rollout.plan import Action, DeviceView, Figures, decide_stage
+from trainer.rollout.plan import Action, DeviceView, Figures, decide_stage, ota_failure
 from trainer.rollout.state import COMPLETED, HALTED, RUNNING, RolloutStore, event, new_state
 from trainer.store.queries import DeviceRow, device_quality, fleet
 
@@ -152,9 +152,7 @@ class Rollout:
         for row in self._devices(state, up_to):
             ota = row.ota_release or {}
             of_new = ota.get("counter") == release["counter"]
-            failed = None
-            if of_new and row.ota_phase in ("rolled_back", "failed"):
-                failed = f"OTA {row.ota_phase} on {release['version']}: {row.ota_detail or ''}".strip()
+            failed = ota_failure(row.ota_phase, row.ota_detail, release["version"]) if of_new else None
             previous = state.get("previous_models", {}).get(row.device)
             reports = device_quality(db, row.device)
             before = [

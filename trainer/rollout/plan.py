@@ -61,6 +61,23 @@ class DeviceView:
     after: Optional[Figures]  # under the new model
 
 
+# OTA failures that say nothing about the release: the box retries them by itself (agent.ota.errors)
+RETRYABLE_OTA_REASONS = ("transport", "too_slow", "interrupted", "state")
+
+
+def ota_failure(phase: Optional[str], detail: Optional[str], version: str) -> Optional[str]:
+    """What an OTA report of the new release says against it, or None (not a failure, or a retryable one: a
+    slow link or a busy installer must not look like a bad model and halt the rollout)."""
+    if phase == "rolled_back":
+        return f"OTA rolled_back on {version}: {detail or ''}".strip()
+    if phase != "failed":
+        return None
+    reason = (detail or "").split(":", 1)[0].split(" ", 1)[0]
+    if reason in RETRYABLE_OTA_REASONS:
+        return None
+    return f"OTA failed on {version}: {detail or ''}".strip()
+
+
 def device_problems(view: DeviceView, bounds: QualityBounds) -> List[str]:
     """Why this device says the new model is worse (empty: nothing wrong, or not enough seen yet)."""
     if view.ota_failed_new:

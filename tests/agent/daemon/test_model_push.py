@@ -201,6 +201,40 @@ def test_tampered_chunk_refused_then_recovered(committed_world: World, broker: M
         collector.close()
 
 
+def test_a_stalled_chunk_transfer_ends_too_slow_and_resumes_on_retry(
+    committed_world: World, broker: MosquittoBroker
+) -> None:
+    """Slow retrieval over MQTT: half the chunks, then nothing. The transfer ends `too_slow` (reported, the
+    state free), keeps what it has, and the retry finishes once the rest is there."""
+    w = committed_world
+    publication = chunk_release(w, "1.1.0", "r2.tar")
+    half = len(publication.chunks) // 2
+    assert half >= 3
+    slow = ModelUpdatesConfig(
+        tick_s=0.1,
+        retry_initial_s=0.5,
+        chunk_stall_s=30.0,
+        health_grace_s=0.5,
+        chunk_grace_s=1.0,
+        chunk_min_rate=half * CHUNK / 3,  # what arrived at once averages below this after ~3 s
+    )
+    collector = Collector(broker.port, "edge/site1/dev1/#")
+    try:
+        with publisher(broker) as pub:
+            pub.publish(publication.chunks[:half])
+            pub.publish([(PUSH_TOPIC, encode_json(publication.push))])
+        with InProcessDaemon(daemon_config(w, broker), model_updates=slow) as d:
+            wait_for(lambda: any("too_slow" in (r["detail"] or "") for r in reports(collector)), 30, "too_slow")
+            assert model_version(d) == "1.0.0"
+            part = w.config.state_dir / "staging" / "push" / publication.push.bundle_sha256 / "bundle.tar.part"
+            assert part.stat().st_size == half * CHUNK  # kept for the retry
+            with publisher(broker) as pub:
+                pub.publish(publication.chunks[half:])
+            wait_for(lambda: model_version(d) == "1.1.0", 60, "installed on a retry")
+    finally:
+        collector.close()
+
+
 def test_foreign_signed_bundle_rejected_and_not_retried(
     committed_world: World, broker: MosquittoBroker, tmp_path: Path
 ) -> None:

@@ -15,7 +15,7 @@ from agent.protocol import ModelRef, OtaPhase
 from tests.trainer.cloud import helpers as h
 from trainer.rollout.config import QualityBounds, RolloutConfig
 from trainer.rollout.driver import Rollout, RolloutError, release_of_bundle
-from trainer.rollout.plan import Action, DeviceView, Figures, decide_stage, device_problems
+from trainer.rollout.plan import Action, DeviceView, Figures, decide_stage, device_problems, ota_failure
 from trainer.store import open_reader
 
 BOUNDS = QualityBounds(min_frames=100)
@@ -298,3 +298,22 @@ def test_start_refuses_while_one_runs_and_another_channel(fleet_setup, bundles):
     make().start(bundles["1.1.0"])
     with pytest.raises(RolloutError, match="is running"):
         make().start(bundles["1.1.0"])
+
+
+@pytest.mark.parametrize(
+    ("phase", "detail", "halts"),
+    [
+        ("rolled_back", "crash_loop 2 unclean starts in probation", True),
+        ("failed", "health_check_failed golden 0: 3 boxes expected, 1 found", True),
+        ("failed", "hash_mismatch target models/demo/2/model.onnx: SHA-256 differs", True),
+        ("failed", "transport metadata timestamp.json (timestamp role): connection refused", False),
+        ("failed", "too_slow: pushed bundle of demo 1.1.0: 3.0 bytes/s on average", False),
+        ("failed", "interrupted install attempt abandoned (superseded) at downloading", False),
+        ("failed", "state another OTA operation is running", False),
+        ("committed", None, False),
+        ("downloading", "12 %", False),
+    ],
+)
+def test_only_failures_that_speak_against_the_release_halt(phase, detail, halts):
+    """A slow link or a busy installer retries by itself: it must not look like a bad model to the rollout."""
+    assert (ota_failure(phase, detail, "1.1.0") is not None) is halts
