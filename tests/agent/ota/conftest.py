@@ -7,11 +7,12 @@ import datetime as dt
 import functools
 import http.server
 import shutil
+import socketserver
 import threading
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Type
+from typing import Any, ContextManager, Dict, Iterator, List, Optional, Type
 
 import pytest
 
@@ -151,14 +152,20 @@ class QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 
 @contextlib.contextmanager
-def serve_directory(directory: Path, handler: Type[QuietHandler] = QuietHandler) -> Iterator[str]:
-    """Serve ``directory`` over HTTP on a free loopback port; yields the base URL (no trailing slash)."""
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler, directory=str(directory)))
-    thread = threading.Thread(target=httpd.serve_forever, name="test-http-repo", daemon=True)
+def serving(server: socketserver.BaseServer) -> Iterator[str]:
+    """Run ``server`` (bound to a loopback port) in a thread; yields its base URL (no trailing slash)."""
+    thread = threading.Thread(target=server.serve_forever, name="test-http-repo", daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+        yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:
-        httpd.shutdown()
-        httpd.server_close()
+        server.shutdown()
+        server.server_close()
         thread.join()
+
+
+def serve_directory(directory: Path, handler: Type[QuietHandler] = QuietHandler) -> ContextManager[str]:
+    """Serve ``directory`` over HTTP on a free loopback port; yields the base URL (no trailing slash)."""
+    return serving(
+        http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler, directory=str(directory)))
+    )

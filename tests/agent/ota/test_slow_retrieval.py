@@ -5,7 +5,6 @@ average rate; the attempt ends `too_slow`, the install state is free again, and 
 from __future__ import annotations
 
 import socketserver
-import threading
 import time
 from pathlib import Path
 from typing import Iterator
@@ -13,7 +12,7 @@ from typing import Iterator
 import pytest
 
 from agent.ota import HttpFetcher, OtaLimits, TooSlowError, TransferPace, TransportError
-from tests.agent.ota.conftest import QuietHandler, World, make_config, serve_directory
+from tests.agent.ota.conftest import QuietHandler, World, make_config, serve_directory, serving
 
 FAST_PACE = {"fetch_deadline_s": 20.0, "fetch_min_rate": 200.0, "fetch_grace_s": 1.0}
 
@@ -48,13 +47,8 @@ class TricklingHeaders(socketserver.BaseRequestHandler):
 def trickle_server() -> Iterator[str]:
     server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), TricklingHeaders)
     server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, name="test-trickle", daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(server) as url:
+        yield url
 
 
 def test_a_trickled_timestamp_ends_too_slow_and_frees_the_state(world: World, tmp_path: Path) -> None:
