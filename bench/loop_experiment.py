@@ -274,14 +274,14 @@ def render(results: Dict[str, Any], args: argparse.Namespace) -> str:
         t, _ = cell(results, "triage", budget, seeds, "drifted")
         e, _ = cell(results, "entropy", budget, seeds, "drifted")
         versus.append(f"{budget}: {t - e:+.3f}")
+    short = f" (only {len(seeds)} of the 3 seeds asked for so far)" if len(seeds) < 3 else ""
     header = " | ".join(["labels"] + [f"{s}: drifted mAP50-95 (gain) / factory change" for s in args.strategies])
     return f"""## Which frames are worth a label (bench/loop_experiment.py)
 
 `PYTHONPATH=. .venv/bin/python bench/loop_experiment.py --write`: a drifted field stream of
 {results["pool"]["frames"]} frames; the agent's triage proposed {results["pool"]["triage_candidates"]} of them.
 Fine-tuning the demo model on B labelled frames of each selection (plus 70 % factory replay, {args.epochs} epochs), FP32
-weights scored on 500-scene holdouts; mean ± standard deviation over seeds {", ".join(map(str, seeds))}
-({len(seeds)} of the 3 the issue asks for where fewer).
+weights scored on 500-scene holdouts; mean ± standard deviation over seeds {", ".join(map(str, seeds))}{short}.
 Before: drifted {base["drifted"]:.3f}, factory {base["factory"]:.3f}.
 
 | {header} |
