@@ -191,6 +191,8 @@ class HttpFetcher(Fetcher):
     def _stream(self, response: object, url: str, start: int, started: float, watch: _SocketWatch) -> Iterator[bytes]:
         resp = response  # http.client.HTTPResponse
         received = 0
+        # once the watch shut the socket down, whatever the read then says (an error, or a clean-looking end):
+        past_deadline = f"{url}: not finished within the {self.pace.deadline_s:g} s deadline"
         with resp:  # type: ignore[attr-defined]
             skip = start if start > 0 and getattr(resp, "status", 200) == 200 else 0  # server ignored Range
             try:
@@ -200,8 +202,8 @@ class HttpFetcher(Fetcher):
                     received += len(data)
                     self.pace.check(url, received, self._clock() - started)
                     if not data:
-                        if watch.fired:  # the shut-down socket reads as a clean end: it is not one
-                            raise TooSlowError(f"{url}: not finished within the {self.pace.deadline_s:g} s deadline")
+                        if watch.fired:
+                            raise TooSlowError(past_deadline)
                         return
                     if skip:
                         cut = min(skip, len(data))
@@ -211,7 +213,7 @@ class HttpFetcher(Fetcher):
                     yield data
             except (OSError, http.client.HTTPException) as exc:
                 if watch.fired:
-                    raise TooSlowError(f"{url}: not finished within the {self.pace.deadline_s:g} s deadline") from None
+                    raise TooSlowError(past_deadline) from None
                 raise DownloadError(f"{url}: {exc}") from exc
             finally:
                 watch.cancel()

@@ -68,8 +68,9 @@ _MISSING_VERSION = (
 )
 
 
-def map_tuf_error(exc: BaseException, what: str) -> OtaError:
-    """Translate a python-tuf exception into our reason-coded errors (``what``: the file and role concerned)."""
+def map_tuf_error(exc: BaseException, what: str, metadata: bool = False) -> OtaError:
+    """Translate a python-tuf exception into our reason-coded errors (``what``: the file and role concerned;
+    ``metadata``: the failure was fetching a metadata file, which changes what a 404 means)."""
     detail = str(exc).strip().rstrip(".:;,") or type(exc).__name__  # never "what: " with nothing after it
     message = f"{what}: {detail}"
     if isinstance(exc, tuf_exc.UnsignedMetadataError):
@@ -78,7 +79,7 @@ def map_tuf_error(exc: BaseException, what: str) -> OtaError:
         return VerificationError(message, reason="expired")
     if isinstance(exc, tuf_exc.BadVersionNumberError):
         return VerificationError(f"{message} ({_NEWER_CACHED})", reason="replayed")
-    if isinstance(exc, tuf_exc.DownloadHTTPError) and exc.status_code == 404 and "metadata " in what:
+    if isinstance(exc, tuf_exc.DownloadHTTPError) and exc.status_code == 404 and metadata:
         return VerificationError(f"{message} ({_MISSING_VERSION})", reason="not_found")
     if isinstance(exc, tuf_exc.LengthOrHashMismatchError):
         return VerificationError(message, reason="hash_mismatch")
@@ -188,7 +189,8 @@ class TrustClient:
         try:
             self._updater.refresh()
         except Exception as exc:
-            raise map_tuf_error(exc, metadata_subject(self.fetcher.last_metadata_url)) from exc
+            fetched = self.fetcher.last_metadata_url
+            raise map_tuf_error(exc, metadata_subject(fetched), metadata=fetched is not None) from exc
         for role in ("timestamp", "snapshot", "targets"):
             expires = Metadata.from_bytes((self.metadata_dir / f"{role}.json").read_bytes()).signed.expires
             if expires <= floor:
@@ -210,9 +212,8 @@ class TrustClient:
         except Exception as exc:
             # a delegated role's metadata is fetched on the way: name it when it is what failed
             fetched = self.fetcher.last_metadata_url
-            raise map_tuf_error(
-                exc, f"target {path}, {metadata_subject(fetched)}" if fetched else f"target {path}"
-            ) from exc
+            what = f"target {path}, {metadata_subject(fetched)}" if fetched else f"target {path}"
+            raise map_tuf_error(exc, what, metadata=fetched is not None) from exc
         if info is None:
             raise VerificationError(f"{path}: no trusted role signs this target", reason="not_found")
         if info.length > self.max_target_bytes:

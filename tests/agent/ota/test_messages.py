@@ -83,6 +83,7 @@ def test_a_missing_metadata_version_says_what_it_may_mean() -> None:
     error = map_tuf_error(
         DownloadHTTPError("http://h/metadata/1000.trainer.json", 404),
         "target models/channels/stable.json, metadata 1000.trainer.json (trainer role)",
+        metadata=True,
     )
     assert error.reason == "not_found"
     assert "lacks the version this box's trusted metadata names" in str(error)
