@@ -27,6 +27,7 @@ from typing import Dict, Iterator, List, Optional
 
 from tuf.api.metadata import Root
 
+from agent.ota.fsutil import atomic_write_bytes
 from trainer.release.keys import KeyRing
 from trainer.release.repo import Repository, RepositoryError
 
@@ -75,14 +76,13 @@ class RoleExpiry:
         return self.expires - now
 
 
-def expiries(repo: Path, ring: Optional[KeyRing] = None) -> List[RoleExpiry]:
+def expiries(repo: Path) -> List[RoleExpiry]:
     """Version and expiry of every role of the online and (when present) the offline part, as published."""
     out = []
     for offline in (False, True):
-        base = Path(repo) / "offline" if offline else Path(repo)
-        if offline and not (base / "metadata").is_dir():
+        part = Repository(repo, _NO_KEYS, offline=offline)
+        if offline and not part.meta_dir.is_dir():
             continue
-        part = Repository(repo, ring or _NO_KEYS, offline=offline)
         roles = ["root", "targets", "snapshot", "timestamp"] + ([] if offline else ["trainer"])
         for role in roles:
             signed = part.load(role).signed
@@ -95,7 +95,7 @@ def _check_signing_keys(part: Repository, ring: KeyRing) -> None:
     root: Root = part.load("root").signed
     for role in ("snapshot", "timestamp"):
         trusted = set(root.roles[role].keyids)
-        ours = {key.keyid for key in ring.public("offline" if part.offline else role)}
+        ours = {key.keyid for key in ring.public(part.signing_role(role))}
         if not ours <= trusted:
             where = "offline" if part.offline else "online"
             raise RepositoryError(
@@ -171,8 +171,4 @@ def metrics_text(found: List[RoleExpiry], ok: bool, at: dt.datetime) -> str:
 
 def write_metrics(path: Path, text: str) -> None:
     """Atomically (the collector must never read half a file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write_bytes(Path(path), text.encode())

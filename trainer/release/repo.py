@@ -90,7 +90,8 @@ class Repository:
         life = self.expiry.offline if self.offline and role != "root" else getattr(self.expiry, role)
         return self.now() + life
 
-    def _signing_role(self, role: str) -> str:
+    def signing_role(self, role: str) -> str:
+        """The key-ring role whose keys sign ``role`` here (the offline part signs three roles with one key)."""
         if self.offline and role in ("targets", "snapshot", "timestamp"):
             return "offline"
         return role
@@ -115,7 +116,7 @@ class Repository:
 
     def _sign_and_write(self, md: Metadata, role: str, extra_signers: Optional[List[object]] = None) -> None:
         md.signatures.clear()
-        for signer in self.ring.signers(self._signing_role(role)) + list(extra_signers or []):
+        for signer in self.ring.signers(self.signing_role(role)) + list(extra_signers or []):
             md.sign(signer, append=True)
         self.meta_dir.mkdir(parents=True, exist_ok=True)
         data = md.to_bytes(JSONSerializer(compact=False))
@@ -134,7 +135,7 @@ class Repository:
             root.add_key(key, "root")
         root.roles["root"].threshold = self.ring.roles["root"].threshold
         for role in ("targets", "snapshot", "timestamp"):
-            signing = self._signing_role(role)
+            signing = self.signing_role(role)
             for key in self.ring.public(signing):
                 root.add_key(key, role)
             root.roles[role].threshold = self.ring.roles[signing].threshold
@@ -213,7 +214,7 @@ class Repository:
         root: Root = md.signed
         old_root_signers = self.ring.signers("root", retired=True) if self.ring.roles["root"].retired else []
         for role in ("root", "targets", "snapshot", "timestamp"):
-            signing = "root" if role == "root" else self._signing_role(role)
+            signing = "root" if role == "root" else self.signing_role(role)
             for keyid in list(root.roles[role].keyids):
                 root.revoke_key(keyid, role)
             for key in self.ring.public(signing):
