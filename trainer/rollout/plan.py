@@ -4,7 +4,8 @@ A device is judged against itself: its figures under the new model against its o
 (alerts per frame, share of uncertain frames, mean detection confidence, FPS), so a camera that always
 alerts a lot does not halt anything; only a change does. A rise in uncertain frames counts only when mean
 confidence did not rise with it (a model that sees more objects also sees more borderline ones).
-An OTA failure (``rolled_back`` or ``failed`` for the new release) halts at once. A stage promotes when
+An OTA failure of the new release (``rolled_back``, or ``failed`` for a reason other than the retryable ones the
+box retries by itself) halts at once. A stage promotes when
 ``min_committed`` of its devices committed the new release and the watch window since that moment passed
 with nothing wrong.
 
