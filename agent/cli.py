@@ -47,7 +47,12 @@ def _run_ota(args: argparse.Namespace) -> int:
     if config.ota is None:
         sys.stderr.write(f"error: {args.config}: updates are disabled (no 'ota' section)\n")
         return 2
-    return ota_cli.run(args, config.ota)
+    from agent.ota.installer import ServingContext
+    from agent.rules_config import class_needs
+
+    # what `run` would serve and what its rules name: an install from here meets the same contract
+    context = ServingContext(config.model.path, class_needs({c.name: c.rules for c in config.cameras if c.enabled}))
+    return ota_cli.run(args, config.ota, serving=lambda: context)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -29,6 +29,7 @@ from typing import List, Mapping, Sequence, Set, Tuple, Union
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from agent.core.alerts import AlertRule
+from agent.core.interface import ClassNeeds
 from agent.core.tracker import TrackerParams, TrackEventKind
 from agent.core.triage import (
     FlagPolicy,
@@ -283,6 +284,22 @@ class CameraRulesConfig(_Strict):
         return build_alert_rules(self.alerts, class_names)
 
 
+def class_needs(rules_by_camera: Mapping[str, CameraRulesConfig]) -> ClassNeeds:
+    """The classes the alert rules of these cameras name, for the OTA compatibility check."""
+    names: Set[str] = set()
+    ids: Set[int] = set()
+    where: List[str] = []
+    for camera, rules in rules_by_camera.items():
+        for rule in rules.alerts:
+            for cls in rule.classes:
+                if isinstance(cls, int):
+                    ids.add(cls)
+                else:
+                    names.add(cls)
+                where.append(f"{camera}/{rule.name}={cls}")
+    return ClassNeeds(frozenset(names), frozenset(ids), tuple(where))
+
+
 def class_names_from_mapping(names: Mapping[int, str]) -> List[str]:
     """A model's ``{id: name}`` mapping as a list indexed by id (gaps become ``"<id>"``)."""
     if not names:
@@ -306,4 +323,5 @@ __all__ = [
     "ZoneConfig",
     "build_alert_rules",
     "class_names_from_mapping",
+    "class_needs",
 ]

@@ -55,6 +55,7 @@ from agent.engine.detector import Detector
 from agent.observability.logs import set_level, setup_logging
 from agent.observability.metrics import Metrics, MetricsServer
 from agent.observability.sdnotify import SdNotifier, WatchdogGate
+from agent.ota.installer import ServingContext
 from agent.protocol.models import (
     CameraState,
     CameraStatus,
@@ -69,6 +70,7 @@ from agent.protocol.models import (
     SetThresholdsCommand,
 )
 from agent.protocol.parse import encode_json
+from agent.rules_config import class_needs
 from agent.sources.camera import CameraSource
 from agent.sources.config import CameraConfig
 from agent.sources.factory import build_source
@@ -265,6 +267,11 @@ class Daemon:
         await self._shutdown()
         return self.exit_code
 
+    def _serving(self) -> ServingContext:
+        """For the OTA worker: the factory model and what the alert rules name (read from the current config)."""
+        cfg = self.config
+        return ServingContext(cfg.model.path, class_needs({c.name: c.rules for c in cfg.cameras if c.enabled}))
+
     async def _start(self) -> None:
         cfg = self.config
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -272,7 +279,7 @@ class Daemon:
         if cfg.ota is not None:
             # every installer call runs on the service's worker thread (see agent.app.model_updates)
             self.updates = ModelUpdateService(
-                cfg.ota, cfg.mqtt.device, self._updates_config, on_event=self._on_ota_event
+                cfg.ota, cfg.mqtt.device, self._updates_config, on_event=self._on_ota_event, serving=self._serving
             )
             self.installer = self.updates.installer
             active = await self.updates.start()

@@ -56,7 +56,7 @@ from agent.ota.config import OtaConfig
 from agent.ota.errors import OtaError, TransportError, VerificationError
 from agent.ota.fetchers import StagedFile, TooSlowError, TransferPace
 from agent.ota.fsutil import remove_tree
-from agent.ota.installer import Installer, OtaEvent
+from agent.ota.installer import Installer, OtaEvent, ServingContext
 from agent.ota.state import InstallState, SlotRecord
 from agent.protocol.config import ProtocolLimits
 from agent.protocol.errors import ProtocolError
@@ -376,12 +376,13 @@ class ModelUpdateService:
         config: Optional[ModelUpdatesConfig] = None,
         on_event: Optional[Callable[[OtaEvent], None]] = None,
         installer: Optional[Installer] = None,
+        serving: Optional[Callable[[], ServingContext]] = None,
     ) -> None:
         self.ota = ota
         self.device = device
         self.config = config or ModelUpdatesConfig()
         self._on_event_hook = on_event
-        self.installer = installer or Installer(ota)
+        self.installer = installer or Installer(ota, serving=serving)
         self.installer.on_event = self._installer_event
         self._worker = _SerialWorker("ota-worker")
         self._spool_put: Optional[SpoolPut] = None

@@ -23,7 +23,7 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, FrozenSet, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 from numpy.typing import NDArray
@@ -39,6 +39,10 @@ MAX_MANIFEST_BYTES = 1024 * 1024
 FILE_ROLES = ("onnx", "onnx_int8", "trt_calibration_cache", "calibration_images", "label_map")
 """Roles a release file can play; ``onnx`` is required."""
 
+INTERFACE_CHANGES = ("classes", "input_size", "output_layout")
+"""The model interface changes a manifest can declare (``model.changes``; see ``agent.core.interface``)."""
+
+MAX_CLASSES = 10_000
 MAX_GOLDEN_IMAGES = 64
 MAX_EXPECTED_PER_IMAGE = 300
 
@@ -243,6 +247,22 @@ class HealthSpec:
 
 
 @dataclass(frozen=True)
+class ModelDeclaration:
+    """What the manifest says about its model's interface (``model``; optional, absent in older manifests).
+
+    Attributes:
+        classes: the class names (index = id) the model file must carry; ``None``: not declared.
+        input_size: the ``(height, width)`` the model file must take; ``None``: not declared.
+        changes: interface changes against the previous release that the publisher made on purpose
+            (subset of :data:`INTERFACE_CHANGES`); a device refuses any other change.
+    """
+
+    classes: Optional[Tuple[str, ...]] = None
+    input_size: Optional[Tuple[int, int]] = None
+    changes: FrozenSet[str] = frozenset()
+
+
+@dataclass(frozen=True)
 class ReleaseManifest:
     """A parsed, structurally valid release manifest (see :func:`parse_manifest`)."""
 
@@ -256,6 +276,7 @@ class ReleaseManifest:
     compatibility: Compatibility
     health: HealthSpec
     schema: int = MANIFEST_SCHEMA
+    model: ModelDeclaration = field(default_factory=ModelDeclaration)
 
     def targets(self) -> List[TargetRef]:
         """Every file the release consists of (models, engines, golden images), manifest excluded."""
@@ -379,6 +400,26 @@ def _compatibility(raw: Any) -> Compatibility:
     )
 
 
+def _model_declaration(raw: Any) -> ModelDeclaration:
+    obj = _obj(raw, "model", ("classes", "input_size", "changes"))
+    classes: Optional[Tuple[str, ...]] = None
+    if "classes" in obj:
+        names = obj["classes"]
+        if not isinstance(names, list) or not 1 <= len(names) <= MAX_CLASSES:
+            raise ManifestError(f"model.classes: expected a list of 1 to {MAX_CLASSES} class names")
+        classes = tuple(_str(n, "model.classes[]", max_len=128) for n in names)
+    size: Optional[Tuple[int, int]] = None
+    if "input_size" in obj:
+        hw = obj["input_size"]
+        if not isinstance(hw, list) or len(hw) != 2:
+            raise ManifestError("model.input_size: expected [height, width]")
+        size = (_int(hw[0], "model.input_size", 1, 16384), _int(hw[1], "model.input_size", 1, 16384))
+    changes = obj.get("changes", [])
+    if not isinstance(changes, list) or any(c not in INTERFACE_CHANGES for c in changes):
+        raise ManifestError(f"model.changes: expected a list of {list(INTERFACE_CHANGES)}")
+    return ModelDeclaration(classes, size, frozenset(changes))
+
+
 def parse_manifest(data: bytes) -> ReleaseManifest:
     """Parse and validate manifest bytes (already hash-verified by the caller).
 
@@ -402,6 +443,7 @@ def parse_manifest(data: bytes) -> ReleaseManifest:
         "engines",
         "compatibility",
         "health",
+        "model",
     )
     obj = _obj(raw, "manifest", keys, ("schema", "name", "version", "counter", "channel", "files", "health"))
     schema = _int(obj["schema"], "schema", 1, 1000)
@@ -440,6 +482,7 @@ def parse_manifest(data: bytes) -> ReleaseManifest:
         compatibility=_compatibility(obj.get("compatibility", {})),
         health=_health(obj["health"]),
         schema=schema,
+        model=_model_declaration(obj.get("model", {})),
     )
 
 
@@ -458,7 +501,15 @@ def manifest_to_dict(m: ReleaseManifest) -> Dict[str, Any]:
     if c.min_agent_version is not None:
         compat["min_agent_version"] = str(c.min_agent_version)
     h = m.health
+    model: Dict[str, Any] = {}
+    if m.model.classes is not None:
+        model["classes"] = list(m.model.classes)
+    if m.model.input_size is not None:
+        model["input_size"] = list(m.model.input_size)
+    if m.model.changes:
+        model["changes"] = sorted(m.model.changes)
     return {
+        **({"model": model} if model else {}),
         "schema": m.schema,
         "name": m.name,
         "version": str(m.version),

@@ -35,7 +35,7 @@ from agent.ota.fetchers import (
     TooSlowError,
     TransferPace,
 )
-from agent.ota.installer import FAULT_POINTS, Installer, OtaEvent, channel_target
+from agent.ota.installer import FAULT_POINTS, Installer, OtaEvent, ServingContext, channel_target
 
 __all__ = [
     "FAULT_POINTS",
@@ -54,6 +54,7 @@ __all__ = [
     "OtaLimits",
     "ProbationConfig",
     "ReleaseRejected",
+    "ServingContext",
     "StagedFile",
     "StateError",
     "TooSlowError",

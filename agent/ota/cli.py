@@ -17,7 +17,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Dict, Optional
 
 from agent.ota.config import OtaConfig
 from agent.ota.errors import (
@@ -29,7 +29,7 @@ from agent.ota.errors import (
     TransportError,
     VerificationError,
 )
-from agent.ota.installer import Installer, OtaEvent
+from agent.ota.installer import Installer, OtaEvent, ServingContext
 
 
 def add_parser(
@@ -68,12 +68,28 @@ def _exit_code(exc: OtaError) -> int:
     return 1
 
 
+def describe_outcome(last: Optional[Dict[str, Any]]) -> str:
+    """The last install attempt in one line: ``rejected widget 2.0.0 at …: incompatible: the class list …``."""
+    if not last:
+        return "-"
+    release = last.get("release") or {}
+    label = f" {release.get('name')} {release.get('version')}" if release else ""
+    reason = f"{last['reason']}: " if last.get("reason") else ""
+    detail = f": {reason}{last.get('detail') or ''}" if reason or last.get("detail") else ""
+    return f"{last.get('kind')}{label} at {last.get('at', '?')}{detail}"
+
+
 def _is_url(source: str) -> bool:
     return source.startswith(("http://", "https://"))
 
 
-def run(args: argparse.Namespace, config: OtaConfig, installer: Optional[Installer] = None) -> int:
-    """Run the parsed ``ota`` command; returns the process exit code."""
+def run(
+    args: argparse.Namespace,
+    config: OtaConfig,
+    installer: Optional[Installer] = None,
+    serving: Optional[Callable[[], ServingContext]] = None,
+) -> int:
+    """Run the parsed ``ota`` command; returns the process exit code (``serving``: see :class:`Installer`)."""
     as_json = bool(getattr(args, "json", False))
 
     def show(event: OtaEvent) -> None:
@@ -89,7 +105,7 @@ def run(args: argparse.Namespace, config: OtaConfig, installer: Optional[Install
             tail = f" ({event.reason}: {event.detail})" if event.reason else ""
             print(f"{event.kind}{label}{tail}", flush=True)
 
-    inst = installer or Installer(config, on_event=show)
+    inst = installer or Installer(config, on_event=show, serving=serving)
     try:
         if args.ota_command == "install":
             if _is_url(args.source):
@@ -121,6 +137,7 @@ def run(args: argparse.Namespace, config: OtaConfig, installer: Optional[Install
                     )
                 print(f"probation   {status['probation'] or '-'}")
                 print(f"floor       {status['floor']}")
+                print(f"last        {describe_outcome(status.get('last'))}")
             return 0
         if args.ota_command == "rollback":
             target = inst.rollback("manual")

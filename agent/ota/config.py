@@ -72,6 +72,22 @@ class HealthCheckConfig(BaseModel):
     )
     intra_op_threads: int = Field(1, ge=0, le=64, description="ONNX Runtime threads for the check.")
     latency_repeats: int = Field(3, ge=1, le=100, description="Timed runs per golden image (median is used).")
+    min_agreement: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="Share of the current model's confident detections on the golden images this device trusts "
+        "(the active release's and the candidate's images, run through the current model) that the candidate "
+        "must find too; 0 disables the comparison.",
+    )
+    agreement_conf: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="Current-model detections at or above this confidence are the reference; the candidate is "
+        "decoded at half of it (a retrained model may be less sure and still agree).",
+    )
+    agreement_iou: float = Field(0.5, gt=0, le=1, description="IoU at which a candidate box matches a reference box.")
 
 
 class OtaConfig(BaseModel):
@@ -98,6 +114,18 @@ class OtaConfig(BaseModel):
     limits: OtaLimits = Field(default_factory=OtaLimits, description="Size limits.")
     probation: ProbationConfig = Field(default_factory=ProbationConfig, description="Probation policy.")
     health: HealthCheckConfig = Field(default_factory=HealthCheckConfig, description="Health check settings.")
+    accept_class_changes: bool = Field(
+        False,
+        description="Take a release whose class list differs from the running model's when its manifest declares "
+        "the change, even if alert rules name classes by id (rules naming classes only by name, all present, "
+        "accept it without this).",
+    )
+    accept_input_size_changes: bool = Field(
+        False, description="Take a release whose model input size differs (declared in its manifest)."
+    )
+    accept_output_layout_changes: bool = Field(
+        False, description="Take a release whose output layout (raw / end2end / efficient_nms) differs (declared)."
+    )
     keep_slots: int = Field(
         3, ge=2, le=16, description="Most release slots kept on disk (active, previous and known-good always are)."
     )

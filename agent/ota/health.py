@@ -1,4 +1,10 @@
-"""Health check: load the installed model in the real backend, run the golden images, compare, time it."""
+"""Health check: load the installed model in the real backend, run the golden images, compare, time it.
+
+Two comparisons: with the detections the release recorded for its own golden images (does it run as its
+publisher saw it run?), and, when the device runs a model already, with that *current* model on every
+golden image the device trusts (:class:`ReferenceCheck`): expectations a release recorded from itself
+cannot vouch for it alone.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +12,9 @@ import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, List, Optional, Sequence
 
+from agent.core.interface import reference_agreement
 from agent.core.release import ReleaseManifest, compare_detections
 from agent.ota.errors import HealthCheckFailed
 
@@ -22,19 +29,56 @@ class HealthReport:
     problems: List[str] = field(default_factory=list)
     latency_ms: Optional[float] = None
     model_sha256: str = ""
+    agreement: Optional[float] = None
+
+
+@dataclass(frozen=True)
+class ReferenceCheck:
+    """Compare the candidate with the model the device runs now.
+
+    Attributes:
+        model: the current model file.
+        images: golden images the device trusts besides the candidate's (the active release's).
+        min_agreement: share of the reference's confident detections the candidate must find.
+        conf: reference detections at or above this count; the candidate is decoded at half of it.
+        iou: IoU at which boxes match.
+    """
+
+    model: Path
+    images: Sequence[Path] = ()
+    min_agreement: float = 0.5
+    conf: float = 0.5
+    iou: float = 0.5
+
+
+def _read_image(path: Path) -> Any:
+    import cv2
+    import numpy as np
+
+    try:
+        data = np.frombuffer(path.read_bytes(), np.uint8)
+    except OSError:
+        return None
+    frame = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    if frame is None or frame.shape[0] * frame.shape[1] > MAX_GOLDEN_PIXELS:
+        return None
+    return frame
 
 
 def run_health_check(
-    slot_dir: Path, manifest: ReleaseManifest, model_role: str = "onnx", threads: int = 1, repeats: int = 3
+    slot_dir: Path,
+    manifest: ReleaseManifest,
+    model_role: str = "onnx",
+    threads: int = 1,
+    repeats: int = 3,
+    reference: Optional[ReferenceCheck] = None,
 ) -> HealthReport:
-    """Run the release's health spec against the files installed in ``slot_dir``.
+    """Run the release's health spec against the files installed in ``slot_dir``, then (``reference``)
+    compare the candidate with the current model on the trusted golden images.
 
     Raises:
         HealthCheckFailed: with ``problems`` listing every mismatch (never returns ``passed=False``).
     """
-    import cv2
-    import numpy as np
-
     from agent.engine import DecodeParams, Detector, EngineError, OnnxRuntimeConfig
 
     spec = manifest.health
@@ -50,9 +94,8 @@ def run_health_check(
             problems.append("loaded model hash differs from the manifest")
         params = DecodeParams(conf=spec.conf, iou=spec.iou)
         for i, golden in enumerate(spec.golden):
-            data = np.frombuffer((slot_dir / golden.target.path).read_bytes(), np.uint8)
-            frame = cv2.imdecode(data, cv2.IMREAD_COLOR)
-            if frame is None or frame.shape[0] * frame.shape[1] > MAX_GOLDEN_PIXELS:
+            frame = _read_image(slot_dir / golden.target.path)
+            if frame is None:
                 problems.append(f"golden image {i} cannot be decoded")
                 continue
             try:
@@ -72,8 +115,59 @@ def run_health_check(
         if spec.max_latency_ms is not None and latency is not None and latency > spec.max_latency_ms:
             problems.append(f"median latency {latency:.1f} ms above the {spec.max_latency_ms} ms limit")
         sha = detector.model.sha256
+        agreement = None
+        if reference is not None and not problems:
+            images = list(reference.images) + [slot_dir / g.target.path for g in spec.golden]
+            agreement = _compare_with_reference(detector, reference, images, threads, problems)
     finally:
         detector.close()
     if problems:
         raise HealthCheckFailed(f"{len(problems)} problem(s): {problems[0]}", problems)
-    return HealthReport(True, [], latency, sha)
+    return HealthReport(True, [], latency, sha, agreement)
+
+
+def _compare_with_reference(
+    candidate: Any, ref: ReferenceCheck, images: Sequence[Path], threads: int, problems: List[str]
+) -> Optional[float]:
+    """Append a problem when the candidate finds less than ``ref.min_agreement`` of what the current model
+    finds confidently on ``images``; returns the share (``None``: nothing confident to compare)."""
+    from agent.engine import DecodeParams, Detector, EngineError, OnnxRuntimeConfig
+
+    try:
+        current = Detector.open(ref.model, OnnxRuntimeConfig(intra_op_threads=threads))
+    except EngineError:
+        # A current model that no longer loads is no reference, and must not block the release that replaces it.
+        return None
+    reference_total = found_total = 0
+    try:
+        ref_params = DecodeParams(conf=ref.conf, iou=0.7)
+        cand_params = DecodeParams(conf=ref.conf / 2, iou=0.7)
+        ref_names = [current.names.get(i, str(i)) for i in range(max(current.names, default=-1) + 1)]
+        cand_names = [candidate.names.get(i, str(i)) for i in range(max(candidate.names, default=-1) + 1)]
+        for path in images:
+            frame = _read_image(path)
+            if frame is None:
+                continue
+            try:
+                r = current.detect([frame], ref_params)[0]
+                c = candidate.detect([frame], cand_params)[0]
+            except EngineError as exc:
+                problems.append(f"{path.name}: inference failed in the comparison with the current model: {exc}")
+                return None
+            a = reference_agreement(
+                r.xyxy, r.confidence, r.class_id, ref_names, c.xyxy, c.class_id, cand_names, ref.conf, ref.iou
+            )
+            reference_total += a.reference
+            found_total += a.found
+    finally:
+        current.close()
+    if reference_total == 0:
+        return None
+    share = found_total / reference_total
+    if share < ref.min_agreement:
+        problems.append(
+            f"the candidate finds {found_total} of the {reference_total} detections the current model makes "
+            f"with confidence >= {ref.conf} on {len(images)} trusted golden image(s) "
+            f"({share:.0%} < {ref.min_agreement:.0%})"
+        )
+    return share

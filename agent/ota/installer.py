@@ -26,11 +26,12 @@ import hashlib
 import os
 import signal
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, Optional, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Union
 
 from agent import __version__
+from agent.core.interface import ClassNeeds, ModelInterface, check_interface
 from agent.core.release import (
     DeviceProfile,
     ReleaseError,
@@ -44,7 +45,7 @@ from agent.ota.config import OtaConfig
 from agent.ota.errors import HealthCheckFailed, OtaError, ReleaseRejected, StateError, VerificationError
 from agent.ota.fetchers import DirectoryFetcher, Fetcher, HttpFetcher, TransferPace
 from agent.ota.fsutil import fsync_dir, remove_tree
-from agent.ota.health import HealthReport, run_health_check
+from agent.ota.health import HealthReport, ReferenceCheck, run_health_check
 from agent.ota.state import InstallState, Pending, Phase, SlotRecord, StateFile, Trial, utcnow
 from agent.ota.trust import TimeFloor, TrustClient, read_root
 
@@ -99,6 +100,18 @@ class OtaEvent:
         return PROTOCOL_PHASE[self.kind]
 
 
+@dataclass(frozen=True)
+class ServingContext:
+    """What the box serves when no release is active, and the classes its configuration names.
+
+    Given by the wiring (the daemon, ``edge-agent ota``) from the agent configuration: the installer checks
+    every candidate against it (:func:`agent.core.interface.check_interface`).
+    """
+
+    factory_model: Optional[Path] = None
+    needs: ClassNeeds = field(default_factory=ClassNeeds)
+
+
 EventCallback = Callable[[OtaEvent], None]
 HealthChecker = Callable[[Path, ReleaseManifest], HealthReport]
 
@@ -146,6 +159,8 @@ class Installer:
         on_event: receives every :class:`OtaEvent` (the daemon publishes them).
         health_check: replaces :func:`run_health_check` (only where the real backend cannot run).
         now: clock for probation (tests).
+        serving: what the box serves without a release and what its rules name (``None``: no factory
+            model, no rules; the running release is still the reference).
     """
 
     def __init__(
@@ -155,8 +170,10 @@ class Installer:
         health_check: Optional[HealthChecker] = None,
         agent_version: str = __version__,
         now: Optional[Callable[[], dt.datetime]] = None,
+        serving: Optional[Callable[[], ServingContext]] = None,
     ) -> None:
         self.config = config
+        self.serving = serving or ServingContext
         self.on_event = on_event or (lambda _e: None)
         self._health = health_check or self._default_health
         self.agent_version = agent_version
@@ -194,6 +211,7 @@ class Installer:
             "probation": None if s.trial is None else dict(vars(s.trial)),
             "pending": None if s.pending is None else dict(vars(s.pending)),
             "floor": s.floor,
+            "last": s.last,
             "time_floor": self.time_floor.get().isoformat(),
             "bad": list(s.bad),
         }
@@ -315,6 +333,7 @@ class Installer:
                     if not dry_run and self._is_committed_active(state, slot):
                         return self._already_active(state, release_ref)
                     staged = self._download_all(client, manifest, staging)
+                    self._check_model_interface(state, manifest, staged)
                 finally:
                     if dry_run:
                         remove_tree(staging)
@@ -358,24 +377,24 @@ class Installer:
         and above all no new probation."""
         assert state.active is not None
         state.pending = None
-        self.state_file.store(state)
-        self._emit(
-            "already_active", release, "already_active", "it is the active, committed release: nothing installed"
+        self._conclude(
+            state, "already_active", release, "already_active", "it is the active, committed release: nothing installed"
         )
         return state.active
 
     def _finish_failed(
         self, state: InstallState, kind: str, exc: OtaError, release: Optional[Dict[str, Any]], keep_staging: bool
     ) -> None:
-        if state.pending is not None:
-            slot = state.pending.slot
-            state.pending = None
-            self.state_file.store(state)
-            if slot and slot not in state.slots_in_use():
-                remove_tree(self.slot_dir(slot))
         if not keep_staging:
             remove_tree(self.staging_dir / "files")
-        self._emit(kind, release, exc.reason, exc.detail)
+        if state.pending is None:  # a dry run (`ota verify`): nothing was attempted, nothing to record
+            self._emit(kind, release, exc.reason, exc.detail)
+            return
+        slot = state.pending.slot
+        state.pending = None
+        self._conclude(state, kind, release, exc.reason, exc.detail)
+        if slot and slot not in state.slots_in_use():
+            remove_tree(self.slot_dir(slot))
 
     def _verified_manifest(self, client: TrustClient, target: str, staging: Path) -> tuple[ReleaseManifest, bytes]:
         staging.mkdir(parents=True, exist_ok=True)
@@ -403,6 +422,58 @@ class Installer:
         total = sum(ref.length for ref in manifest.targets())
         if total > self.config.limits.max_release_bytes:
             raise VerificationError(f"release is {total} bytes, above the limit", reason="too_large")
+
+    def _served_ref(self, manifest: ReleaseManifest) -> Any:
+        return manifest.files.get(self.config.health.model_role) or manifest.files["onnx"]
+
+    def current_model(self, state: InstallState) -> Optional[Path]:
+        """The model file served now: the active release's, else the factory model (``None``: nothing)."""
+        if state.active is not None:
+            return self.slot_dir(state.active.slot) / state.active.model
+        return self.serving().factory_model
+
+    def _check_model_interface(self, state: InstallState, manifest: ReleaseManifest, staged: Dict[str, Path]) -> None:
+        """The release's compatibility contract (agent.core.interface): its model file must be what its manifest
+        declares, and fit the running model and the alert rules unless a declared change is accepted."""
+        ref = self._served_ref(manifest)
+        try:
+            candidate = _interface_of(staged[ref.path])
+        except ValueError as exc:
+            raise ReleaseRejected(f"{ref.path}: the model cannot be served here: {exc}", reason="incompatible") from exc
+        declared = manifest.model
+        if declared.classes is not None and declared.classes != candidate.classes:
+            raise ReleaseRejected(
+                f"{ref.path}: the manifest declares classes {list(declared.classes)}, the model file has "
+                f"{list(candidate.classes)}",
+                reason="incompatible",
+            )
+        if declared.input_size is not None and declared.input_size != candidate.input_size:
+            raise ReleaseRejected(
+                f"{ref.path}: the manifest declares input size {list(declared.input_size)}, the model file takes "
+                f"{list(candidate.input_size)}",
+                reason="incompatible",
+            )
+        current: Optional[ModelInterface] = None
+        current_path = self.current_model(state)
+        if current_path is not None:
+            try:
+                current = _interface_of(current_path)
+            except ValueError:
+                current = None  # a running model that no longer reads is no reference (and needs replacing)
+        c = self.config
+        accepted = {
+            what
+            for what, ok in (
+                ("classes", c.accept_class_changes),
+                ("input_size", c.accept_input_size_changes),
+                ("output_layout", c.accept_output_layout_changes),
+            )
+            if ok
+        }
+        try:
+            check_interface(candidate, current, declared.changes, self.serving().needs, accepted)
+        except ReleaseError as exc:
+            raise ReleaseRejected(str(exc), reason=exc.reason) from exc
 
     def _download_all(self, client: TrustClient, manifest: ReleaseManifest, staging: Path) -> Dict[str, Path]:
         staged = {}
@@ -458,12 +529,10 @@ class Installer:
             # Nothing to fall back to: the first release that passes its health check is committed at once.
             state.known_good = record
             state.floor = max(state.floor, manifest.counter)
-            self.state_file.store(state)
-            self._emit("committed", record.ref())
+            self._conclude(state, "committed", record.ref(), None, "first release on this device: committed at once")
         else:
             state.trial = Trial(slot, since=self._now().isoformat())
-            self.state_file.store(state)
-            self._emit("trial", record.ref())
+            self._conclude(state, "trial", record.ref(), None, "installed; on probation")
         _fault("trial")
         self._gc(state)
         return record
@@ -472,10 +541,11 @@ class Installer:
         pending = state.pending
         assert pending is not None
         state.pending = None
-        self.state_file.store(state)
+        self._conclude(
+            state, "failed", pending.release, "interrupted", f"install attempt abandoned ({why}) at {pending.phase}"
+        )
         if pending.slot and pending.slot not in state.slots_in_use():
             remove_tree(self.slot_dir(pending.slot))
-        self._emit("failed", pending.release, "interrupted", f"install attempt abandoned ({why}) at {pending.phase}")
 
     # ------------------------------------------------------------------ daemon lifecycle
     def on_start(self) -> Optional[Path]:
@@ -548,8 +618,7 @@ class Installer:
             state.known_good = state.active
             state.floor = max(state.floor, state.active.counter)
             state.trial = None
-            self.state_file.store(state)
-            self._emit("committed", state.active.ref())
+            self._conclude(state, "committed", state.active.ref(), None, "probation passed")
             _fault("committed")
             self._gc(state)
             return state.active
@@ -591,8 +660,7 @@ class Installer:
         state.active, state.previous, state.trial = target, failed, None
         if state.known_good is None:
             state.known_good = target
-        self.state_file.store(state)
-        self._emit("rolled_back", None if failed is None else failed.ref(), reason, detail)
+        self._conclude(state, "rolled_back", None if failed is None else failed.ref(), reason, detail)
         _fault("rolled_back")
         return target
 
@@ -606,6 +674,19 @@ class Installer:
                     remove_tree(path)
         if state.pending is None:
             remove_tree(self.staging_dir / "files")
+
+    def _conclude(
+        self,
+        state: InstallState,
+        kind: str,
+        release: Optional[Dict[str, Any]],
+        reason: Optional[str],
+        detail: Optional[str],
+    ) -> None:
+        """Store ``state`` with this outcome as its ``last`` (what ``ota status`` tells), then emit the event."""
+        state.last = {"kind": kind, "release": release, "reason": reason, "detail": detail, "at": utcnow()}
+        self.state_file.store(state)
+        self._emit(kind, release, reason, detail)
 
     def _emit(
         self,
@@ -621,7 +702,40 @@ class Installer:
 
     def _default_health(self, slot_dir: Path, manifest: ReleaseManifest) -> HealthReport:
         h = self.config.health
-        return run_health_check(slot_dir, manifest, h.model_role, h.intra_op_threads, h.latency_repeats)
+        return run_health_check(
+            slot_dir, manifest, h.model_role, h.intra_op_threads, h.latency_repeats, self._reference(slot_dir)
+        )
+
+    def _reference(self, candidate_dir: Path) -> Optional[ReferenceCheck]:
+        """The current model and the golden images this device trusts (the active release's, verified when it
+        was installed), for the health check's comparison; ``None`` when nothing runs or it is disabled."""
+        h = self.config.health
+        state = self.state()
+        model = self.current_model(state)
+        if h.min_agreement <= 0 or model is None or not model.is_file():
+            return None
+        images: List[Path] = []
+        if state.active is not None and self.slot_dir(state.active.slot) != candidate_dir:
+            active_dir = self.slot_dir(state.active.slot)
+            try:
+                trusted = parse_manifest((active_dir / "release.json").read_bytes())
+                images = [active_dir / g.target.path for g in trusted.health.golden]
+            except (OSError, ReleaseError):
+                images = []
+        return ReferenceCheck(model, images, h.min_agreement, h.agreement_conf, h.agreement_iou)
+
+
+def _interface_of(path: Path) -> ModelInterface:
+    """Read a model file's interface without a runtime (ONNX protobuf + metadata). Raises ValueError."""
+    from agent.engine.detector import read_model
+    from agent.engine.errors import EngineError
+
+    try:
+        model = read_model(path)
+    except EngineError as exc:
+        raise ValueError(str(exc)) from exc
+    meta = model.metadata  # ids are 0..n-1 (checked by parse_model_metadata)
+    return ModelInterface(tuple(meta.names[i] for i in range(meta.num_classes)), meta.imgsz, model.layout.value)
 
 
 def iter_fault_points() -> Iterator[str]:

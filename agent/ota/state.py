@@ -77,6 +77,8 @@ class InstallState:
     trial: Optional[Trial] = None
     bad: List[str] = field(default_factory=list)
     version: int = STATE_VERSION
+    # the last attempt's outcome, for `ota status`: kind, release, reason, detail, at (absent in older files)
+    last: Optional[Dict[str, Any]] = None
 
     def to_json(self) -> bytes:
         return (json.dumps(asdict(self), indent=2, sort_keys=True) + "\n").encode()
@@ -99,6 +101,7 @@ class InstallState:
                 pending=None if raw["pending"] is None else Pending(**raw["pending"]),
                 trial=None if raw["trial"] is None else Trial(**raw["trial"]),
                 bad=[str(b) for b in raw.get("bad", [])],
+                last=raw["last"] if isinstance(raw.get("last"), dict) else None,
             )
         except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
             raise StateError(f"install state unreadable: {exc}") from exc

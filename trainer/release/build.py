@@ -20,6 +20,7 @@ from agent.core.release import (
     parse_manifest,
     parse_semver,
 )
+from agent.engine.detector import read_model
 from trainer.release.keys import KeyRing
 from trainer.release.refresh import repository_lock
 from trainer.release.repo import Repository, RepositoryError, sha256_file
@@ -56,6 +57,8 @@ class ReleaseSpec:
     max_latency_ms: Optional[float] = None
     health_role: str = "onnx"  # the model file devices serve: the golden expectations are recorded with it
     expected_override: Optional[Dict[int, List[Dict[str, object]]]] = field(default=None)  # tests: wrong boxes
+    interface_changes: Sequence[str] = ()  # "classes" / "input_size" / "output_layout", made on purpose
+    declare_interface: bool = True  # write the model's classes and input size (tests: a manifest without them)
 
 
 def channel_path(channel: str) -> str:
@@ -153,7 +156,15 @@ def _build_release(repo: Repository, spec: ReleaseSpec) -> ReleaseManifest:
         for i, (path, exp) in enumerate(zip(images, expected)):
             ref = add(f"{base}/golden/{i}{Path(path).suffix.lower()}", path)
             golden.append((ref, exp))
+    model_decl: Dict[str, object] = {}
+    if spec.declare_interface:
+        served = read_model(spec.files.get(spec.health_role, spec.files["onnx"])).metadata
+        model_decl["classes"] = [served.names[i] for i in range(served.num_classes)]
+        model_decl["input_size"] = list(served.imgsz)
+    if spec.interface_changes:
+        model_decl["changes"] = sorted(set(spec.interface_changes))
     manifest_dict = {
+        **({"model": model_decl} if model_decl else {}),
         "schema": 1,
         "name": spec.name,
         "version": spec.version,

@@ -67,6 +67,14 @@ def add_parsers(subparsers: Any) -> None:
     rel.add_argument("--conf", type=float, default=0.25)
     rel.add_argument("--max-latency-ms", type=float)
     rel.add_argument(
+        "--declare-change",
+        action="append",
+        default=[],
+        choices=["classes", "input_size", "output_layout"],
+        help="an interface change against the releases devices run now, made on purpose (repeatable); devices "
+        "refuse any undeclared change, and a declared one unless their configuration accepts it",
+    )
+    rel.add_argument(
         "--health-role",
         default="onnx",
         help="the model file the devices serve (ota.health.model_role: onnx, onnx_int8, ...); the golden "
@@ -152,6 +160,7 @@ def run(args: argparse.Namespace) -> int:
                 conf=args.conf,
                 max_latency_ms=args.max_latency_ms,
                 health_role=args.health_role,
+                interface_changes=tuple(args.declare_change),
             )
             m = build_release(repo, spec)
             print(f"released {m.name} {m.version} #{m.counter} on channel {m.channel}")

@@ -73,6 +73,15 @@ def test_roundtrip() -> None:
     }
 
 
+def test_model_declaration_roundtrip() -> None:
+    decl = {"classes": ["bolt", "nut"], "input_size": [256, 320], "changes": ["input_size", "classes"]}
+    m = parse_manifest(enc(manifest(model=decl)))
+    assert m.model.classes == ("bolt", "nut") and m.model.input_size == (256, 320)
+    assert m.model.changes == {"classes", "input_size"}
+    assert parse_manifest(json.dumps(manifest_to_dict(m)).encode()) == m
+    assert parse_manifest(enc(manifest())).model.changes == frozenset()  # older manifests: nothing declared
+
+
 @pytest.mark.parametrize(
     ("over", "fragment"),
     [
@@ -89,6 +98,14 @@ def test_roundtrip() -> None:
         ({"files": {"exe": {"path": "m/a", "length": 1, "sha256": SHA}}}, "unknown field"),
         ({"health": {"golden": []}}, "golden"),
         ({"compatibility": {"tensorrt": "~=8"}}, "constraint"),
+        ({"model": {"classes": []}}, "model.classes"),
+        ({"model": {"classes": ["bolt", ""]}}, "model.classes"),
+        ({"model": {"classes": "bolt"}}, "model.classes"),
+        ({"model": {"input_size": [256]}}, "model.input_size"),
+        ({"model": {"input_size": [0, 256]}}, "model.input_size"),
+        ({"model": {"changes": ["weights"]}}, "model.changes"),
+        ({"model": {"changes": "classes"}}, "model.changes"),
+        ({"model": {"layout": "raw"}}, "unknown field"),
     ],
 )
 def test_invalid_manifests(over: Dict[str, Any], fragment: str) -> None:
