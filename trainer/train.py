@@ -9,12 +9,14 @@ becomes the new images plus a seeded random subset of the base training images.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import random
+import re
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
 import yaml
 
@@ -26,6 +28,75 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
 
 class TrainError(Exception):
     """The training inputs are unusable (missing data set, bad model path, bad arguments)."""
+
+
+# GPUs on which Ultralytics reports AMP producing NaN losses (Turing GTX 16xx and relatives): AMP stays off there.
+_AMP_UNSAFE_GPUS = re.compile(
+    r"(gtx|geforce|quadro|tesla|nvidia).*?(1630|1650|1660|t400|t550|t600|t1000|t1200|t2000|k40m)", re.I
+)
+
+
+def _first_tensor(out: Any) -> Any:
+    while isinstance(out, (list, tuple)):
+        out = out[0]
+    return out
+
+
+def check_amp_offline(model: Any) -> bool:
+    """Whether mixed precision is safe for ``model`` on its device, without downloading anything.
+
+    Ultralytics' own check downloads yolo26n.pt to compare FP32 with AMP inference: offline that is a refused
+    network access (and ``offline_environment`` fails the run for it). The same question asked of the model being
+    trained: one forward pass in FP32 and one under autocast on a fixed input, in eval mode (BatchNorm statistics
+    untouched), outputs finite and close. CPU / MPS: False (AMP is a GPU feature).
+    """
+    import torch
+
+    try:
+        device = next(model.parameters()).device
+    except StopIteration:
+        return False
+    if device.type != "cuda":
+        return False
+    gpu = torch.cuda.get_device_name(device)
+    if _AMP_UNSAFE_GPUS.search(gpu):
+        print(f"train: AMP off: {gpu} is known to produce NaN losses with AMP", file=sys.stderr)
+        return False
+    was_training = model.training
+    model.eval()
+    try:
+        gen = torch.Generator().manual_seed(0)
+        x = torch.rand((2, 3, 256, 256), generator=gen).to(device)
+        with torch.no_grad():
+            full = _first_tensor(model(x)).float()
+            with torch.autocast(device_type="cuda"):
+                mixed = _first_tensor(model(x)).float()
+        ok = bool(torch.isfinite(mixed).all()) and full.shape == mixed.shape
+        ok = ok and bool(torch.allclose(full, mixed, atol=0.5, rtol=0.05))
+    except Exception as exc:  # a model the check cannot run: no AMP rather than no training
+        print(f"train: AMP check could not run ({type(exc).__name__}: {exc}); AMP off", file=sys.stderr)
+        ok = False
+    finally:
+        model.train(was_training)
+    print(f"train: AMP check on {gpu}: {'passed' if ok else 'failed, AMP off'}", file=sys.stderr)
+    return ok
+
+
+@contextlib.contextmanager
+def amp_check_without_download() -> Iterator[None]:
+    """Ultralytics' trainer calls :func:`check_amp_offline` instead of its downloading check, for this block.
+
+    (Ultralytics' multi-GPU workers are separate processes started by its DDP launcher; they keep Ultralytics'
+    check, whose download fails with a ConnectionError that it treats as "checks skipped, AMP on".)
+    """
+    import ultralytics.engine.trainer as ul_trainer
+
+    original = ul_trainer.check_amp
+    ul_trainer.check_amp = check_amp_offline
+    try:
+        yield
+    finally:
+        ul_trainer.check_amp = original
 
 
 def _images_of(data_yaml: Path, split: str) -> List[Path]:
@@ -141,7 +212,7 @@ def train(
         # AdamW with it (what auto picks for short runs, at the rate asked for)
         extra["optimizer"] = "AdamW"
         print(f"train: lr0={extra['lr0']} given: optimizer AdamW (auto would ignore lr0)", file=sys.stderr)
-    with offline_environment():
+    with offline_environment(), amp_check_without_download():
         from ultralytics import YOLO
 
         yolo = YOLO(str(model_path), task="detect")

@@ -580,6 +580,18 @@ class TensorRTBackend:
             raise BackendRuntimeError(f"TensorRT inference failed: {exc}") from exc
         return results
 
+    def execute_bound(self) -> None:
+        """Execute the engine once on the buffers bound by the last :meth:`run` and wait: no host copies, no
+        pre- or post-processing. The reference the per-frame pipeline is measured against (bench/gpu_check.py)."""
+        if self._closed:
+            raise BackendRuntimeError("the TensorRT backend is closed")
+        cuda = self._cuda
+        assert cuda is not None
+        with self._active():
+            if not self._io.execute(cuda.stream_handle(self._stream)):
+                raise BackendRuntimeError("TensorRT execution failed (see the TensorRT log)")
+            cuda.synchronize(self._stream)
+
     def describe(self) -> Dict[str, object]:
         return {
             "backend": self.name,

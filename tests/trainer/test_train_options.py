@@ -56,3 +56,29 @@ def test_replay_refuses_different_classes(datasets, tmp_path):
         build_replay_dataset(new, odd, 0.3, tmp_path / "mix")
     with pytest.raises(TrainError, match="replay-fraction"):
         build_replay_dataset(new, base, 1.5, tmp_path / "mix2")
+
+
+def test_the_amp_check_never_downloads_and_is_off_on_cpu() -> None:
+    import torch
+    import ultralytics.engine.trainer as ul_trainer
+
+    from trainer.train import amp_check_without_download, check_amp_offline
+
+    original = ul_trainer.check_amp
+    with amp_check_without_download():
+        assert ul_trainer.check_amp is check_amp_offline  # what Ultralytics' trainer calls in this block
+    assert ul_trainer.check_amp is original
+    assert check_amp_offline(torch.nn.Conv2d(3, 4, 3)) is False  # CPU: AMP is a GPU feature
+    assert check_amp_offline(torch.nn.ReLU()) is False  # no parameters: nothing to place
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU (bench/gpu_check.sh)")
+def test_the_amp_check_passes_for_the_tiny_model_on_a_gpu() -> None:
+    from ultralytics.nn.tasks import DetectionModel
+
+    from trainer.train import TINY_MODEL_YAML, check_amp_offline
+
+    model = DetectionModel(str(TINY_MODEL_YAML), nc=6, verbose=False).cuda()
+    model.train()
+    assert check_amp_offline(model) is True
+    assert model.training  # left as it was

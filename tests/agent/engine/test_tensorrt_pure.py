@@ -555,6 +555,8 @@ def test_build_cache_and_run_end_to_end(tmp_path: Path, trt: Any, cuda_factory: 
         np.testing.assert_allclose(out, fake.raw_head_reference(batch, *RAW_OUT), rtol=1e-6)
     # TensorRT ran each call at that call's batch, not at the buffers' size
     assert backend._context.executed_shapes == [(n, 3, 32, 32) for n in (1, 3, 3, 4, 2)]
+    backend.execute_bound()  # the benchmark's bare execution: the engine again at the bound shape, no copies
+    assert backend._context.executed_shapes[-1] == (2, 3, 32, 32)
     described = backend.describe()
     assert described["io_api"] == ("named-tensors" if trt.__version__.startswith("10") else "bindings")
     assert described["engine_source"] == "built" and described["precision"] == "fp16"
@@ -564,6 +566,8 @@ def test_build_cache_and_run_end_to_end(tmp_path: Path, trt: Any, cuda_factory: 
     assert set(fake.DEVICE) == before  # every device buffer freed
     with pytest.raises(BackendRuntimeError, match="closed"):
         backend.run(_frames(1))
+    with pytest.raises(BackendRuntimeError, match="closed"):
+        backend.execute_bound()
 
     again = TensorRTBackend(model, _config(tmp_path), cuda=cuda_factory())
     assert again.engine_source == "cache" and len(trt.builds) == 1  # no second build
