@@ -28,15 +28,15 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Type, TypeVar, Union, cast
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
-from agent.app.model_updates import ModelUpdatesConfig
 from agent.core.decode import DecodeParams
 from agent.engine.config import BackendConfig, OnnxRuntimeConfig
 from agent.link.config import MqttConfig
-from agent.ota.config import OtaConfig
+from agent.ota.config import ModelUpdatesConfig, OtaConfig
 from agent.sources.config import CameraConfig, check_unique_names
 from agent.spool.config import DiskBudgetConfig, SpoolConfig
+from agent.strict import StrictModel
 
 try:
     from typing import Literal
@@ -64,11 +64,7 @@ class CredentialError(ConfigError):
     """A ``!credential NAME`` could not be resolved (no ``$CREDENTIALS_DIRECTORY``, missing file, bad name)."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class ModelConfig(_Strict):
+class ModelConfig(StrictModel):
     """The detection model and how it runs."""
 
     path: Optional[Path] = Field(
@@ -88,7 +84,7 @@ class ModelConfig(_Strict):
         return DecodeParams(conf=self.conf_threshold, iou=self.iou_threshold, max_det=self.max_detections)
 
 
-class LoggingConfig(_Strict):
+class LoggingConfig(StrictModel):
     """Structured logs on stderr (journald picks them up under systemd)."""
 
     level: Literal["debug", "info", "warning", "error"] = Field(default="info", description="Lowest level logged.")
@@ -97,7 +93,7 @@ class LoggingConfig(_Strict):
     )
 
 
-class MetricsConfig(_Strict):
+class MetricsConfig(StrictModel):
     """Prometheus text-format endpoint (``GET /metrics``), served by a stdlib HTTP server thread."""
 
     enabled: bool = Field(default=False, description="Serve metrics; off by default.")
@@ -105,7 +101,7 @@ class MetricsConfig(_Strict):
     port: int = Field(default=9108, ge=0, le=65535, description="TCP port (0: any free port, for tests).")
 
 
-class OutputConfig(_Strict):
+class OutputConfig(StrictModel):
     """What alerts and samples carry."""
 
     sample_jpeg_quality: int = Field(default=90, ge=10, le=100, description="JPEG quality of triage samples.")
@@ -115,12 +111,20 @@ class OutputConfig(_Strict):
         default=64,
         ge=1,
         le=10000,
-        description="Encoded-but-unspooled outputs buffered between inference and the spool writer; "
-        "beyond it samples are dropped (counted) so a slow disk never stalls inference; alerts wait.",
+        description="Outputs (each holding its frame until encoded) queued between the rules thread and the spool "
+        "writer. When full, a sample or snapshot is dropped and an alert evicts the oldest samples; all counted "
+        "by kind; inference never waits on the disk.",
+    )
+    queue_max_mb: int = Field(
+        default=128,
+        ge=8,
+        le=16384,
+        description="Bound on the raw frames the output queue holds, MiB (a 1080p frame is 6 MiB): the count "
+        "alone let 64 full frames (400 MB) pile up on an 8 GB Jetson.",
     )
 
 
-class DaemonConfig(_Strict):
+class DaemonConfig(StrictModel):
     """The supervisor itself."""
 
     state_dir: Path = Field(
@@ -144,7 +148,7 @@ class DaemonConfig(_Strict):
     )
 
 
-class AgentConfig(_Strict):
+class AgentConfig(StrictModel):
     """Everything ``edge-agent run`` needs (see examples/config.yaml)."""
 
     mqtt: MqttConfig = Field(description="Site broker, device identity and topics.")

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from typing import List, Mapping, Sequence, Set, Tuple, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from agent.core.alerts import AlertRule
 from agent.core.interface import ClassNeeds
@@ -41,10 +41,7 @@ from agent.core.triage import (
     UncertaintyPolicy,
 )
 from agent.core.zones import Anchor, Zone
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+from agent.strict import FrozenModel
 
 
 class UnknownClassError(ValueError):
@@ -66,7 +63,7 @@ class UnknownClassError(ValueError):
 # ----------------------------------------------------------------------------------------------- tracker
 
 
-class TrackerConfig(_Strict):
+class TrackerConfig(FrozenModel):
     """The per-camera IoU tracker (feeds alert streaks and the ``inconsistent`` triage strategy)."""
 
     iou_threshold: float = Field(default=0.3, gt=0, le=1, description="Minimum IoU to match a box to a track.")
@@ -102,7 +99,7 @@ class TrackerConfig(_Strict):
 # ------------------------------------------------------------------------------------------------ alerts
 
 
-class ZoneConfig(_Strict):
+class ZoneConfig(FrozenModel):
     """A polygon in pixels of the camera's original frame."""
 
     name: str = Field(..., min_length=1, max_length=64, description="Zone name, reported in alerts.")
@@ -114,7 +111,7 @@ class ZoneConfig(_Strict):
         return Zone.from_points(self.name, self.points)
 
 
-class AlertRuleConfig(_Strict):
+class AlertRuleConfig(FrozenModel):
     """One alert rule of a camera."""
 
     name: str = Field(..., min_length=1, max_length=64, description="Rule name, unique per camera.")
@@ -172,7 +169,7 @@ def build_alert_rules(rules: Sequence[AlertRuleConfig], class_names: Sequence[st
 # ------------------------------------------------------------------------------------------------ triage
 
 
-class RateLimitConfig(_Strict):
+class RateLimitConfig(FrozenModel):
     """A token bucket."""
 
     per_minute: float = Field(default=6.0, ge=0, le=60000, description="Average frames per minute allowed.")
@@ -182,7 +179,7 @@ class RateLimitConfig(_Strict):
         return RateLimit(self.per_minute, self.burst)
 
 
-class UncertaintyConfig(_Strict):
+class UncertaintyConfig(FrozenModel):
     """Send frames with a detection whose confidence is in [lo, hi)."""
 
     enabled: bool = Field(default=True, description="Use this strategy.")
@@ -197,7 +194,7 @@ class UncertaintyConfig(_Strict):
         return self
 
 
-class InconsistencyConfig(_Strict):
+class InconsistencyConfig(FrozenModel):
     """Send frames where the tracker saw the model contradict itself."""
 
     enabled: bool = Field(default=True, description="Use this strategy.")
@@ -208,7 +205,7 @@ class InconsistencyConfig(_Strict):
     rate: RateLimitConfig = Field(default=RateLimitConfig(), description="Rate limit of this strategy.")
 
 
-class FlagConfig(_Strict):
+class FlagConfig(FrozenModel):
     """Send frames inside operator/PLC flag windows (added by the flag-window command)."""
 
     enabled: bool = Field(default=True, description="Use this strategy.")
@@ -217,7 +214,7 @@ class FlagConfig(_Strict):
     rate: RateLimitConfig = Field(default=RateLimitConfig(per_minute=60, burst=10), description="Rate limit.")
 
 
-class RandomSampleConfig(_Strict):
+class RandomSampleConfig(FrozenModel):
     """Send a small random sample of all frames (unbiased monitoring)."""
 
     enabled: bool = Field(default=True, description="Use this strategy.")
@@ -226,7 +223,7 @@ class RandomSampleConfig(_Strict):
     rate: RateLimitConfig = Field(default=RateLimitConfig(per_minute=1, burst=1), description="Rate limit.")
 
 
-class NearDuplicateConfig(_Strict):
+class NearDuplicateConfig(FrozenModel):
     """Do not send a frame that looks like one sent recently."""
 
     enabled: bool = Field(default=True, description="Use near-duplicate suppression.")
@@ -238,7 +235,7 @@ class NearDuplicateConfig(_Strict):
     exempt_flagged: bool = Field(default=True, description="Never suppress frames inside a flag window.")
 
 
-class TriageConfig(_Strict):
+class TriageConfig(FrozenModel):
     """Which frames of a camera go back to the trainer."""
 
     uncertainty: UncertaintyConfig = Field(default=UncertaintyConfig(), description="Uncertainty band.")
@@ -264,7 +261,7 @@ class TriageConfig(_Strict):
         )
 
 
-class CameraRulesConfig(_Strict):
+class CameraRulesConfig(FrozenModel):
     """Tracker, alert rules and triage of one camera (embedded in the camera's configuration)."""
 
     tracker: TrackerConfig = Field(default=TrackerConfig(), description="IoU tracker settings.")

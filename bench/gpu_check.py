@@ -507,34 +507,35 @@ class Check:
             300,
             cwd=REPO,
         ).check_returncode()
+
+        def train(out: Path, epochs: int, devices: str, *extra: str) -> List[str]:
+            data_yaml, size = str(data / "data.yaml"), "256"
+            return [
+                *trainer,
+                "train",
+                "--data",
+                data_yaml,
+                "--model",
+                "tiny",
+                "--out",
+                str(out),
+                "--epochs",
+                str(epochs),
+                "--imgsz",
+                size,
+                "--batch",
+                "32",
+                "--devices",
+                devices,
+                "--workers",
+                "4",
+                *extra,
+            ]
+
         runs = {"amp": ["--amp"], "no_amp": ["--no-amp"]}
         for name, flag in runs.items():
             out = work / f"train-{name}"
-            r = sh(
-                [
-                    *trainer,
-                    "train",
-                    "--data",
-                    str(data / "data.yaml"),
-                    "--model",
-                    "tiny",
-                    "--out",
-                    str(out),
-                    "--epochs",
-                    str(self.args.train_epochs),
-                    "--imgsz",
-                    "256",
-                    "--batch",
-                    "32",
-                    "--devices",
-                    "0",
-                    "--workers",
-                    "4",
-                    *flag,
-                ],
-                max(120.0, self.left() - 60),
-                cwd=REPO,
-            )
+            r = sh(train(out, self.args.train_epochs, "0", *flag), max(120.0, self.left() - 60), cwd=REPO)
             summary_path = out / "train_summary.json"
             if r.returncode or not summary_path.exists():
                 step.check(f"train {name}", False, stderr=r.stderr[-1500:])
@@ -552,26 +553,8 @@ class Check:
         )
         gpus = int(next((s.figures.get("gpu_count", 0) for s in self.steps if s.name == "environment"), 0))
         if gpus >= 2 and self.left() > 90:
-            out = work / "train-ddp"
             r = sh(
-                [
-                    *trainer,
-                    "train",
-                    "--data",
-                    str(data / "data.yaml"),
-                    "--model",
-                    "tiny",
-                    "--out",
-                    str(out),
-                    "--epochs",
-                    "1",
-                    "--imgsz",
-                    "256",
-                    "--batch",
-                    "32",
-                    "--devices",
-                    "0,1",
-                ],
+                train(work / "train-ddp", 1, "0,1"),
                 self.left() - 30,
                 cwd=REPO,
             )

@@ -210,7 +210,7 @@ def tensorrt_calibration_cache(fp32: Path, out: Path, calib_dir: Path) -> Option
     except ImportError:
         return None
     from agent.engine.config import TensorRTConfig
-    from agent.engine.detector import read_model
+    from agent.engine.model import read_model
     from agent.engine.tensorrt import TensorRTBackend
 
     engines = out.parent / "engines"

@@ -33,7 +33,7 @@ import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Dict, List, Optional, Tuple
+from typing import Any, Awaitable, Callable, Dict, List, Optional
 
 import structlog
 
@@ -46,7 +46,6 @@ from agent.app.pipeline import (
     OutputWriter,
     Pipeline,
     percentile,
-    rules_with_thresholds,
 )
 from agent.app.status import write_status
 from agent.config import AgentConfig, ConfigError, add_config_argument, load_config
@@ -90,9 +89,17 @@ _CAMERA_STATE = {
     SourceState.FAILED: CameraState.ERROR,
 }
 
+# a run-time change handed to the inference thread is applied between two frames: far below this
+COMMAND_APPLY_TIMEOUT_S = 10.0
+
 EXIT_OK = 0
+EXIT_FAILED = 1  # the inference task failed: possibly the model; counts as a crash during probation
 EXIT_CONFIG = 2
 EXIT_START_FAILED = 3
+EXIT_SIDE_TASK = 4  # a side task or thread died (status, commands, MQTT link, ...): not the model's fault
+# Tasks whose failure can be the model's: every other task's death stops the daemon with EXIT_SIDE_TASK and
+# a clean-shutdown mark, so that probation does not roll back a healthy release for it.
+MODEL_TASKS = frozenset({"inference"})
 
 
 def _now() -> datetime:
@@ -312,6 +319,7 @@ class Daemon:
             topics,
             cfg.mqtt.device,
             queue_size=out.queue_size,
+            queue_max_bytes=out.queue_max_mb * 1024 * 1024,
             sample_quality=out.sample_jpeg_quality,
             snapshot_quality=out.snapshot_jpeg_quality,
             alert_snapshots=out.alert_snapshots,
@@ -365,7 +373,8 @@ class Daemon:
             self.errors.append(f"task {name} failed: {error}")
         else:
             log.error("task_ended_unexpectedly", task=name)
-        self.exit_code = 1
+        if self.exit_code == EXIT_OK:
+            self.exit_code = EXIT_FAILED if name in MODEL_TASKS else EXIT_SIDE_TASK
         self.request_stop(f"task {name} ended")
 
     # ------------------------------------------------------------------ cameras
@@ -404,7 +413,7 @@ class Daemon:
     def _camera_fps(self, name: str) -> float:
         pipeline = self.pipeline
         runtime = pipeline.cameras.get(name) if pipeline else None
-        return runtime.stats.fps(time.monotonic()) if runtime else 0.0
+        return runtime.stats.snapshot.fps(time.monotonic()) if runtime else 0.0
 
     def _publish_camera(self, status: SourceStatus) -> None:
         if self.link is None:
@@ -478,7 +487,7 @@ class Daemon:
             pipeline.request_snapshot(command.camera, command.request_id)
             return CommandReply.ok(command.request_id, device, _now(), {"camera": command.camera})
         if isinstance(command, SetThresholdsCommand):
-            return self._set_thresholds(command, known)
+            return await self._set_thresholds(command, known)
         if isinstance(command, RollbackCommand):
             if self.updates is None:
                 return self._fail(command, "unsupported", "OTA is not configured")
@@ -498,32 +507,23 @@ class Daemon:
             )
         return self._fail(command, "unsupported", f"command {command.type!r} is not handled here")
 
-    def _set_thresholds(self, command: SetThresholdsCommand, known: Any) -> CommandReply:
+    async def _set_thresholds(self, command: SetThresholdsCommand, known: Any) -> CommandReply:
+        """Handed to the inference thread, which owns the rules and applies the change between frames; the
+        reply waits for it (commands are handled one at a time, so the next one sees this one applied)."""
         pipeline = self.pipeline
         assert pipeline is not None
         if command.camera is not None and command.camera not in known:
             return self._fail(command, "unknown_camera", f"no camera {command.camera!r}")
-        targets = [c for c in self.config.cameras if c.enabled and (command.camera in (None, c.name))]
-        updates: List[Tuple[str, Any]] = []
+        targets = [c.name for c in self.config.cameras if c.enabled and (command.camera in (None, c.name))]
+        applied = pipeline.update_thresholds(targets, dict(command.thresholds))
         try:
-            for camera in targets:
-                runtime = pipeline.cameras.get(camera.name)
-                current = runtime.rules if runtime is not None else camera.rules
-                updates.append((camera.name, rules_with_thresholds(current, dict(command.thresholds))))
-            decode = pipeline.decode
-            if "conf" in command.thresholds or "iou" in command.thresholds:
-                from dataclasses import replace
-
-                decode = replace(
-                    decode,
-                    conf=command.thresholds.get("conf", decode.conf),
-                    iou=command.thresholds.get("iou", decode.iou),
-                )
+            await asyncio.wait_for(asyncio.wrap_future(applied), COMMAND_APPLY_TIMEOUT_S)
         except (KeyError, ValueError) as exc:
             return self._fail(command, "invalid", str(exc).strip('"'))
-        for name, rules in updates:
-            pipeline.set_rules(name, rules)
-        pipeline.set_decode(decode)
+        except asyncio.TimeoutError:
+            return self._fail(
+                command, "timeout", f"the inference thread did not apply it within {COMMAND_APPLY_TIMEOUT_S:.0f} s"
+            )
         return CommandReply.ok(
             command.request_id, self.config.mqtt.device, _now(), {"applied": len(command.thresholds)}
         )
@@ -577,6 +577,9 @@ class Daemon:
         interval = self.config.daemon.status_interval_s
         while True:
             await asyncio.sleep(interval)
+            if self.link is not None and self.link.failure is not None:
+                self._task_exited("mqtt-link", self.link.failure)  # a thread's death is never silent
+                return
             self._write_status()
             self._update_metrics()
             if self.link is not None:
@@ -658,7 +661,7 @@ class Daemon:
         if pipeline is None:
             return 0.0
         now = time.monotonic()
-        return sum(r.stats.fps(now) for r in pipeline.cameras.values())
+        return sum(r.stats.snapshot.fps(now) for r in list(pipeline.cameras.values()))
 
     def _device_status(self) -> DeviceStatus:
         pipeline = self.pipeline
@@ -708,12 +711,13 @@ class Daemon:
                 record.update(status.as_record())
             runtime = pipeline.cameras.get(camera.name) if pipeline else None
             if runtime is not None:
-                lat = list(runtime.stats.latencies_ms)
+                st = runtime.stats.snapshot
+                lat = list(st.latencies_ms)
                 record.update(
-                    processed=runtime.stats.processed,
-                    alerts=runtime.stats.alerts,
-                    samples=runtime.stats.samples,
-                    fps=round(runtime.stats.fps(now), 3),
+                    processed=st.processed,
+                    alerts=st.alerts,
+                    samples=st.samples,
+                    fps=round(st.fps(now), 3),
                     latency_p50_ms=percentile(lat, 50),
                     latency_p99_ms=percentile(lat, 99),
                 )
@@ -797,7 +801,7 @@ class Daemon:
             for stage in ("preprocess", "inference", "postprocess", "rules"):
                 m.set("stage_ms", getattr(c, f"{stage}_ms"), "Milliseconds of the last batch per stage.", stage=stage)
             for name, runtime in list(pipeline.cameras.items()):
-                st = runtime.stats
+                st = runtime.stats.snapshot
                 m.set("camera_fps", st.fps(now), "Processed frames per second.", camera=name)
                 m.set("camera_alerts_total", st.alerts, "Alerts fired.", "counter", camera=name)
                 m.set("camera_samples_total", st.samples, "Triage samples selected.", "counter", camera=name)
@@ -893,7 +897,10 @@ class Daemon:
         if self.link is not None:
             await _in_thread(lambda: self.link.stop(left(0.5)), "link-stop")
         self.state = "stopped"
-        self._write_status()
+        try:  # whatever broke the status task must not also break the way out
+            self._write_status()
+        except Exception:
+            log.exception("final_status_write_failed")
         if self.spool is not None:
             try:
                 self.spool.close()
@@ -906,7 +913,8 @@ class Daemon:
             updates = self.updates
             if not await _in_thread(lambda: updates.stop(left(0.5)), "ota-worker-stop"):
                 log.error("ota_worker_busy_at_shutdown")
-        if self.installer is not None and self.exit_code == EXIT_OK:
+        if self.installer is not None and self.exit_code in (EXIT_OK, EXIT_SIDE_TASK):
+            # an orderly stop, and the model was not at fault: not a probation crash
             try:
                 self.installer.mark_clean_shutdown()
             except Exception:

@@ -50,9 +50,9 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable, Dict, List, Optional, Tuple
 
 import structlog
-from pydantic import BaseModel, ConfigDict, Field
 
-from agent.ota.config import OtaConfig
+from agent.core.backoff import Backoff
+from agent.ota.config import ModelUpdatesConfig, OtaConfig
 from agent.ota.errors import OtaError, TransportError, VerificationError
 from agent.ota.fetchers import StagedFile, TooSlowError, TransferPace
 from agent.ota.fsutil import remove_tree
@@ -70,41 +70,6 @@ SpoolPut = Callable[..., Any]
 """``Spool.put(kind, topic, payload, message_id=...)``."""
 SwapCallback = Callable[[], Awaitable[None]]
 """Coroutine function that makes the pipeline serve the installer's active model (the daemon's)."""
-
-
-class ModelUpdatesConfig(BaseModel):
-    """Timing and bounds of the model-update service."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    tick_s: float = Field(default=0.5, gt=0, le=60, description="Period of retry, stall and deferral checks.")
-    retry_initial_s: float = Field(default=5.0, gt=0, description="First wait after a failed transport.")
-    retry_max_s: float = Field(default=300.0, gt=0, description="Longest wait between transport retries.")
-    chunk_stall_s: float = Field(
-        default=30.0,
-        gt=0,
-        description="A chunked transfer without progress for this long re-subscribes (retained chunks again).",
-    )
-    chunk_deadline_s: float = Field(
-        default=3600.0, gt=0, description="A chunked transfer must finish within this (this run), else too_slow."
-    )
-    chunk_min_rate: float = Field(
-        default=1024.0,
-        ge=0,
-        description="Bytes/s of new chunks a transfer must average once chunk_grace_s passed, else too_slow.",
-    )
-    chunk_grace_s: float = Field(default=60.0, gt=0, description="Before this, a transfer's rate is not judged.")
-    max_queued_chunk_bytes: int = Field(
-        default=32 * 1024 * 1024,
-        ge=1024,
-        description="Chunk bytes waiting for the worker; beyond this chunks are dropped and fetched again later.",
-    )
-    health_grace_s: float = Field(
-        default=60.0, ge=0, description="Seconds after a switch before the FPS health check can fail a trial."
-    )
-    progress_step: float = Field(
-        default=0.1, gt=0, le=1, description="Chunk progress is reported each time it grows by this fraction."
-    )
 
 
 # --------------------------------------------------------------------------- pure decisions
@@ -400,6 +365,10 @@ class ModelUpdateService:
         self._handled: Dict[str, str] = self._load_handled()
         self._transfer: Optional[ChunkTransfer] = None
         self._retry: Dict[str, Tuple[int, float]] = {}
+        cfg = self.config
+        self._retry_backoff = Backoff(
+            cfg.retry_initial_s, max(cfg.retry_max_s, cfg.retry_initial_s), 2.0, cfg.retry_jitter
+        )
         self._deferred_logged: Optional[str] = None
         self._tick_pending = False
         # link-thread → worker backpressure
@@ -665,7 +634,7 @@ class ModelUpdateService:
 
     def _retry_later(self, key: str, why: str) -> None:
         attempts, _ = self._retry.get(key, (0, 0.0))
-        delay = min(self.config.retry_max_s, self.config.retry_initial_s * (2**attempts))
+        delay = self._retry_backoff.delay(attempts)  # jittered: a fleet that failed together does not retry so
         self._retry[key] = (attempts + 1, time.monotonic() + delay)
         log.warning("model_push_retry_later", delay_s=delay, reason=why)
 

@@ -22,6 +22,7 @@ most that rate, and the pipeline takes each delivered frame at most once.
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import dataclasses
 import hashlib
 import queue
@@ -36,6 +37,7 @@ import numpy as np
 import numpy.typing as npt
 import structlog
 
+from agent.app.output_queue import OutputQueue
 from agent.core.alerts import AlertEvaluator
 from agent.core.alerts import AlertEvent as CoreAlertEvent
 from agent.core.decode import DecodeParams
@@ -172,9 +174,34 @@ class QualitySnapshot:
 # ------------------------------------------------------------------------------------------------ cameras
 
 
+@dataclass(frozen=True)
+class CameraStatsSnapshot:
+    """One camera's counters at one instant: immutable, so any thread may read it while the next is made."""
+
+    processed: int = 0
+    alerts: int = 0
+    samples: int = 0
+    snapshots: int = 0
+    last_processed_wall: Optional[float] = None
+    latencies_ms: Tuple[float, ...] = ()
+    frame_times: Tuple[float, ...] = ()  # monotonic completion times of the last frames
+
+    def fps(self, now: float, horizon_s: float = 5.0) -> float:
+        recent = [t for t in self.frame_times if now - t <= horizon_s]
+        if len(recent) < 2:
+            return 0.0
+        span = max(recent[-1] - recent[0], 1e-6)
+        return (len(recent) - 1) / span
+
+
 @dataclass
 class CameraStats:
-    """Counters of one camera as the pipeline sees it."""
+    """Counters of one camera as the pipeline sees it, written by the rules thread only.
+
+    Other threads (status task, MQTT link, OTA worker, metrics) read :attr:`snapshot`, a frozen copy the
+    writer replaces after every frame: they never iterate a deque the writer is appending to (which raised
+    "deque mutated during iteration", killed the status task and made a healthy release look like a crash).
+    """
 
     processed: int = 0
     alerts: int = 0
@@ -183,13 +210,19 @@ class CameraStats:
     last_processed_wall: Optional[float] = None
     latencies_ms: Deque[float] = field(default_factory=lambda: collections.deque(maxlen=LATENCY_WINDOW))
     fps_window: Deque[float] = field(default_factory=lambda: collections.deque(maxlen=256))
+    snapshot: CameraStatsSnapshot = field(default_factory=CameraStatsSnapshot)
 
-    def fps(self, now: float, horizon_s: float = 5.0) -> float:
-        recent = [t for t in self.fps_window if now - t <= horizon_s]
-        if len(recent) < 2:
-            return 0.0
-        span = max(recent[-1] - recent[0], 1e-6)
-        return (len(recent) - 1) / span
+    def publish(self) -> None:
+        """Writer thread: make the current counters visible to readers (one reference swap)."""
+        self.snapshot = CameraStatsSnapshot(
+            self.processed,
+            self.alerts,
+            self.samples,
+            self.snapshots,
+            self.last_processed_wall,
+            tuple(self.latencies_ms),
+            tuple(self.fps_window),
+        )
 
 
 class CameraRuntime:
@@ -255,6 +288,8 @@ class OutputCounters:
     samples_spooled: int = 0
     snapshots_spooled: int = 0
     samples_dropped_queue_full: int = 0
+    alerts_dropped_queue_full: int = 0
+    snapshots_dropped_queue_full: int = 0
     spool_full: int = 0
     spool_write_errors: int = 0
     encode_errors: int = 0
@@ -318,6 +353,7 @@ class OutputWriter:
         topics: Topics,
         device: str,
         queue_size: int = 64,
+        queue_max_bytes: int = 128 * 1024 * 1024,
         sample_quality: int = 90,
         snapshot_quality: int = 80,
         alert_snapshots: bool = True,
@@ -328,7 +364,9 @@ class OutputWriter:
         self.sample_quality = sample_quality
         self.snapshot_quality = snapshot_quality
         self.alert_snapshots = alert_snapshots
-        self._queue: queue.Queue[Optional[OutputJob]] = queue.Queue(maxsize=queue_size)
+        self._queue: OutputQueue[OutputJob] = OutputQueue(
+            queue_size, queue_max_bytes, lambda job: int(job.frame.image.nbytes), lambda job: job.kind == "alert"
+        )
         self.counters = OutputCounters()
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="output-writer", daemon=True)
@@ -338,28 +376,26 @@ class OutputWriter:
         self._thread.start()
 
     def submit(self, job: OutputJob) -> bool:
-        """Queue a job. Alerts wait (up to 1 s) for room; samples and snapshots are dropped when full."""
-        try:
-            if job.kind == "alert":
-                self._queue.put(job, timeout=1.0)
-            else:
-                self._queue.put_nowait(job)
-            return True
-        except queue.Full:
+        """Queue a job without ever waiting (the rules thread must not stall on a slow disk). When the queue is
+        full (by count or by the bytes of the frames it holds), an alert evicts the oldest samples and snapshots;
+        a sample or snapshot is dropped. Every drop is counted by its kind."""
+        accepted, evicted = self._queue.put(job)
+        dropped = list(evicted) + ([] if accepted else [job])
+        if dropped:
             with self._lock:
-                self.counters.samples_dropped_queue_full += 1
-            log.warning("output_queue_full", kind=job.kind, camera=job.camera)
-            return False
+                for d in dropped:
+                    name = f"{d.kind}s_dropped_queue_full"
+                    setattr(self.counters, name, getattr(self.counters, name) + 1)
+            for d in dropped:
+                log.warning("output_queue_full", kind=d.kind, camera=d.camera, evicted=d is not job)
+        return accepted
 
     def pending(self) -> int:
-        return self._queue.qsize()
+        return len(self._queue)
 
     def stop(self, timeout: float = 5.0) -> None:
         """Finish what is queued (bounded by ``timeout``), then stop."""
-        try:
-            self._queue.put(None, timeout=timeout)
-        except queue.Full:
-            return
+        self._queue.close()
         self._thread.join(timeout)
 
     def snapshot(self) -> OutputCounters:
@@ -369,7 +405,7 @@ class OutputWriter:
     def _run(self) -> None:
         while True:
             job = self._queue.get()
-            if job is None:
+            if job is None:  # closed and drained
                 return
             try:
                 self._handle(job)
@@ -399,7 +435,13 @@ class OutputWriter:
 
     def _snapshot_ref(self, job: OutputJob, quality: int) -> Tuple[SnapshotRef, bytes]:
         jpeg = encode_jpeg(job.frame.image, quality)
-        ref = SnapshotRef(id=uuid.uuid4().hex, topic=self.topics.snapshots, image=_image_info(job.frame.image, jpeg))
+        ref = SnapshotRef(
+            id=uuid.uuid4().hex,
+            topic=self.topics.snapshots,
+            image=_image_info(job.frame.image, jpeg),
+            request_id=job.request_id,  # the requester matches the answer by it
+            camera=job.camera if job.request_id is not None else None,
+        )
         return ref, jpeg
 
     def _handle(self, job: OutputJob) -> None:
@@ -855,6 +897,7 @@ class Pipeline:
         stats.last_processed_wall = time.time()
         stats.latencies_ms.append((done - frame.captured_monotonic) * 1e3)
         stats.fps_window.append(done)
+        stats.publish()
 
     # -- commands (queued)
 
@@ -887,6 +930,40 @@ class Pipeline:
             self.decode = decode
 
         self.call_soon(op)
+
+    def update_thresholds(self, cameras: Sequence[str], thresholds: Dict[str, float]) -> concurrent.futures.Future[int]:
+        """Apply a ``set_thresholds`` command on the inference thread, between frames.
+
+        The rules and decode parameters in force are read *and* replaced by their owner, so two quick commands
+        cannot lose one another (each used to be computed on the event loop from rules the other had not yet
+        replaced). All or nothing: every camera's new rules are built and checked before any is applied.
+        Resolves to the number of cameras changed; raises ``KeyError`` / ``ValueError`` when a name or value is
+        invalid (nothing changed).
+        """
+        done: concurrent.futures.Future[int] = concurrent.futures.Future()
+        values = dict(thresholds)
+
+        def op() -> None:
+            try:
+                runtimes = [self.cameras[name] for name in cameras if name in self.cameras]
+                updates = [(r, rules_with_thresholds(r.rules, values)) for r in runtimes]
+                for _runtime, rules in updates:
+                    rules.alert_rules(self._class_names)  # raises before anything changes
+                decode = self.decode
+                if "conf" in values or "iou" in values:
+                    decode = dataclasses.replace(
+                        decode, conf=values.get("conf", decode.conf), iou=values.get("iou", decode.iou)
+                    )
+            except Exception as exc:
+                done.set_exception(exc)
+                return
+            for runtime, rules in updates:
+                runtime.apply_rules(rules, self._class_names)
+            self.decode = decode
+            done.set_result(len(updates))
+
+        self.call_soon(op)
+        return done
 
 
 # ------------------------------------------------------------------------------------------------ thresholds

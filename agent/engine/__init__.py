@@ -12,7 +12,7 @@ from __future__ import annotations
 from agent.core.decode import DecodeParams, OutputLayout
 from agent.core.detections import Detections
 from agent.engine.config import BackendConfig, OnnxRuntimeConfig, TensorRTConfig
-from agent.engine.detector import Detector, LoadedModel, PreparedFrame, StageTimes, read_model
+from agent.engine.detector import Detector, PreparedFrame, StageTimes
 from agent.engine.errors import (
     BackendRuntimeError,
     BackendUnavailableError,
@@ -22,6 +22,7 @@ from agent.engine.errors import (
     ModelFileError,
     ModelMetadataError,
 )
+from agent.engine.model import LoadedModel, read_model
 
 __all__ = [
     "BackendConfig",

@@ -25,7 +25,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 from numpy.typing import NDArray
@@ -39,6 +39,7 @@ from agent.engine.errors import (
     InputError,
     ModelFileError,
 )
+from agent.engine.model import LoadedModel
 from agent.engine.trt_build import (
     CalibrationBatches,
     CalibrationCacheFiles,
@@ -53,9 +54,6 @@ from agent.engine.trt_build import (
     make_logger,
     read_nonempty_file,
 )
-
-if TYPE_CHECKING:  # detector.py imports this module lazily; the type is for readers and mypy only
-    from agent.engine.detector import LoadedModel
 
 # -- dtypes -----------------------------------------------------------------------------------------------
 _TRT_TO_NUMPY: Dict[str, Any] = {

@@ -102,6 +102,8 @@ class MqttLink:
         self._ready = threading.Event()
         self._suback_pending: Set[int] = set()
         self._thread: Optional[threading.Thread] = None
+        # set when the thread itself died (a bug outside every guard): the daemon's supervisor reads it
+        self.failure: Optional[BaseException] = None
         self._client: Optional[mqtt.Client] = None
         self._protocol = mqtt.MQTTv5 if config.protocol in ("auto", "5") else mqtt.MQTTv311
         self._connack: Optional[Tuple[int, str]] = None
@@ -353,6 +355,20 @@ class MqttLink:
     # ------------------------------------------------------------------ the loop
 
     def _run(self) -> None:
+        try:
+            self._run_guarded()
+        except BaseException as exc:  # never silent: the supervisor sees `failure` and stops the daemon cleanly
+            self.failure = exc
+            self._connected.clear()
+            self._ready.clear()
+            log.exception("mqtt_link_thread_died")
+
+    @property
+    def alive(self) -> bool:
+        """Whether the ``mqtt-link`` thread runs (False before start, after stop, and after it died)."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def _run_guarded(self) -> None:
         log.info("mqtt_link_started", host=self.config.host, port=self.config.port, device=self.config.device)
         while not self._stop.is_set():
             try:
@@ -363,7 +379,14 @@ class MqttLink:
                 connected = False
             if connected:
                 self._backoff.reset()
-                self._serve()
+                try:
+                    self._serve()
+                except Exception:
+                    # e.g. building the status payload, or paho's publish: drop this connection and reconnect
+                    # with backoff (a fresh client; the spool hands its in-flight messages out again)
+                    self._count("serve_errors")
+                    log.exception("mqtt_serve_failed")
+                    self._abandon_connection()
                 if self._stop.is_set():
                     break
             if self._fallback_pending:
@@ -375,6 +398,19 @@ class MqttLink:
         self._shutdown()
 
     _fallback_pending = False
+
+    def _abandon_connection(self) -> None:
+        if self._connected.is_set():
+            self._connected.clear()
+            self._count("disconnects")
+        self._ready.clear()
+        self._set(connected=False)
+        client, self._client = self._client, None
+        if client is not None:
+            try:
+                drop_socket(client)
+            except Exception:
+                log.exception("mqtt_drop_socket_failed")
 
     def _connect_once(self) -> bool:
         self._fallback_pending = False

@@ -28,6 +28,8 @@ class LinkMetrics:
     commands: int = 0
     commands_malformed: int = 0
     command_handler_errors: int = 0
+    serve_errors: int = 0
+    """Exceptions while serving a connection (the connection is dropped and made again with backoff)."""
     pushes: int = 0
     pushes_malformed: int = 0
     spool_errors: int = 0

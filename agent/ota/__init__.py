@@ -16,7 +16,10 @@ Errors: see :mod:`agent.ota.errors`.
 
 from __future__ import annotations
 
-from agent.ota.config import DeviceConfig, HealthCheckConfig, OtaConfig, OtaLimits, ProbationConfig
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from agent.ota.config import DeviceConfig, HealthCheckConfig, ModelUpdatesConfig, OtaConfig, OtaLimits, ProbationConfig
 from agent.ota.errors import (
     BundleError,
     HealthCheckFailed,
@@ -26,16 +29,43 @@ from agent.ota.errors import (
     TransportError,
     VerificationError,
 )
-from agent.ota.fetchers import (
-    DirectoryFetcher,
-    Fetcher,
-    HttpFetcher,
-    MemoryFetcher,
-    StagedFile,
-    TooSlowError,
-    TransferPace,
-)
-from agent.ota.installer import FAULT_POINTS, Installer, OtaEvent, ServingContext, channel_target
+
+if TYPE_CHECKING:  # the real types for mypy and readers; at run time they load on first use (below)
+    from agent.ota.fetchers import (
+        DirectoryFetcher,
+        Fetcher,
+        HttpFetcher,
+        MemoryFetcher,
+        StagedFile,
+        TooSlowError,
+        TransferPace,
+    )
+    from agent.ota.installer import FAULT_POINTS, Installer, OtaEvent, ServingContext, channel_target
+
+# fetchers pull in requests, the installer pulls in tuf: loading the agent's configuration (which holds
+# OtaConfig) must not import them, so they load when first named.
+_LAZY = {
+    "DirectoryFetcher": "agent.ota.fetchers",
+    "Fetcher": "agent.ota.fetchers",
+    "HttpFetcher": "agent.ota.fetchers",
+    "MemoryFetcher": "agent.ota.fetchers",
+    "StagedFile": "agent.ota.fetchers",
+    "TooSlowError": "agent.ota.fetchers",
+    "TransferPace": "agent.ota.fetchers",
+    "FAULT_POINTS": "agent.ota.installer",
+    "Installer": "agent.ota.installer",
+    "OtaEvent": "agent.ota.installer",
+    "ServingContext": "agent.ota.installer",
+    "channel_target": "agent.ota.installer",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'agent.ota' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
 
 __all__ = [
     "FAULT_POINTS",
@@ -48,6 +78,7 @@ __all__ = [
     "HttpFetcher",
     "Installer",
     "MemoryFetcher",
+    "ModelUpdatesConfig",
     "OtaConfig",
     "OtaError",
     "OtaEvent",

@@ -129,3 +129,47 @@ class OtaConfig(BaseModel):
     keep_slots: int = Field(
         3, ge=2, le=16, description="Most release slots kept on disk (active, previous and known-good always are)."
     )
+
+
+class ModelUpdatesConfig(BaseModel):
+    """Timing and bounds of the daemon's model-update service (pushes over MQTT, chunked transfers, retries).
+
+    Here, with the rest of the OTA configuration, so that loading the agent's configuration does not import
+    the update service (and the installer, tuf and requests with it)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tick_s: float = Field(default=0.5, gt=0, le=60, description="Period of retry, stall and deferral checks.")
+    retry_initial_s: float = Field(default=5.0, gt=0, description="First wait after a failed transport.")
+    retry_max_s: float = Field(default=300.0, gt=0, description="Longest wait between transport retries.")
+    retry_jitter: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="Random fraction of each retry wait, so that boxes that failed together do not retry together.",
+    )
+    chunk_stall_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="A chunked transfer without progress for this long re-subscribes (retained chunks again).",
+    )
+    chunk_deadline_s: float = Field(
+        default=3600.0, gt=0, description="A chunked transfer must finish within this (this run), else too_slow."
+    )
+    chunk_min_rate: float = Field(
+        default=1024.0,
+        ge=0,
+        description="Bytes/s of new chunks a transfer must average once chunk_grace_s passed, else too_slow.",
+    )
+    chunk_grace_s: float = Field(default=60.0, gt=0, description="Before this, a transfer's rate is not judged.")
+    max_queued_chunk_bytes: int = Field(
+        default=32 * 1024 * 1024,
+        ge=1024,
+        description="Chunk bytes waiting for the worker; beyond this chunks are dropped and fetched again later.",
+    )
+    health_grace_s: float = Field(
+        default=60.0, ge=0, description="Seconds after a switch before the FPS health check can fail a trial."
+    )
+    progress_step: float = Field(
+        default=0.1, gt=0, le=1, description="Chunk progress is reported each time it grows by this fraction."
+    )

@@ -727,8 +727,8 @@ class Installer:
 
 def _interface_of(path: Path) -> ModelInterface:
     """Read a model file's interface without a runtime (ONNX protobuf + metadata). Raises ValueError."""
-    from agent.engine.detector import read_model
     from agent.engine.errors import EngineError
+    from agent.engine.model import read_model
 
     try:
         model = read_model(path)

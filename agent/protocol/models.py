@@ -163,6 +163,14 @@ class SnapshotRef(_Message):
     id: str = Field(pattern=_ID_PATTERN, description="Message id of the snapshot message.")
     topic: str = Field(max_length=512, description="Topic the snapshot is published on.")
     image: ImageInfo = Field(description="Size and digest of the JPEG.")
+    request_id: Optional[str] = Field(
+        default=None,
+        max_length=128,
+        description="The request_snapshot command this answers (null for an alert's snapshot).",
+    )
+    camera: Optional[str] = Field(
+        default=None, pattern=_ID_PATTERN, description="Camera the frame comes from (set on requested snapshots)."
+    )
 
 
 class AlertEvent(_Message):

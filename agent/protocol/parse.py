@@ -55,10 +55,16 @@ def _load_object(topic: str, payload: bytes, request_id_hint: bool = False) -> D
 
 
 def _request_id_of(document: Dict[str, Any]) -> Optional[str]:
+    """The request id an error reply can carry: a string of 1..128 characters that encodes as UTF-8 (JSON may
+    escape a lone surrogate, ``"\\ud800"``, which no reply can hold); otherwise ``None``."""
     value = document.get("request_id")
-    if isinstance(value, str) and 0 < len(value) <= 128:
-        return value
-    return None
+    if not isinstance(value, str) or not 0 < len(value) <= 128:
+        return None
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
+    return value
 
 
 def _validation_detail(exc: ValidationError) -> str:

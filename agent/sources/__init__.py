@@ -13,6 +13,7 @@ OpenCV is imported only when a reader opens.
 
 from __future__ import annotations
 
+from agent.core.backoff import Backoff
 from agent.sources.camera import CameraSource, FrameListener, StateListener, default_stall_timeout
 from agent.sources.config import (
     BackoffConfig,
@@ -36,7 +37,7 @@ from agent.sources.errors import (
     SourceUnavailableError,
 )
 from agent.sources.factory import build_source, make_opener
-from agent.sources.frame import Backoff, Frame, SourceState, SourceStatus, SyntheticOrigin
+from agent.sources.frame import Frame, SourceState, SourceStatus, SyntheticOrigin
 from agent.sources.readers import FrameReader, Opener, csi_pipeline, gstreamer_available
 
 __all__ = [

@@ -33,8 +33,9 @@ from typing import Any, Callable, List, Optional, Set, Tuple
 
 import structlog
 
+from agent.core.backoff import Backoff
 from agent.sources.errors import SourceConfigError, SourceStoppedError
-from agent.sources.frame import Backoff, Frame, SourceState, SourceStatus, SyntheticOrigin
+from agent.sources.frame import Frame, SourceState, SourceStatus, SyntheticOrigin
 from agent.sources.readers import FrameReader, Image, Opener
 
 log = structlog.get_logger(__name__)

@@ -24,18 +24,15 @@ from __future__ import annotations
 
 from typing import List, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 from typing_extensions import Annotated
 
+from agent.core.backoff import Backoff
 from agent.rules_config import CameraRulesConfig
-from agent.sources.frame import Backoff
+from agent.strict import FrozenModel
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class BackoffConfig(_Strict):
+class BackoffConfig(FrozenModel):
     """Reconnect delays: capped exponential backoff with jitter."""
 
     initial_s: float = Field(default=0.5, gt=0, le=3600, description="Delay before the first retry.")
@@ -47,7 +44,7 @@ class BackoffConfig(_Strict):
         return Backoff(self.initial_s, max(self.max_s, self.initial_s), self.multiplier, self.jitter)
 
 
-class RtspSourceConfig(_Strict):
+class RtspSourceConfig(FrozenModel):
     """An RTSP stream read by OpenCV's FFmpeg backend."""
 
     type: Literal["rtsp"] = Field(description="Source kind.")
@@ -59,7 +56,7 @@ class RtspSourceConfig(_Strict):
     read_timeout_s: float = Field(default=5.0, gt=0, le=300, description="A read blocking this long fails.")
 
 
-class HttpSourceConfig(_Strict):
+class HttpSourceConfig(FrozenModel):
     """An HTTP(S) stream (MJPEG over multipart/x-mixed-replace, HLS, ...) read by OpenCV's FFmpeg backend."""
 
     type: Literal["http"] = Field(description="Source kind.")
@@ -68,7 +65,7 @@ class HttpSourceConfig(_Strict):
     read_timeout_s: float = Field(default=5.0, gt=0, le=300, description="A read blocking this long fails.")
 
 
-class UsbSourceConfig(_Strict):
+class UsbSourceConfig(FrozenModel):
     """A USB / V4L2 camera."""
 
     type: Literal["usb"] = Field(description="Source kind.")
@@ -91,7 +88,7 @@ class UsbSourceConfig(_Strict):
         return value
 
 
-class CsiSourceConfig(_Strict):
+class CsiSourceConfig(FrozenModel):
     """A MIPI CSI camera on a Jetson, through nvarguscamerasrc (needs OpenCV with GStreamer)."""
 
     type: Literal["csi"] = Field(description="Source kind.")
@@ -111,7 +108,7 @@ class CsiSourceConfig(_Strict):
     )
 
 
-class GStreamerSourceConfig(_Strict):
+class GStreamerSourceConfig(FrozenModel):
     """Any GStreamer pipeline ending in an appsink delivering BGR (needs OpenCV with GStreamer)."""
 
     type: Literal["gstreamer"] = Field(description="Source kind.")
@@ -127,7 +124,7 @@ class GStreamerSourceConfig(_Strict):
         return value
 
 
-class FileSourceConfig(_Strict):
+class FileSourceConfig(FrozenModel):
     """A video file."""
 
     type: Literal["file"] = Field(description="Source kind.")
@@ -138,7 +135,7 @@ class FileSourceConfig(_Strict):
     )
 
 
-class ImageFolderSourceConfig(_Strict):
+class ImageFolderSourceConfig(FrozenModel):
     """A folder of images, in sorted name order (re-listed at each pass)."""
 
     type: Literal["images"] = Field(description="Source kind.")
@@ -149,7 +146,7 @@ class ImageFolderSourceConfig(_Strict):
     )
 
 
-class SyntheticSourceConfig(_Strict):
+class SyntheticSourceConfig(FrozenModel):
     """Rendered industrial scenes from agent.synthetic (demos, tests, benchmarks)."""
 
     type: Literal["synthetic"] = Field(description="Source kind.")
@@ -183,7 +180,7 @@ SourceConfig = Annotated[
 ]
 
 
-class CameraConfig(_Strict):
+class CameraConfig(FrozenModel):
     """One camera: where frames come from, how fast, and what to do with its detections."""
 
     name: str = Field(

@@ -1,8 +1,8 @@
-"""Frames, source states and the reconnect backoff: the pure part of the camera sources."""
+"""Frames and source states: the pure part of the camera sources (their reconnect backoff is
+:class:`agent.core.backoff.Backoff`)."""
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Dict, Optional
@@ -145,33 +145,3 @@ class SourceStatus:
             "width": self.width,
             "height": self.height,
         }
-
-
-@dataclass(frozen=True)
-class Backoff:
-    """Capped exponential backoff with jitter.
-
-    The delay before attempt ``n`` (0-based) is ``min(max_s, initial_s * multiplier**n)`` scaled by a random
-    factor in ``[1 - jitter, 1]``: never above the cap, and cameras that lost the same switch do not all retry
-    in the same instant.
-    """
-
-    initial_s: float = 0.5
-    max_s: float = 30.0
-    multiplier: float = 2.0
-    jitter: float = 0.2
-
-    def __post_init__(self) -> None:
-        if self.initial_s <= 0 or self.max_s < self.initial_s:
-            raise ValueError(f"need 0 < initial_s <= max_s, got {self.initial_s}, {self.max_s}")
-        if self.multiplier < 1:
-            raise ValueError(f"multiplier must be >= 1, got {self.multiplier}")
-        if not 0 <= self.jitter < 1:
-            raise ValueError(f"jitter must be in [0, 1), got {self.jitter}")
-
-    def delay(self, attempt: int, rng: Optional[random.Random] = None) -> float:
-        """Seconds to wait before retry number ``attempt`` (0 for the first retry)."""
-        exponent = min(max(attempt, 0), 64)  # 2**64 * anything is past any cap; avoids float overflow
-        base = min(self.max_s, self.initial_s * self.multiplier**exponent)
-        u = (rng or random).random()
-        return base * (1.0 - self.jitter * u)

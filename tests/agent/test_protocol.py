@@ -181,6 +181,9 @@ def test_valid_commands_parse_to_their_types() -> None:
         (b'{"type":"set_thresholds","request_id":"r1","thresholds":{}}', ProtocolErrorReason.INVALID, "r1"),
         (b'{"type":"ping","request_id":"r1","sent_at":1e400}', ProtocolErrorReason.INVALID, "r1"),
         (b" " * 20_000, ProtocolErrorReason.OVERSIZE, None),
+        # a JSON-escaped lone surrogate: no reply could carry it back (and building one used to raise)
+        (b'{"type":"ping","request_id":"bb-\\ud800"}', ProtocolErrorReason.INVALID, None),
+        (b'{"type":"reboot","request_id":"\\udfff"}', ProtocolErrorReason.UNKNOWN_TYPE, None),
     ],
 )
 def test_invalid_commands_raise_one_error_with_topic_and_reason(
@@ -191,6 +194,9 @@ def test_invalid_commands_raise_one_error_with_topic_and_reason(
     assert info.value.reason == reason
     assert info.value.topic == T
     assert info.value.request_id == request_id
+    # PROTOCOL.md: every malformed command gets a reply; it must be buildable and encodable
+    reply = CommandReply.failure(info.value.request_id, "dev1", datetime.now(timezone.utc), reason.value, "x")
+    assert json.loads(encode_json(reply))["request_id"] == request_id
 
 
 _json_leaf = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20)

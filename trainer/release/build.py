@@ -20,7 +20,7 @@ from agent.core.release import (
     parse_manifest,
     parse_semver,
 )
-from agent.engine.detector import read_model
+from agent.engine.model import read_model
 from trainer.release.keys import KeyRing
 from trainer.release.refresh import repository_lock
 from trainer.release.repo import Repository, RepositoryError, sha256_file

@@ -126,3 +126,18 @@ def test_disk_budget_caps_the_spool() -> None:
         environ={},
     )
     assert config.spool_config().max_bytes == 200000000
+
+
+def test_loading_the_configuration_does_not_import_the_update_machinery() -> None:
+    # agent/config.py used to import ModelUpdatesConfig from agent/app/ (an arrow running back up): reading the
+    # configuration loaded the update service, the installer, tuf and requests
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, agent.config; "
+        "print([m for m in ('tuf', 'requests', 'agent.ota.installer', 'agent.ota.fetchers', 'agent.app.model_updates',"
+        " 'agent.app.daemon') if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "[]"

@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 
 from agent.app.status import render_summary, status_main
 from agent.engine.config import OnnxRuntimeConfig
-from agent.engine.detector import Detector, read_model
+from agent.engine.detector import Detector
+from agent.engine.model import read_model
 from agent.engine.onnxruntime import OnnxRuntimeBackend
 from agent.observability.sdnotify import SdNotifier
 from tests.agent.broker import MosquittoBroker, free_port
@@ -214,7 +215,16 @@ def test_commands_reach_the_daemon_after_broker_restart_without_persistence(
         assert replies["snap"]["status"] == "ok" and replies["thr"]["status"] == "ok"
         assert replies["nocam"]["error"]["code"] == "unknown_camera"
         assert replies["badthr"]["error"]["code"] == "invalid"
-        wait_for(lambda: collector.on("/snapshots"), 10, "requested snapshot")
+        from agent.protocol import ProtocolLimits, parse_snapshot
+
+        def requested() -> List[Any]:  # alerts' snapshots travel on the same topic, without a request id
+            refs = [parse_snapshot(t, p, ProtocolLimits()) for _, t, p in collector.on("/snapshots")]
+            return [(ref, jpeg) for ref, jpeg in refs if ref.request_id is not None]
+
+        wait_for(requested, 10, "requested snapshot")
+        ref, jpeg = requested()[0]
+        assert (ref.request_id, ref.camera) == ("snap", "cam1")  # the requester can match the answer
+        assert jpeg[:2] == b"\xff\xd8"
         wait_for(lambda: d.daemon.pipeline.decode.conf == 0.3, 5, "threshold applied")
         collector.close()
 

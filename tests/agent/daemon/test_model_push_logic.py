@@ -232,3 +232,19 @@ def test_the_daemon_gives_the_installer_its_factory_model_and_the_classes_its_ru
     assert serving.factory_model == TINY_MODEL
     assert serving.needs.names == {"defect"} and serving.needs.ids == {0}  # the disabled camera names nothing
     assert serving.needs.where == ("line1/defects=defect", "line1/defects=0")
+
+
+def test_download_retries_are_jittered_so_a_fleet_does_not_retry_in_lockstep(tmp_path: Path) -> None:
+    from agent.app.model_updates import ModelUpdatesConfig, ModelUpdateService
+    from agent.core.backoff import Backoff
+    from agent.ota import OtaConfig
+
+    ota = OtaConfig(state_dir=tmp_path / "ota", trusted_root=tmp_path / "root.json", offline_root=None)
+    waits = []
+    for _box in range(20):  # twenty boxes whose download failed at the same instant
+        service = ModelUpdateService(ota, "dev1", ModelUpdatesConfig(retry_initial_s=10, retry_max_s=300))
+        before = time.monotonic()
+        service._retry_later("push-1", "transport")
+        waits.append(round(service._retry["push-1"][1] - before, 2))
+    assert all(5.0 <= w <= 10.1 for w in waits) and len(set(waits)) > 10  # spread over [5, 10] s, not all 10 s
+    assert isinstance(service._retry_backoff, Backoff)  # the one backoff of the agent (agent.core.backoff)

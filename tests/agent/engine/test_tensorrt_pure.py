@@ -24,13 +24,13 @@ from agent.core.model_meta import ModelMetadata
 from agent.core.onnx_proto import OnnxModelInfo, TensorSpec
 from agent.engine.config import TensorRTConfig
 from agent.engine.cuda_memory import CudaPythonMemory, PycudaMemory, load_cuda_memory
-from agent.engine.detector import LoadedModel
 from agent.engine.errors import (
     BackendRuntimeError,
     BackendUnavailableError,
     InputError,
     ModelFileError,
 )
+from agent.engine.model import LoadedModel
 from agent.engine.preprocess import letterbox_into
 from agent.engine.tensorrt import (
     TensorDesc,

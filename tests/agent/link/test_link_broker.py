@@ -317,3 +317,45 @@ def test_graceful_stop_publishes_offline(tmp_path: Path, broker: MosquittoBroker
     link.stop()
     assert collector.wait_for(lambda m: any(t == TOPICS.status and b'"offline"' in p for t, p, *_ in m))
     assert make_spool is not None
+
+
+def test_an_exception_while_serving_reconnects_instead_of_killing_the_thread(
+    tmp_path: Path, broker: MosquittoBroker, collector: Collector
+) -> None:
+    link = make_link(tmp_path, broker.port)
+    real = link._status_payload
+    calls = {"n": 0}
+
+    def flaky(state: str) -> bytes:  # a status payload that cannot be built, once, while serving a connection
+        if link._connected.is_set():
+            calls["n"] += 1
+            if calls["n"] == 1:
+                raise ValueError("status payload broke")
+        return real(state)
+
+    link._status_payload = flaky  # type: ignore[method-assign]
+    link.start()
+    try:
+        assert wait_until(lambda: link.metrics().serve_errors == 1, 10)
+        assert link.wait_connected_blocking(10), "the link did not come back after the exception"
+        assert link.alive and link.failure is None
+        link.spool.put("alert", TOPICS.alerts, b'{"id": "a-2"}', message_id="a-2")
+        assert collector.wait_for(lambda m: any(t == TOPICS.alerts for t, *_ in m))
+        assert link.metrics().connects == 2
+    finally:
+        link.stop()
+
+
+def test_a_dead_link_thread_is_reported_not_silent(tmp_path: Path, broker: MosquittoBroker) -> None:
+    link = make_link(tmp_path, broker.port)
+
+    def broken() -> None:  # a bug outside every guard of the loop
+        raise RuntimeError("link bug")
+
+    link._run_guarded = broken  # type: ignore[method-assign]
+    link.start()
+    try:
+        assert wait_until(lambda: not link.alive, 5)
+        assert isinstance(link.failure, RuntimeError) and not link.connected
+    finally:
+        link.stop()

@@ -24,7 +24,7 @@ import yaml
 import trainer.release.build as build_module
 from agent.cli import main
 from agent.core.interface import ClassNeeds
-from agent.engine.detector import read_model
+from agent.engine.model import read_model
 from agent.ota import Installer, OtaConfig
 from agent.ota.errors import HealthCheckFailed, ReleaseRejected
 from agent.ota.installer import ServingContext
