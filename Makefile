@@ -16,7 +16,7 @@ LABEL_STUDIO_VERSION := 1.23.2
 export YOLO_OFFLINE := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup demo loop-demo test lint typecheck pytest pytest38 bench clean demo-model
+.PHONY: setup demo loop-demo test test-slow lint typecheck pytest pytest38 bench clean demo-model
 
 setup: .stamps/apt $(VENV)/.installed $(VENV38)/.installed $(VENV_LS)/.installed
 
@@ -72,12 +72,18 @@ typecheck: setup
 
 # EVL_REQUIRE_LABEL_STUDIO: the Label Studio round trip fails instead of skipping when its server is missing.
 pytest: setup
-	EVL_REQUIRE_LABEL_STUDIO=1 $(VENV)/bin/python -m pytest -q
+	EVL_REQUIRE_LABEL_STUDIO=1 $(VENV)/bin/python -m pytest -q -m "not slow"
 
 pytest38: setup
-	$(VENV38)/bin/python -m pytest -q tests/agent tests/deploy
+	$(VENV38)/bin/python -m pytest -q -m "not slow" tests/agent tests/deploy
 
 test: lint typecheck pytest38 pytest
+
+# The outage- and soak-length tests (`@pytest.mark.slow`: 30 s broker outages through the link and the daemon),
+# on both interpreters; `make test` (what CI runs) leaves them out.
+test-slow: setup
+	$(VENV38)/bin/python -m pytest -q -m slow tests/agent tests/deploy
+	$(VENV)/bin/python -m pytest -q -m slow
 
 # Benchmarks write their sections of docs/BENCHMARKS.md; run them on an otherwise idle machine.
 bench: setup

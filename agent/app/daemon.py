@@ -218,6 +218,9 @@ class Daemon:
         self.metrics_server: Optional[MetricsServer] = None
         self.gate: Optional[WatchdogGate] = None
         self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._mqtt_down_since: Optional[str] = None  # status task only
+        self.model_error: Optional[str] = None  # why no model runs (event loop writes it)
+        self._model_ready: Optional[asyncio.Event] = None  # made on the loop (Python 3.8 binds it at creation)
         self._stop_event: Optional[asyncio.Event] = None
         self._reload_event: Optional[asyncio.Event] = None
         self._tasks: Optional[TaskGroup] = None
@@ -281,6 +284,7 @@ class Daemon:
 
     async def _start(self) -> None:
         cfg = self.config
+        self._model_ready = asyncio.Event()
         self.state_dir.mkdir(parents=True, exist_ok=True)
         release: Optional[Dict[str, Any]] = None
         if cfg.ota is not None:
@@ -294,14 +298,41 @@ class Daemon:
                 self.model_path = Path(active)
                 record = self.installer.state().active
                 release = None if record is None else {"name": record.name, "version": record.version}
-        if self.model_path is None:
-            if cfg.model.path is None:
-                raise ConfigError(["model.path: no model configured and no OTA release installed"])
-            self.model_path = cfg.model.path
-        path = self.model_path
-        detector = await _in_thread(lambda: self._detector_factory(path, cfg.model.backend), "model-loader")
-        model = ModelInfo.of(detector, release["name"] if release else None, release["version"] if release else None)
-        log.info("model_loaded", **{k: str(v) for k, v in detector.describe().items()})
+        detector: Optional[Detector] = None
+        try:
+            if self.model_path is None:
+                if cfg.model.path is None:
+                    raise ConfigError(["model.path: no model configured and no OTA release installed"])
+                self.model_path = cfg.model.path
+            path = self.model_path
+            try:
+                detector = await _in_thread(lambda: self._detector_factory(path, cfg.model.backend), "model-loader")
+            except Exception as exc:
+                if self.updates is None or self.installer is None or self.installer.state().trial is None:
+                    raise
+                # a release on probation whose model does not load is the release's fault: back to known-good
+                log.error("trial_model_does_not_load", path=str(path), error=str(exc))
+                record = await self.updates.rollback(f"model does not load: {exc}"[:500])
+                back = self.installer.active_model_path()
+                if record is None or back is None:
+                    raise
+                self.model_path = Path(back)
+                release = {"name": record.name, "version": record.version}
+                again = self.model_path
+                detector = await _in_thread(lambda: self._detector_factory(again, cfg.model.backend), "model-loader")
+        except Exception as exc:
+            if self.updates is None:
+                raise  # nothing could ever bring a model: fail the start (exit 3), as a configuration error does
+            # Not a restart loop every 5 s: stay up, say why on the status, keep the link, and wait for a signed
+            # release (MQTT push or `edge-agent ota install`) to bring a model that loads.
+            self.model_error = f"{self.model_path}: {exc}" if self.model_path else str(exc)
+            self.model_path = None
+            log.error("model_unavailable_waiting_for_a_release", error=self.model_error)
+        if detector is not None:
+            model = ModelInfo.of(
+                detector, release["name"] if release else None, release["version"] if release else None
+            )
+            log.info("model_loaded", **{k: str(v) for k, v in detector.describe().items()})
 
         from agent.link.link import MqttLink
         from agent.protocol.topics import Topics
@@ -325,16 +356,16 @@ class Daemon:
             alert_snapshots=out.alert_snapshots,
         )
         self.writer.start()
-        self.pipeline = Pipeline(detector, model, cfg.model.decode_params(), self.writer)
+        if detector is not None:
+            self.pipeline = Pipeline(detector, model, cfg.model.decode_params(), self.writer)
         self.inference = InferenceThread()
         self.link = MqttLink(cfg.mqtt, self.spool, self._device_status)
         assert self._loop is not None
         self.link.start(self._loop)
         if self.updates is not None:
             self.updates.attach(self.spool.put, topics, self.link, self._sync_model, self._loop, cfg.mqtt.limits)
-        for camera in cfg.cameras:
-            if camera.enabled:
-                self._add_camera(camera)
+        if self.pipeline is not None:
+            self._add_cameras()
         if cfg.metrics.enabled:
             self.metrics_server = MetricsServer(self.metrics, cfg.metrics.host, cfg.metrics.port)
             self.metrics_server.start()
@@ -378,6 +409,13 @@ class Daemon:
         self.request_stop(f"task {name} ended")
 
     # ------------------------------------------------------------------ cameras
+
+    def _add_cameras(self) -> None:
+        for camera in self.config.cameras:
+            if camera.enabled:
+                self._add_camera(camera)
+        if self._model_ready is not None:
+            self._model_ready.set()
 
     def _add_camera(self, camera: CameraConfig) -> None:
         assert self.pipeline is not None
@@ -428,6 +466,7 @@ class Daemon:
                 frames=status.frames,
                 drops=status.dropped,
                 reconnects=status.reconnects,
+                reconnect_attempts=status.reconnect_attempts,
                 last_frame_at=None,
                 error=status.reason[:1024] or None,
                 ts=_now(),
@@ -439,6 +478,14 @@ class Daemon:
     # ------------------------------------------------------------------ tasks
 
     async def _inference_task(self) -> None:
+        while self.pipeline is None:  # started without a model: wait for a release that brings one
+            assert self.gate is not None
+            self.gate.progress()  # nothing is stuck: the watchdog keeps being fed
+            assert self._model_ready is not None
+            try:
+                await asyncio.wait_for(self._model_ready.wait(), 1.0)
+            except asyncio.TimeoutError:
+                pass
         assert self.pipeline is not None and self.inference is not None and self.gate is not None
         pipeline, thread, gate = self.pipeline, self.inference, self.gate
         idle = self.config.daemon.idle_poll_s
@@ -467,7 +514,8 @@ class Daemon:
 
     async def _handle_command(self, command: Command) -> CommandReply:
         pipeline = self.pipeline
-        assert pipeline is not None
+        if pipeline is None and not isinstance(command, RollbackCommand):
+            return self._fail(command, "no_model", f"no model runs on this box: {self.model_error}")
         device = self.config.mqtt.device
         known = {c.name for c in self.config.cameras if c.enabled}
         if isinstance(command, FlagWindowCommand):
@@ -479,11 +527,13 @@ class Daemon:
                 )
             except ValueError as exc:
                 return self._fail(command, "invalid", str(exc))
+            assert pipeline is not None
             pipeline.add_flag_window(window)
             return CommandReply.ok(command.request_id, device, _now(), {"camera": command.camera})
         if isinstance(command, RequestSnapshotCommand):
             if command.camera not in known:
                 return self._fail(command, "unknown_camera", f"no camera {command.camera!r}")
+            assert pipeline is not None
             pipeline.request_snapshot(command.camera, command.request_id)
             return CommandReply.ok(command.request_id, device, _now(), {"camera": command.camera})
         if isinstance(command, SetThresholdsCommand):
@@ -537,8 +587,12 @@ class Daemon:
             log.warning("model_push_ignored", reason="OTA is not configured", release=push.release.name)
 
     async def _sync_model(self) -> None:
-        """Swap the detector when the installer's active model differs from the one running."""
-        if self.installer is None or self.pipeline is None:
+        """Swap the detector when the installer's active model differs from the one running (or bring up the
+        pipeline and the cameras when the daemon started without a model)."""
+        if self.installer is None:
+            return
+        if self.pipeline is None:
+            await self._first_model()
             return
         assert self._swap_lock is not None
         async with self._swap_lock:
@@ -547,6 +601,26 @@ class Daemon:
                 return
             record = self.installer.state().active
             await self.swap_model(Path(path), record.name if record else None, record.version if record else None)
+
+    async def _first_model(self) -> None:
+        assert self.installer is not None and self._swap_lock is not None and self.writer is not None
+        async with self._swap_lock:
+            path = self.installer.active_model_path()
+            if path is None or self.pipeline is not None:
+                return
+            record = self.installer.state().active
+            backend = self.config.model.backend
+            try:
+                detector = await _in_thread(lambda: self._detector_factory(Path(path), backend), "model-loader")
+            except Exception as exc:
+                self.model_error = f"{path}: {exc}"
+                log.error("model_load_failed", path=str(path), error=str(exc))
+                return
+            info = ModelInfo.of(detector, record.name if record else None, record.version if record else None)
+            self.pipeline = Pipeline(detector, info, self.config.model.decode_params(), self.writer)
+            self.model_path, self.model_error = Path(path), None
+            log.info("model_loaded", recovered=True, **{k: str(v) for k, v in detector.describe().items()})
+            self._add_cameras()
 
     async def swap_model(self, path: Path, name: Optional[str] = None, version: Optional[str] = None) -> bool:
         """Build a detector for ``path`` off the loop, then swap it in between batches. False if refused."""
@@ -617,7 +691,10 @@ class Daemon:
     def apply_config(self, new: AgentConfig) -> bool:
         old = self.config
         pipeline = self.pipeline
-        assert pipeline is not None
+        if pipeline is None:
+            log.warning("reload_deferred", reason="no model runs yet; restart to apply the new configuration")
+            self.errors.append("reload deferred: no model runs yet")
+            return False
         restart = [
             name
             for name in ("mqtt", "spool", "disk_budget", "ota", "metrics", "output")
@@ -688,6 +765,7 @@ class Daemon:
             state="online",
             agent_version=__version__,
             model=pipeline.model.ref() if pipeline else None,
+            model_error=None if pipeline else (self.model_error or "")[:1024] or None,
             cameras=cameras,
             groups=list(self.config.mqtt.groups),
             quality=quality,
@@ -745,6 +823,12 @@ class Daemon:
         link: Dict[str, Any] = {}
         if self.link is not None:
             link = dict(vars(self.link.metrics()))
+            # since when the broker is out of reach: `edge-agent status` judges it against its grace period
+            if link.get("connected"):
+                self._mqtt_down_since = None
+            elif self._mqtt_down_since is None:
+                self._mqtt_down_since = _now().isoformat()
+            link["down_since"] = self._mqtt_down_since
         inference: Dict[str, Any] = {}
         model: Dict[str, Any] = {}
         if pipeline is not None:
@@ -754,6 +838,9 @@ class Daemon:
             inference["aggregate_fps"] = round(self._aggregate_fps(), 3)
             model = {**vars(pipeline.model), "path": str(self.model_path)}
         problems = list(self.errors[-10:])
+        if self.pipeline is None and self.model_error:
+            problems.insert(0, f"model: error: {self.model_error} (waiting for a signed release)")
+            model = {"error": self.model_error}
         if output and not output["disk_ok"]:
             problems.append(f"spool writes failing: {output.get('last_error')}")
         return {
@@ -816,7 +903,14 @@ class Daemon:
                 "counter",
                 camera=name,
             )
-            m.set("camera_reconnects_total", status.reconnects, "Camera reconnects.", "counter", camera=name)
+            m.set("camera_reconnects_total", status.reconnects, "Successful camera reconnects.", "counter", camera=name)
+            m.set(
+                "camera_reconnect_attempts_total",
+                status.reconnect_attempts,
+                "Camera reconnect attempts, failed ones included.",
+                "counter",
+                camera=name,
+            )
             m.set(
                 "camera_streaming",
                 1.0 if status.state == SourceState.STREAMING else 0.0,
@@ -949,8 +1043,33 @@ def run_daemon(config_path: Path) -> int:
         print(str(exc), file=sys.stderr)
         return EXIT_CONFIG
     setup_logging(config.logging.level, config.logging.format)
+    native = None
+    if config.logging.format == "json":
+        # FFmpeg / GStreamer / OpenCV / ONNX Runtime write to fd 2 between our JSON lines: wrap theirs too
+        from agent.observability.native_stderr import capture_native_stderr
+
+        native = capture_native_stderr()
     daemon = Daemon(config, config_path, model_updates=config.model_updates)
-    return asyncio.run(daemon.run())
+    try:
+        return asyncio.run(daemon.run())
+    finally:
+        if native is not None:
+            native.close()
+
+
+def _check_model(config: AgentConfig) -> Optional[str]:
+    """``run --check``: the factory model must exist and parse (no runtime needed), or OTA must be able to
+    provide one."""
+    from agent.engine.errors import EngineError
+    from agent.engine.model import read_model
+
+    if config.model.path is None:
+        return None if config.ota is not None else "model.path: no model configured and OTA is disabled"
+    try:
+        read_model(config.model.path)
+    except EngineError as exc:
+        return f"model.path: {exc}"
+    return None
 
 
 def add_run_parser(subparsers: Any) -> Any:
@@ -962,9 +1081,13 @@ def add_run_parser(subparsers: Any) -> Any:
     def handler(args: Any) -> int:
         if args.check:
             try:
-                load_config(args.config)
+                config = load_config(args.config)
             except ConfigError as exc:
                 print(str(exc))
+                return EXIT_CONFIG
+            problem = _check_model(config)
+            if problem:
+                print(f"{args.config}: {problem}")
                 return EXIT_CONFIG
             print(f"{args.config}: ok")
             return EXIT_OK

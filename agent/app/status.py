@@ -4,6 +4,14 @@ The daemon writes ``<state_dir>/status.json`` atomically (temporary file in the 
 ``os.replace``) every ``daemon.status_interval_s``; this command reads it, adds the OTA installer's status
 when OTA is configured, and prints a summary (or ``--json``). It never talks to the running daemon, so it
 works while the daemon is hung, and says how old the file is.
+
+Exit codes (for scripts and monitoring; each problem is also listed under ``problems:``)::
+
+    0  running and healthy
+    1  running but degraded: MQTT disconnected beyond the grace period, a camera reconnecting / stalled /
+       in error, or a problem the daemon reports (spool writes failing, a task that failed)
+    2  no status to read (never started, unreadable file) or an invalid configuration
+    3  not running: the pid in the status file is gone, the daemon says it stopped, or the file is stale
 """
 
 from __future__ import annotations
@@ -15,9 +23,13 @@ import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Dict, List, Optional, TextIO
+from typing import Any, Dict, List, Optional, TextIO, Tuple
 
 STATUS_FILE = "status.json"
+EXIT_HEALTHY, EXIT_DEGRADED, EXIT_NO_STATUS, EXIT_NOT_RUNNING = 0, 1, 2, 3
+STALE_AFTER_S = 60.0
+MQTT_GRACE_S = 60.0
+CAMERA_DOWN_STATES = ("reconnecting", "stalled", "error")
 
 
 def write_status(path: Path, document: Dict[str, Any]) -> None:
@@ -45,19 +57,78 @@ def read_status(path: Path) -> Dict[str, Any]:
     return document
 
 
-def _age_s(document: Dict[str, Any]) -> Optional[float]:
+def _age_s(document: Dict[str, Any], now: Optional[float] = None) -> Optional[float]:
     try:
         updated = datetime.fromisoformat(str(document["updated"]))
     except (KeyError, ValueError):
         return None
-    return max(0.0, time.time() - updated.timestamp())
+    return max(0.0, (time.time() if now is None else now) - updated.timestamp())
 
 
 def _fmt_ms(value: Any) -> str:
     return "-" if value is None else f"{float(value):.0f} ms"
 
 
-def render_summary(document: Dict[str, Any], ota: Optional[Dict[str, Any]] = None) -> str:
+def pid_alive(pid: Any) -> Optional[bool]:
+    """Whether process ``pid`` exists (``None``: no usable pid in the document)."""
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else (the daemon's user)
+        return True
+    return True
+
+
+def assess(
+    document: Dict[str, Any],
+    alive: Optional[bool],
+    now: Optional[float] = None,
+    mqtt_grace_s: float = MQTT_GRACE_S,
+    stale_after_s: float = STALE_AFTER_S,
+) -> Tuple[int, List[str]]:
+    """The exit code and the problems a person should see (pure; ``alive`` from :func:`pid_alive`)."""
+    now = time.time() if now is None else now
+    problems: List[str] = []
+    age = _age_s(document, now)
+    if alive is False:
+        problems.append(f"the daemon is not running (pid {document.get('pid')} is gone)")
+    elif document.get("state") != "running":
+        problems.append(f"the daemon is {document.get('state', 'in an unknown state')}, not running")
+    elif age is not None and age > stale_after_s:
+        problems.append(f"the status file is {age:.0f} s old: the daemon is hung or stopped")
+    if problems:
+        return EXIT_NOT_RUNNING, problems
+    mqtt = document.get("mqtt") or {}
+    if mqtt and not mqtt.get("connected"):
+        since = _parse_time(mqtt.get("down_since"))
+        down_s = None if since is None else max(0.0, now - since)
+        if down_s is None or down_s > mqtt_grace_s:
+            problems.append(
+                "MQTT disconnected"
+                + ("" if down_s is None else f" for {down_s:.0f} s")
+                + (f" (last CONNACK: {mqtt['last_connack']})" if mqtt.get("last_connack") else "")
+            )
+    for name, cam in sorted((document.get("cameras") or {}).items()):
+        state = str(cam.get("state", ""))
+        if state in CAMERA_DOWN_STATES:
+            problems.append(f"camera {name} is {state}" + (f": {cam['reason']}" if cam.get("reason") else ""))
+    problems.extend(str(p) for p in document.get("problems") or [])
+    return (EXIT_DEGRADED if problems else EXIT_HEALTHY), problems
+
+
+def _parse_time(value: Any) -> Optional[float]:
+    try:
+        return datetime.fromisoformat(str(value)).timestamp() if value else None
+    except ValueError:
+        return None
+
+
+def render_summary(
+    document: Dict[str, Any], ota: Optional[Dict[str, Any]] = None, problems: Optional[List[str]] = None
+) -> str:
     """A readable multi-line summary (pure)."""
     lines: List[str] = []
     age = _age_s(document)
@@ -84,7 +155,8 @@ def render_summary(document: Dict[str, Any], ota: Optional[Dict[str, Any]] = Non
     for name, cam in sorted((document.get("cameras") or {}).items()):
         lines.append(
             f"  {name:<20} {cam.get('state', '?'):<12} {cam.get('fps', 0):>6} fps  processed {cam.get('processed', 0)}"
-            f"  dropped {cam.get('dropped', 0)}  reconnects {cam.get('reconnects', 0)}"
+            f"  dropped {cam.get('dropped', 0)}"
+            f"  reconnects {cam.get('reconnects', 0)}/{cam.get('reconnect_attempts', cam.get('reconnects', 0))} tried"
             f"  p50 {_fmt_ms(cam.get('latency_p50_ms'))} p99 {_fmt_ms(cam.get('latency_p99_ms'))}"
             + (f"  ({cam['reason']})" if cam.get("reason") else "")
         )
@@ -117,15 +189,18 @@ def render_summary(document: Dict[str, Any], ota: Optional[Dict[str, Any]] = Non
             + (f"  IN PROBATION since {trial.get('since')}" if trial else "")
             + f"  floor {ota.get('floor', '-')}"
         )
-    problems = document.get("problems") or []
+    if problems is None:
+        problems = list(document.get("problems") or [])
     if problems:
         lines.append("problems:")
         lines.extend(f"  - {p}" for p in problems)
     return "\n".join(lines)
 
 
-def status_main(config_path: Path, as_json: bool = False, out: Optional[TextIO] = None) -> int:
-    """The command; exit 0 when running and fresh, 1 when stale/stopped or with problems, 2 when no status."""
+def status_main(
+    config_path: Path, as_json: bool = False, out: Optional[TextIO] = None, mqtt_grace_s: float = MQTT_GRACE_S
+) -> int:
+    """The command; exit codes in the module docstring."""
     from agent.config import ConfigError, load_config
 
     out = out or sys.stdout
@@ -134,13 +209,13 @@ def status_main(config_path: Path, as_json: bool = False, out: Optional[TextIO] 
         config = load_config(config_path)
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
-        return 2
+        return EXIT_NO_STATUS
     path = config.daemon.state_dir / STATUS_FILE
     try:
         document = read_status(path)
     except (OSError, ValueError) as exc:
         print(f"no status at {path}: {exc} (has the daemon started?)", file=sys.stderr)
-        return 2
+        return EXIT_NO_STATUS
     ota: Optional[Dict[str, Any]] = None
     if config.ota is not None:
         try:
@@ -149,14 +224,14 @@ def status_main(config_path: Path, as_json: bool = False, out: Optional[TextIO] 
             ota = Installer(config.ota).status()
         except Exception as exc:
             ota = {"error": str(exc)}
+    code, problems = assess(document, pid_alive(document.get("pid")), mqtt_grace_s=mqtt_grace_s)
     if as_json:
-        json.dump({"daemon": document, "ota": ota}, out, indent=1, sort_keys=True, default=str)
+        verdict = {"exit_code": code, "problems": problems}
+        json.dump({"daemon": document, "ota": ota, "verdict": verdict}, out, indent=1, sort_keys=True, default=str)
         out.write("\n")
     else:
-        out.write(render_summary(document, ota) + "\n")
-    age = _age_s(document)
-    healthy = document.get("state") == "running" and (age is None or age <= 60) and not document.get("problems")
-    return 0 if healthy else 1
+        out.write(render_summary(document, ota, problems) + "\n")
+    return code
 
 
 def add_status_parser(subparsers: Any) -> Any:
@@ -166,5 +241,11 @@ def add_status_parser(subparsers: Any) -> Any:
     parser = subparsers.add_parser("status", help="Show the running agent's status (reads its status file).")
     add_config_argument(parser, " (for the state directory)")
     parser.add_argument("--json", action="store_true", help="Print the raw status document as JSON.")
-    parser.set_defaults(handler=lambda args: status_main(args.config, args.json))
+    parser.add_argument(
+        "--mqtt-grace-s",
+        type=float,
+        default=MQTT_GRACE_S,
+        help=f"MQTT may be down this long before it is a problem (default {MQTT_GRACE_S:.0f} s).",
+    )
+    parser.set_defaults(handler=lambda args: status_main(args.config, args.json, mqtt_grace_s=args.mqtt_grace_s))
     return parser

@@ -120,6 +120,11 @@ class DeviceStatus(_Message):
     protocol: int = Field(default=PROTOCOL_VERSION, ge=1, description="Version of this message set.")
     agent_version: str = Field(max_length=64, description="Version of the edge-agent software.")
     model: Optional[ModelRef] = Field(default=None, description="The active model, if one is loaded.")
+    model_error: Optional[str] = Field(
+        default=None,
+        max_length=1024,
+        description="Why no model runs (missing or unloadable at start): the box waits for a signed release.",
+    )
     cameras: List[CameraSummary] = Field(default_factory=list, description="Summary of each camera.")
     groups: List[Annotated[str, Field(pattern=_ID_PATTERN)]] = Field(
         default_factory=list, max_length=64, description="Device groups whose model pushes apply (rollout stages)."
@@ -138,7 +143,10 @@ class CameraStatus(_Message):
     fps: float = Field(ge=0.0, description="Frames per second delivered over the last interval.")
     frames: int = Field(ge=0, description="Frames read since the agent started.")
     drops: int = Field(ge=0, description="Frames dropped because a newer one arrived first.")
-    reconnects: int = Field(ge=0, description="Reconnects since the agent started.")
+    reconnects: int = Field(ge=0, description="Successful reconnects since the agent started.")
+    reconnect_attempts: int = Field(
+        default=0, ge=0, description="Reconnect attempts since the agent started, failed ones included."
+    )
     last_frame_at: Optional[AwareDatetime] = Field(default=None, description="Time of the last frame.")
     error: Optional[str] = Field(default=None, max_length=1024, description="Last error, if any.")
     ts: AwareDatetime = Field(description="When this status was produced.")

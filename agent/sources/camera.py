@@ -109,6 +109,7 @@ class CameraSource:
         self._dropped = 0
         self._skipped = 0
         self._reconnects = 0
+        self._reconnect_attempts = 0
         self._failed_attempts = 0
         self._read_started: Optional[float] = None
         self._state = SourceState.STARTING
@@ -189,6 +190,7 @@ class CameraSource:
             dropped=self._dropped,
             skipped=self._skipped,
             reconnects=self._reconnects,
+            reconnect_attempts=self._reconnect_attempts,
             failed_attempts=self._failed_attempts,
             last_frame_monotonic=latest.captured_monotonic if latest else None,
             width=latest.width if latest else 0,
@@ -315,9 +317,14 @@ class CameraSource:
     def _run(self) -> None:
         attempt = 0
         opened_before = False
+        tried_before = False
         looping = False
         try:
             while not self._stop.is_set():
+                if tried_before and not looping:
+                    with self._cond:
+                        self._reconnect_attempts += 1
+                tried_before = True
                 try:
                     reader = self._opener()
                 except SourceConfigError as exc:

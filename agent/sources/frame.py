@@ -106,6 +106,8 @@ class SourceStatus:
         dropped: frames overwritten in the slot before anyone took them.
         skipped: frames read but not delivered because of the fps limit.
         reconnects: successful re-opens after the first open.
+        reconnect_attempts: every open tried after the first one, failed or not (a camera that never comes
+            back shows attempts, not a flat ``reconnects`` 0).
         failed_attempts: consecutive failed opens (0 once streaming).
         last_frame_monotonic: ``time.monotonic()`` of the newest frame, ``None`` before the first.
         width: width of the newest frame (0 before the first).
@@ -124,6 +126,7 @@ class SourceStatus:
     skipped: int
     reconnects: int
     failed_attempts: int
+    reconnect_attempts: int
     last_frame_monotonic: Optional[float]
     width: int
     height: int
@@ -141,6 +144,7 @@ class SourceStatus:
             "dropped": self.dropped,
             "skipped": self.skipped,
             "reconnects": self.reconnects,
+            "reconnect_attempts": self.reconnect_attempts,
             "failed_attempts": self.failed_attempts,
             "width": self.width,
             "height": self.height,

@@ -21,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 from typing_extensions import Protocol
 
+from agent.sources.diagnose import diagnose_stream_url
 from agent.sources.errors import SourceConfigError, SourceReadError, SourceUnavailableError
 from agent.sources.frame import SyntheticOrigin
 
@@ -194,7 +195,9 @@ def open_ffmpeg(
                 os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = saved
     if not capture.isOpened():
         capture.release()
-        raise SourceUnavailableError(f"{what or url_or_path}: cannot open")
+        # OpenCV says only that it failed: ask the network why (DNS, refused, timeout, 401, 404, ...)
+        why = diagnose_stream_url(url_or_path, timeout_s=min(3.0, open_timeout_s)) if live else None
+        raise SourceUnavailableError(f"{what or url_or_path}: cannot open" + (f": {why}" if why else ""))
     return OpenCvReader(capture, live=live, nominal_fps=_reported_fps(capture), what=what or url_or_path)
 
 

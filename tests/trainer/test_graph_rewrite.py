@@ -103,7 +103,6 @@ def test_the_shipped_demo_model_is_exported_with_the_rewrite() -> None:
     assert fuse_dfl_softmax(model) is False
 
 
-@pytest.mark.slow
 def test_a_real_ultralytics_export_gives_the_same_outputs_after_the_rewrite(tmp_path: Path) -> None:
     """Ultralytics' own export of the demo weights, as is and rewritten, on a rendered frame."""
     import shutil

@@ -14,7 +14,7 @@ import pytest
 from agent.engine import Detector, OnnxRuntimeConfig
 from agent.synthetic import CLASS_NAMES, render_frame, write_yolo_dataset
 
-pytestmark = [pytest.mark.trainer, pytest.mark.slow]
+pytestmark = [pytest.mark.trainer]
 
 
 @pytest.fixture(scope="module")

@@ -433,4 +433,4 @@ def test_hot_swap_reload_and_status_cli(tmp_path: Path, daemon_model: Path, caps
         out = capsys.readouterr().out.splitlines()
         document = json.loads("\n".join(line for line in out if not re.match(r"\d{4}-\d\d-\d\d ", line)))
         assert document["daemon"]["cameras"]["cam3"]["processed"] > 0
-    assert status_main(cfg) == 1  # stopped
+    assert status_main(cfg) == 3  # EXIT_NOT_RUNNING: the daemon says it stopped

@@ -310,3 +310,42 @@ def test_chunk_frames_decode(committed_world: World) -> None:
     publication = chunk_release(committed_world, "1.1.0", "r2.tar")
     header, body = decode_frame("t", publication.chunks[0][1], 1 << 16)
     assert json.loads(header)["index"] == 0 and len(body) == CHUNK
+
+
+def test_a_box_without_a_loadable_model_stays_up_and_recovers_from_a_pushed_release(
+    world: World, broker: MosquittoBroker
+) -> None:
+    # no release installed, and the factory model is missing: it used to exit 3 and restart every 5 s for ever
+    w = world
+    ota = json.loads(w.config.model_dump_json())
+    data = config_dict(w.tmp / "daemon", broker.port, w.tmp / "missing.onnx", [], ota=ota)
+    (w.tmp / "daemon").mkdir(exist_ok=True)
+    cfg = write_config(w.tmp / "daemon" / "config.yaml", data)
+    collector = Collector(broker.port, "edge/site1/dev1/#")
+    try:
+        with InProcessDaemon(cfg, model_updates=FAST) as d:
+            assert d.rc is None and d.daemon.pipeline is None
+            status = d.status()
+            assert status["model"]["error"].endswith("missing.onnx: model file not found")
+            assert any(
+                p.startswith("model: error:") and "waiting for a signed release" in p for p in status["problems"]
+            )
+
+            def retained_model_error() -> Optional[str]:
+                docs = [json.loads(p) for _, t, p in collector.on("/status") if t.endswith("dev1/status")]
+                return docs[-1].get("model_error") if docs else None
+
+            wait_for(lambda: (retained_model_error() or "").endswith("model file not found"), 15, "model_error")
+            # the link works: commands are answered (and say why they cannot act)
+            collector.publish("edge/site1/dev1/cmd", json.dumps({"type": "ping", "request_id": "p1"}).encode())
+            wait_for(lambda: any(b'"p1"' in p for _, _, p in collector.on("/cmd/reply")), 10, "pong")
+            # a signed release pushed over MQTT brings a model: the pipeline comes up without a restart
+            publication = chunk_release(w, "1.0.0", "r1")
+            with publisher(broker) as pub:
+                publish(pub, publication)
+            wait_for(lambda: d.daemon.pipeline is not None, 60, "pipeline up from the pushed release")
+            assert d.rc is None
+            wait_for(lambda: d.status()["model"].get("version") == "1.0.0", 10, "model reported")
+            assert not any(p.startswith("model: error") for p in d.status()["problems"])
+    finally:
+        collector.close()

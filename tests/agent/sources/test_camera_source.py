@@ -139,6 +139,7 @@ def test_file_removed_and_restored_resumes_without_restart(tmp_path: Path, start
     assert wait_until(lambda: source.status().frames > frames_while_gone + 5)
     assert source.state is SourceState.STREAMING
     assert source.status().reconnects >= 1
+    assert source.status().reconnect_attempts >= source.status().reconnects  # attempts count the failed ones too
     assert SourceState.RECONNECTING in recorder.states
 
 
@@ -151,6 +152,10 @@ def test_empty_or_corrupt_video_backs_off_instead_of_spinning(tmp_path: Path, st
     # 0.05 + 0.1 + 0.2 + 0.2 ... : a handful of attempts in 0.5 s, not thousands
     assert 2 <= source.status().failed_attempts <= 8
     assert source.status().frames == 0
+    # a camera that never comes back shows its attempts, not a flat `reconnects` 0
+    status = source.status()
+    assert status.reconnects == 0 and status.reconnect_attempts >= status.failed_attempts - 1 >= 1
+    assert status.as_record()["reconnect_attempts"] == status.reconnect_attempts
 
 
 # ------------------------------------------------------------------------------------------ image folders

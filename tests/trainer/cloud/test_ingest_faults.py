@@ -15,7 +15,7 @@ import pytest
 from tests.trainer.cloud import helpers as h
 from trainer.store import LocalBlobStore, drop_counts, list_samples, open_reader
 
-pytestmark = [pytest.mark.trainer, pytest.mark.broker, pytest.mark.slow]
+pytestmark = [pytest.mark.trainer, pytest.mark.broker]
 
 
 def spool_samples(link, count: int, device: str = "dev-1"):

@@ -22,7 +22,7 @@ from trainer.labelling.tasks import to_region
 from trainer.store import get_sample, list_samples, open_reader
 from trainer.store.labels import list_exports
 
-pytestmark = [pytest.mark.trainer, pytest.mark.slow]
+pytestmark = [pytest.mark.trainer]
 CLASSES = list(CLASS_NAMES)
 
 

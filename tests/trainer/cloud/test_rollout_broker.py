@@ -21,7 +21,7 @@ from tests.trainer.cloud import helpers as h
 from trainer.cli import main
 from trainer.rollout.state import RolloutStore
 
-pytestmark = [pytest.mark.trainer, pytest.mark.broker, pytest.mark.slow]
+pytestmark = [pytest.mark.trainer, pytest.mark.broker]
 
 _keys_template = ota_fixtures._keys_template
 world = ota_fixtures.world

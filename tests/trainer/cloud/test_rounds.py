@@ -19,7 +19,7 @@ from trainer.rounds.gate import HoldoutScores, decide
 from trainer.rounds.history import list_rounds, next_version, running_model
 from trainer.store import open_reader
 
-pytestmark = [pytest.mark.trainer, pytest.mark.slow]
+pytestmark = [pytest.mark.trainer]
 
 
 @pytest.fixture(scope="module")
