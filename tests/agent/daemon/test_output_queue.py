@@ -12,8 +12,8 @@ from typing import Any, List, Tuple
 import numpy as np
 import pytest
 
-from agent.app.output_queue import OutputQueue
 from agent.app.pipeline import OutputJob, OutputWriter
+from agent.app.pipeline.output_queue import OutputQueue
 from agent.protocol import Topics
 
 Item = Tuple[str, int]  # (kind, bytes)
