@@ -53,7 +53,9 @@ from agent.core.triage import FlagWindow
 from agent.engine.detector import Detector
 from agent.observability.logs import set_level, setup_logging
 from agent.observability.metrics import Metrics, MetricsServer
+from agent.observability.native_stderr import NativeStderr, capture_native_stderr
 from agent.observability.sdnotify import SdNotifier, WatchdogGate
+from agent.ota.errors import OtaError
 from agent.ota.installer import ServingContext
 from agent.protocol.models import (
     CameraState,
@@ -104,6 +106,12 @@ MODEL_TASKS = frozenset({"inference"})
 
 def _now() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def _model_problem(path: Optional[Path], exc: BaseException) -> str:
+    """Why a model does not run, naming its file once (engine errors name it already)."""
+    text = str(exc)
+    return text if path is None or str(path) in text else f"{path}: {text}"
 
 
 def _default_detector_factory(path: Path, backend: Any) -> Detector:
@@ -191,8 +199,10 @@ class Daemon:
         detector_factory: Optional[DetectorFactory] = None,
         install_signal_handlers: bool = True,
         model_updates: Optional[ModelUpdatesConfig] = None,
+        native_stderr: Optional[NativeStderr] = None,
     ) -> None:
         self.config = config
+        self.native_stderr = native_stderr  # its thread's death is reported as a problem (output then unwrapped)
         self.config_path = config_path
         self.notifier = notifier or SdNotifier()
         self._detector_factory = detector_factory or _default_detector_factory
@@ -299,35 +309,28 @@ class Daemon:
                 record = self.installer.state().active
                 release = None if record is None else {"name": record.name, "version": record.version}
         detector: Optional[Detector] = None
+        rolled_back = False
         try:
             if self.model_path is None:
                 if cfg.model.path is None:
                     raise ConfigError(["model.path: no model configured and no OTA release installed"])
                 self.model_path = cfg.model.path
-            path = self.model_path
-            try:
-                detector = await _in_thread(lambda: self._detector_factory(path, cfg.model.backend), "model-loader")
-            except Exception as exc:
-                if self.updates is None or self.installer is None or self.installer.state().trial is None:
-                    raise
-                # a release on probation whose model does not load is the release's fault: back to known-good
-                log.error("trial_model_does_not_load", path=str(path), error=str(exc))
-                record = await self.updates.rollback(f"model does not load: {exc}"[:500])
-                back = self.installer.active_model_path()
-                if record is None or back is None:
-                    raise
-                self.model_path = Path(back)
-                release = {"name": record.name, "version": record.version}
-                again = self.model_path
-                detector = await _in_thread(lambda: self._detector_factory(again, cfg.model.backend), "model-loader")
+            detector = await self._load_detector(self.model_path)
         except Exception as exc:
-            if self.updates is None:
+            if self.updates is None or self.installer is None:
                 raise  # nothing could ever bring a model: fail the start (exit 3), as a configuration error does
             # Not a restart loop every 5 s: stay up, say why on the status, keep the link, and wait for a signed
             # release (MQTT push or `edge-agent ota install`) to bring a model that loads.
-            self.model_error = f"{self.model_path}: {exc}" if self.model_path else str(exc)
+            self.model_error = _model_problem(self.model_path, exc)
             self.model_path = None
             log.error("model_unavailable_waiting_for_a_release", error=self.model_error)
+            if self.installer.state().trial is not None:
+                # a release on probation whose model does not load is the release's fault: back to known-good,
+                # whose model _first_model loads below, as it would that of a pushed release
+                try:
+                    rolled_back = await self.updates.rollback(f"model does not load: {exc}"[:500]) is not None
+                except OtaError as rollback_error:
+                    log.error("trial_rollback_failed", error=str(rollback_error))
         if detector is not None:
             model = ModelInfo.of(
                 detector, release["name"] if release else None, release["version"] if release else None
@@ -366,6 +369,8 @@ class Daemon:
             self.updates.attach(self.spool.put, topics, self.link, self._sync_model, self._loop, cfg.mqtt.limits)
         if self.pipeline is not None:
             self._add_cameras()
+        elif rolled_back:
+            await self._first_model()
         if cfg.metrics.enabled:
             self.metrics_server = MetricsServer(self.metrics, cfg.metrics.host, cfg.metrics.port)
             self.metrics_server.start()
@@ -541,8 +546,6 @@ class Daemon:
         if isinstance(command, RollbackCommand):
             if self.updates is None:
                 return self._fail(command, "unsupported", "OTA is not configured")
-            from agent.ota.errors import OtaError
-
             guard = (command.if_active.name, command.if_active.counter) if command.if_active else None
             try:
                 record = await self.updates.rollback(command.reason or "command", guard)
@@ -602,6 +605,12 @@ class Daemon:
             record = self.installer.state().active
             await self.swap_model(Path(path), record.name if record else None, record.version if record else None)
 
+    async def _load_detector(self, path: Path) -> Detector:
+        """Build a detector for ``path`` in a loader thread (a model load blocks for seconds)."""
+        backend = self.config.model.backend
+        detector: Detector = await _in_thread(lambda: self._detector_factory(path, backend), "model-loader")
+        return detector
+
     async def _first_model(self) -> None:
         assert self.installer is not None and self._swap_lock is not None and self.writer is not None
         async with self._swap_lock:
@@ -609,11 +618,10 @@ class Daemon:
             if path is None or self.pipeline is not None:
                 return
             record = self.installer.state().active
-            backend = self.config.model.backend
             try:
-                detector = await _in_thread(lambda: self._detector_factory(Path(path), backend), "model-loader")
+                detector = await self._load_detector(Path(path))
             except Exception as exc:
-                self.model_error = f"{path}: {exc}"
+                self.model_error = _model_problem(Path(path), exc)
                 log.error("model_load_failed", path=str(path), error=str(exc))
                 return
             info = ModelInfo.of(detector, record.name if record else None, record.version if record else None)
@@ -626,9 +634,8 @@ class Daemon:
         """Build a detector for ``path`` off the loop, then swap it in between batches. False if refused."""
         pipeline = self.pipeline
         assert pipeline is not None and self._loop is not None
-        backend = self.config.model.backend
         try:
-            detector = await _in_thread(lambda: self._detector_factory(path, backend), "model-loader")
+            detector = await self._load_detector(path)
         except Exception as exc:
             log.error("model_load_failed", path=str(path), error=str(exc))
             self.errors.append(f"model load failed: {exc}")
@@ -843,6 +850,8 @@ class Daemon:
             model = {"error": self.model_error}
         if output and not output["disk_ok"]:
             problems.append(f"spool writes failing: {output.get('last_error')}")
+        if self.native_stderr is not None and self.native_stderr.failure is not None:
+            problems.append(f"native-stderr thread died ({self.native_stderr.failure!r}): library output is unwrapped")
         return {
             "version": 1,
             "agent_version": __version__,
@@ -1046,10 +1055,8 @@ def run_daemon(config_path: Path) -> int:
     native = None
     if config.logging.format == "json":
         # FFmpeg / GStreamer / OpenCV / ONNX Runtime write to fd 2 between our JSON lines: wrap theirs too
-        from agent.observability.native_stderr import capture_native_stderr
-
         native = capture_native_stderr()
-    daemon = Daemon(config, config_path, model_updates=config.model_updates)
+    daemon = Daemon(config, config_path, model_updates=config.model_updates, native_stderr=native)
     try:
         return asyncio.run(daemon.run())
     finally:

@@ -634,7 +634,7 @@ class ModelUpdateService:
 
     def _retry_later(self, key: str, why: str) -> None:
         attempts, _ = self._retry.get(key, (0, 0.0))
-        delay = self._retry_backoff.delay(attempts)  # jittered: a fleet that failed together does not retry so
+        delay = self._retry_backoff.delay(attempts)  # jittered: boxes that failed together do not retry together
         self._retry[key] = (attempts + 1, time.monotonic() + delay)
         log.warning("model_push_retry_later", delay_s=delay, reason=why)
 

@@ -44,6 +44,11 @@ class ModelMetadata:
     def num_classes(self) -> int:
         return len(self.names)
 
+    @property
+    def class_names(self) -> Tuple[str, ...]:
+        """The names in id order (ids are ``0 .. nc-1``, checked when parsed)."""
+        return tuple(self.names[i] for i in range(len(self.names)))
+
 
 def _literal(props: Mapping[str, str], key: str) -> Any:
     try:

@@ -278,6 +278,10 @@ class ReleaseManifest:
     schema: int = MANIFEST_SCHEMA
     model: ModelDeclaration = field(default_factory=ModelDeclaration)
 
+    def served_file(self, role: str) -> TargetRef:
+        """The model file a device serves for ``role`` (``ota.health.model_role``), else the required ONNX."""
+        return self.files.get(role) or self.files["onnx"]
+
     def targets(self) -> List[TargetRef]:
         """Every file the release consists of (models, engines, golden images), manifest excluded."""
         refs = list(self.files.values()) + [e.target for e in self.engines] + [g.target for g in self.health.golden]

@@ -399,12 +399,18 @@ class MqttLink:
 
     _fallback_pending = False
 
-    def _abandon_connection(self) -> None:
-        if self._connected.is_set():
+    def _mark_disconnected(self) -> bool:
+        """The connection is gone: clear the flags and count it once. True when it had been up."""
+        was_up = self._connected.is_set()
+        if was_up:
             self._connected.clear()
             self._count("disconnects")
         self._ready.clear()
         self._set(connected=False)
+        return was_up
+
+    def _abandon_connection(self) -> None:
+        self._mark_disconnected()
         client, self._client = self._client, None
         if client is not None:
             try:
@@ -484,11 +490,7 @@ class MqttLink:
         while not self._stop.is_set():
             rc = client.loop(timeout=self.config.loop_interval_s)
             if rc != mqtt.MQTT_ERR_SUCCESS or not self._connected.is_set():
-                if self._connected.is_set():
-                    self._connected.clear()
-                    self._ready.clear()
-                    self._count("disconnects")
-                    self._set(connected=False)
+                if self._mark_disconnected():
                     log.warning("mqtt_connection_lost", rc=str(rc))
                 self._settle()
                 return

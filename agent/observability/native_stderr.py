@@ -5,11 +5,13 @@ file descriptor 2 directly, between the daemon's JSON lines: ``journalctl -o cat
 first of them. :func:`capture_native_stderr` makes fd 2 a pipe read by the ``native-stderr`` thread, which
 passes JSON lines through unchanged and wraps every other line as ``{"event": "native_output", "line": …}``,
 both written to the original stderr. If that thread ever fails, fd 2 is pointed back at the original stderr
-first: a full pipe must never block a library's write (and with it inference).
+first (or at /dev/null if that is gone): a full pipe must never block a library's write (and with it
+inference).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -69,9 +71,8 @@ class NativeStderr:
             if pending:
                 self._emit(pending)
         except BaseException as exc:
-            self.failure = exc
-            os.dup2(self.original, 2)  # nothing may ever block on a pipe nobody reads
-            raise
+            self.failure = exc  # the daemon lists it among its problems
+            _unblock_fd2(self.original)
 
     def _emit(self, line: bytes) -> None:
         if not line.strip():
@@ -81,9 +82,21 @@ class NativeStderr:
 
     def close(self, timeout: float = 2.0) -> None:
         """Point fd 2 back at the original stderr, let the thread drain the pipe, and stop it."""
-        os.dup2(self.original, 2)  # closes the pipe's last write end (fd 2 held it): the reader sees EOF
+        _unblock_fd2(self.original)  # closes the pipe's last write end (fd 2 held it): the reader sees EOF
         self._thread.join(timeout)
-        os.close(self._read)
+        with contextlib.suppress(OSError):  # already gone if the thread failed on it
+            os.close(self._read)
+
+
+def _unblock_fd2(original: int) -> None:
+    """Point fd 2 back at the original stderr, or at /dev/null when that is gone: nothing may ever block on a
+    pipe nobody reads."""
+    try:
+        os.dup2(original, 2)
+    except OSError:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 2)
+        os.close(null)
 
 
 def capture_native_stderr() -> NativeStderr:

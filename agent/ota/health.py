@@ -52,15 +52,12 @@ class ReferenceCheck:
     iou: float = 0.5
 
 
-def _read_image(path: Path) -> Any:
+def _decode_image(data: bytes) -> Any:
+    """A golden image's pixels, or ``None`` when it does not decode or is too large."""
     import cv2
     import numpy as np
 
-    try:
-        data = np.frombuffer(path.read_bytes(), np.uint8)
-    except OSError:
-        return None
-    frame = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    frame = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if frame is None or frame.shape[0] * frame.shape[1] > MAX_GOLDEN_PIXELS:
         return None
     return frame
@@ -83,7 +80,7 @@ def run_health_check(
     from agent.engine import DecodeParams, Detector, EngineError, OnnxRuntimeConfig
 
     spec = manifest.health
-    ref = manifest.files.get(model_role) or manifest.files["onnx"]
+    ref = manifest.served_file(model_role)
     try:
         detector = Detector.open(slot_dir / ref.path, OnnxRuntimeConfig(intra_op_threads=threads))
     except EngineError as exc:
@@ -95,7 +92,7 @@ def run_health_check(
             problems.append("loaded model hash differs from the manifest")
         params = DecodeParams(conf=spec.conf, iou=spec.iou)
         for i, golden in enumerate(spec.golden):
-            frame = _read_image(slot_dir / golden.target.path)
+            frame = _decode_image((slot_dir / golden.target.path).read_bytes())
             if frame is None:
                 problems.append(f"golden image {i} cannot be decoded")
                 continue
@@ -143,18 +140,19 @@ def _compare_with_reference(
     try:
         ref_params = DecodeParams(conf=ref.conf, iou=0.7)
         cand_params = DecodeParams(conf=ref.conf / 2, iou=0.7)
-        ref_names = [current.names.get(i, str(i)) for i in range(max(current.names, default=-1) + 1)]
-        cand_names = [candidate.names.get(i, str(i)) for i in range(max(candidate.names, default=-1) + 1)]
+        ref_names = current.model.metadata.class_names
+        cand_names = candidate.model.metadata.class_names
         seen: set[str] = set()
         for path in images:
             try:
-                digest = hashlib.sha256(path.read_bytes()).hexdigest()
+                data = path.read_bytes()
             except OSError:
                 continue
+            digest = hashlib.sha256(data).hexdigest()
             if digest in seen:  # the candidate often ships the same golden images as the active release
                 continue
             seen.add(digest)
-            frame = _read_image(path)
+            frame = _decode_image(data)
             if frame is None:
                 continue
             try:

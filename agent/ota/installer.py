@@ -423,9 +423,6 @@ class Installer:
         if total > self.config.limits.max_release_bytes:
             raise VerificationError(f"release is {total} bytes, above the limit", reason="too_large")
 
-    def _served_ref(self, manifest: ReleaseManifest) -> Any:
-        return manifest.files.get(self.config.health.model_role) or manifest.files["onnx"]
-
     def current_model(self, state: InstallState) -> Optional[Path]:
         """The model file served now: the active release's, else the factory model (``None``: nothing)."""
         if state.active is not None:
@@ -435,7 +432,7 @@ class Installer:
     def _check_model_interface(self, state: InstallState, manifest: ReleaseManifest, staged: Dict[str, Path]) -> None:
         """The release's compatibility contract (agent.core.interface): its model file must be what its manifest
         declares, and fit the running model and the alert rules unless a declared change is accepted."""
-        ref = self._served_ref(manifest)
+        ref = manifest.served_file(self.config.health.model_role)
         try:
             candidate = _interface_of(staged[ref.path])
         except ValueError as exc:
@@ -510,8 +507,7 @@ class Installer:
         return final
 
     def _switch(self, state: InstallState, manifest: ReleaseManifest, slot: str) -> SlotRecord:
-        role = self.config.health.model_role
-        model_ref = manifest.files.get(role) or manifest.files["onnx"]
+        model_ref = manifest.served_file(self.config.health.model_role)
         record = SlotRecord(
             slot,
             manifest.name,
@@ -734,8 +730,7 @@ def _interface_of(path: Path) -> ModelInterface:
         model = read_model(path)
     except EngineError as exc:
         raise ValueError(str(exc)) from exc
-    meta = model.metadata  # ids are 0..n-1 (checked by parse_model_metadata)
-    return ModelInterface(tuple(meta.names[i] for i in range(meta.num_classes)), meta.imgsz, model.layout.value)
+    return ModelInterface(model.metadata.class_names, model.metadata.imgsz, model.layout.value)
 
 
 def iter_fault_points() -> Iterator[str]:

@@ -98,7 +98,7 @@ def diagnose_stream_url(url: str, timeout_s: float = 3.0) -> Optional[str]:
         except OSError as exc:
             return f"cannot reach {where}: {exc.strerror or exc}"
         try:
-            if scheme in ("rtsp",):
+            if scheme == "rtsp":
                 code = _rtsp_status(sock, f"rtsp://{where}{path}")
                 if code is None:
                     return f"{where} accepts connections but does not answer RTSP"

@@ -349,3 +349,27 @@ def test_a_box_without_a_loadable_model_stays_up_and_recovers_from_a_pushed_rele
             assert not any(p.startswith("model: error") for p in d.status()["problems"])
     finally:
         collector.close()
+
+
+def test_a_release_on_probation_whose_model_does_not_load_is_rolled_back_at_start(
+    committed_world: World, broker: MosquittoBroker, tmp_path: Path
+) -> None:
+    w = committed_world
+    model_b = tmp_path / "model-b.onnx"  # the same tiny model with other bytes: a different release
+    model_b.write_bytes(TINY_MODEL.read_bytes().replace(b"Ultralytics tiny model", b"Ultralytics tinz model"))
+    w.release("1.1.0", model=model_b)
+    installer = w.installer()
+    installer.install_path(w.bundle("r2"))
+    assert installer.state().trial is not None
+    active = installer.active_model_path()
+    assert active is not None
+    active.write_bytes(b"the release's model file, broken on this box")
+    with InProcessDaemon(daemon_config(w, broker), model_updates=FAST) as d:
+        # not a wait for a release, not a restart loop: the known-good release runs again, at once
+        assert d.rc is None and d.daemon.pipeline is not None
+        assert model_version(d) == "1.0.0"
+        state = d.daemon.installer.state()
+        assert state.trial is None and state.active is not None and state.active.version == "1.0.0"
+        assert state.last is not None and state.last["kind"] == "rolled_back"
+        assert "model does not load" in state.last["reason"]
+        assert d.daemon.model_error is None

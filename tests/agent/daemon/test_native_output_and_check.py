@@ -73,3 +73,39 @@ def test_run_check_fails_on_a_missing_or_broken_model(tmp_path: Path, daemon_mod
     broken.write_bytes(b"not a model")
     result = check(broken)
     assert result.returncode == 2 and "model.path:" in result.stdout
+
+
+DYING = textwrap.dedent(
+    """
+    import os, sys, time
+    from agent.observability.native_stderr import capture_native_stderr
+    native = capture_native_stderr()
+    os.write(2, b"wrapped\\n")
+    time.sleep(0.3)
+    os.close(native.original)          # the stderr the thread writes to is gone under it
+    os.write(2, b"this line kills the thread\\n")
+    native._thread.join(5)
+    print(type(native.failure).__name__, flush=True)
+    for _ in range(2000):              # 2 MB: would block on a full pipe nobody reads
+        os.write(2, b"x" * 1000 + b"\\n")
+    print("not blocked", flush=True)
+    native.close()
+    """
+)
+
+
+def test_a_dying_capture_thread_never_blocks_stderr_and_is_reported(tmp_path: Path, daemon_model: Path) -> None:
+    run = subprocess.run([sys.executable, "-c", DYING], capture_output=True, timeout=60, check=False)
+    assert run.returncode == 0, run.stderr.decode(errors="replace")
+    assert run.stdout.decode().splitlines() == ["OSError", "not blocked"]
+    assert json.loads(run.stderr.decode().splitlines()[0])["line"] == "wrapped"
+
+    from agent.app.daemon import Daemon
+    from agent.config import load_config
+
+    class Failed:  # the capture's public surface the daemon reads
+        failure = OSError(9, "Bad file descriptor")
+
+    cfg = write_config(tmp_path / "c.yaml", config_dict(tmp_path, 1883, daemon_model, [synthetic_camera("cam1")]))
+    daemon = Daemon(load_config(cfg, environ={}), cfg, install_signal_handlers=False, native_stderr=Failed())  # type: ignore[arg-type]
+    assert any(p.startswith("native-stderr thread died") for p in daemon.status_document()["problems"])
