@@ -26,11 +26,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_argument(ota_parser, " (for the ota section)")
     ota_parser.set_defaults(handler=_run_ota)
     try:
-        from agent.app import daemon, status
+        from agent.app import run, status
     except ImportError:  # pragma: no cover - only while the daemon modules are absent
         pass
     else:
-        daemon.add_run_parser(sub)
+        run.add_run_parser(sub)
         status.add_status_parser(sub)
     return parser
 

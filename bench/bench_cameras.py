@@ -8,7 +8,7 @@ Measures, in one run, with one Detector (same model, same ONNX Runtime thread se
    frames (no camera threads, no rules, no spool), once before and once after the pipeline phase; the limit
    is the mean of the two, so load from other processes that drifts during the run hits both sides;
 2. the pipeline: N ``CameraSource`` threads (newest frame wins), the shared Detector on the inference
-   thread driven through ``InferenceThread`` from an asyncio loop as the daemon does, tracker, alert
+   thread driven through a ``SerialWorker`` from an asyncio loop as the daemon does, tracker, alert
    rules, triage (near-duplicate thumbnails on), the output writer (JPEG + SQLite spool): aggregate FPS,
    per-camera FPS, capture-to-rules latency p50/p99, frames dropped (replaced before inference took
    them), process RSS, and CPU time per processed frame by thread (inference, cameras, output writer,
@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 
-from agent.app.pipeline import CameraRuntime, InferenceThread, ModelInfo, OutputWriter, Pipeline, percentile
+from agent.app.pipeline import CameraRuntime, ModelInfo, OutputWriter, Pipeline, percentile
 from agent.core.decode import DecodeParams
 from agent.engine import Detector, OnnxRuntimeConfig
 from agent.protocol.topics import Topics
@@ -53,6 +53,7 @@ from agent.sources.readers import release_free_memory
 from agent.spool.config import SpoolConfig
 from agent.spool.store import Spool
 from agent.synthetic.render import render_stream_frames
+from agent.threads import SerialWorker
 from bench.common import machine, write_section
 
 TARGET_RATIO = 0.9
@@ -77,15 +78,30 @@ def load_average() -> str:
         return "?"
 
 
+CHILD_PIDS: List[int] = []
+"""Processes whose CPU time counts as the cameras' (``--camera-process``)."""
+
+
+def _cpu_of(stat: Path) -> Optional[float]:
+    try:
+        fields = stat.read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+
+
 def thread_cpu_s() -> Dict[int, float]:
-    """CPU seconds (user + system) of every thread of this process, by native thread id."""
+    """CPU seconds (user + system) of every thread of this process, by native thread id; the camera child
+    process (if any) under its negated pid."""
     out: Dict[int, float] = {}
     for task in Path("/proc/self/task").iterdir():
-        try:
-            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        out[int(task.name)] = (int(fields[11]) + int(fields[12])) / _CLK_TCK
+        cpu = _cpu_of(task / "stat")
+        if cpu is not None:
+            out[int(task.name)] = cpu
+    for pid in CHILD_PIDS:
+        cpu = _cpu_of(Path(f"/proc/{pid}/stat"))
+        if cpu is not None:
+            out[-pid] = cpu
     return out
 
 
@@ -107,7 +123,7 @@ def cpu_by_group(before: Dict[int, float], after: Dict[int, float]) -> Dict[str,
     names = {t.native_id: t.name for t in threading.enumerate() if t.native_id is not None}
     groups: Dict[str, float] = {}
     for tid, cpu in after.items():
-        group = thread_group(names.get(tid, ""))
+        group = "camera process" if tid < 0 else thread_group(names.get(tid, ""))
         groups[group] = groups.get(group, 0.0) + cpu - before.get(tid, 0.0)
     return groups
 
@@ -118,7 +134,7 @@ def stage_totals(pipeline: Pipeline) -> Dict[str, float]:
         "letterbox": c.preprocess_ms_total,
         "inference": c.inference_ms_total,
         "decode": c.postprocess_ms_total,
-        "rules": c.rules_ms_total,
+        "rules": pipeline.rules_timing.rules_ms_total,
     }
 
 
@@ -199,7 +215,7 @@ def pipeline_run(
             runtime = CameraRuntime(camera_config(i, size, fps, prerender), source, pipeline.class_names)
             pipeline.add_camera(runtime)
             runtimes.append(runtime)
-        thread = InferenceThread()
+        thread = SerialWorker("inference")
         measuring = {"on": False}
 
         async def loop(warmup: float) -> None:  # the daemon's inference task, without the watchdog
@@ -335,6 +351,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument(
         "--no-rules-thread", action="store_true", help="Run tracker/rules/triage on the inference thread."
     )
+    parser.add_argument(
+        "--camera-process",
+        action="store_true",
+        help="The experiment of issue 11: the cameras in a child process, frames in shared memory "
+        "(bench/camera_process.py) instead of CameraSource threads.",
+    )
     parser.add_argument("--json", action="store_true", help="Print the figures as JSON.")
     parser.add_argument("--write", action="store_true", help="Replace the cameras section of docs/BENCHMARKS.md.")
     args = parser.parse_args(argv)
@@ -348,12 +370,22 @@ def main(argv: Optional[List[str]] = None) -> int:
     fps = args.camera_fps or 1.2 * before["fps"] / args.cameras
     del frames
     release_free_memory()
-    sources = start_cameras(args.cameras, size, fps, args.prerender)
+    process_cameras = None
+    if args.camera_process:
+        from bench.camera_process import ProcessCameras
+
+        process_cameras = ProcessCameras(args.cameras, size, fps, args.prerender)
+        CHILD_PIDS.append(process_cameras.pid)
+        sources: List[Any] = list(process_cameras.sources)
+    else:
+        sources = start_cameras(args.cameras, size, fps, args.prerender)
     try:
         multi = pipeline_run(detector, sources, size, fps, args.prerender, args.seconds, not args.no_rules_thread)
     finally:
         for source in sources:
             source.stop(2.0)
+        if process_cameras is not None:
+            process_cameras.close()
     frames = []
     for seed in range(args.cameras):
         frames += [f.image for f in render_stream_frames("factory", seed, range(max(1, args.prerender)), size)]
@@ -368,7 +400,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         "cameras": args.cameras,
         "camera_fps": fps,
         "camera_source": (
-            f"each rendering {args.prerender} frames once and replaying them by reference"
+            f"in one child process, each rendering {args.prerender} frames once and replaying them into shared "
+            "memory (copied out by the pipeline)"
+            if args.camera_process
+            else f"each rendering {args.prerender} frames once and replaying them by reference"
             if args.prerender
             else "each rendering every frame in its own thread"
         ),
@@ -381,7 +416,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(json.dumps(report, indent=1))
     else:
         print(render_table(report))
-    if args.write:
+    if args.write and not args.camera_process:
         write_section("cameras", render_table(report))
     return 0
 

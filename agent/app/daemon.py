@@ -1,111 +1,97 @@
-"""``edge-agent run``: the asyncio supervisor that wires cameras, the inference loop, the spool, the MQTT link
-and the OTA installer together.
+"""The daemon behind ``edge-agent run`` (the command line is ``run.py``): the supervisor. It owns the life
+cycle (start, supervision, reload, stop) and wires the parts together; what they do lives elsewhere in
+``agent/app/``::
 
-Structure (one place knows every part)::
+    pipeline/   a frame's path: cameras -> inference (Pipeline.step, rules stage) -> outputs -> spool
+    commands.py MQTT commands -> the owning thread -> one reply each
+    report.py   status.json, retained device / camera status, Prometheus samples (read from snapshots)
+    reload.py   SIGHUP: the plan (pure) and its application
+    tasks.py    the asyncio task group and the one blocking-call bridge
+    run.py      the command line: configuration, logging, native-stderr capture, asyncio.run(Daemon.run())
+    model_updates.py  OTA pushes -> installer (its worker thread) -> hot swap; probation
 
-    Daemon.run()
-      start:  OTA on_start() -> model path -> Detector (loader thread) -> Spool -> OutputWriter thread
-              -> Pipeline -> MqttLink thread -> camera threads -> metrics thread -> READY=1
-      tasks (a small TaskGroup; a task that dies unexpectedly stops the daemon, it is never silently lost):
-              inference   awaits Pipeline.step() on the inference thread; WatchdogGate.progress() after
-                          every completed step (so a stuck runtime stops the watchdog pings)
-              commands    MQTT commands -> pipeline operations / OTA -> replies through the spool
-              pushes      model pushes -> OTA install (thread) -> hot swap
-              status      every status_interval_s: status.json, retained device status, metrics,
-                          OTA probation commit / health
-              stop        waits for SIGTERM/SIGINT (stop) and SIGHUP (reload)
-      stop:   STOPPING=1 -> cancel tasks -> stop cameras, inference, writer, link -> close spool
-              -> OTA mark_clean_shutdown; all bounded by daemon.shutdown_timeout_s.
+Start::
 
-SIGHUP reloads what is safe while running: log level, decode thresholds, cameras added / removed /
-changed, each camera's rules and triage. Other sections (mqtt, spool, model, ota, metrics) need a restart;
-a reload that changes them says so in the log and applies the rest. An invalid file changes nothing.
+    OTA on_start() -> model path -> Detector (loader thread) -> Spool -> output-writer worker -> Pipeline
+    -> mqtt-link worker -> camera workers -> metrics-http worker -> READY=1
 
-Python 3.8: no asyncio.TaskGroup or to_thread; blocking work goes to named daemon threads.
+Threads are :mod:`agent.threads` workers under one :class:`~agent.threads.Supervisor` (the thread table is
+docs/DAEMON.md); asyncio tasks are a :class:`~agent.app.tasks.TaskGroup`::
+
+    inference   awaits Pipeline.step() on the inference worker; WatchdogGate.progress() after every completed
+                step (so a stuck runtime stops the watchdog pings)
+    commands    link.commands -> CommandHandler -> link.reply
+    pushes      model pushes -> ModelUpdateService (OTA worker) -> hot swap
+    status      every status_interval_s: status.json, retained statuses, OTA probation commit / health
+    reload      SIGHUP -> reload.apply_reload
+
+A death of a worker or task is never silent: it is logged, shown in the status (``threads``, ``problems``)
+and in the metrics, and handled by its policy. When the daemon stops because of one, its exit code says
+whose fault it may be: ``EXIT_FAILED`` (1) when the model may be (inference, rules: probation counts it as a
+crash of the release), ``EXIT_SIDE_TASK`` (4) otherwise, with a clean-shutdown mark so that probation does
+not roll back a healthy release for it. Stop: STOPPING=1 -> cancel tasks -> stop cameras, inference, writer,
+link -> close spool -> OTA mark_clean_shutdown; all bounded by ``daemon.shutdown_timeout_s``.
+
+Above 400 lines for one reason: :class:`Daemon` is the event loop's state (the configuration in force, the
+model error, the camera wiring) and every step of the life cycle that changes it: start, the start without a
+model and its recovery by OTA, model swaps, camera add / remove, and the bounded shutdown. Those steps share
+that state and the order they run in; what is not the loop's (status documents, commands, reload plans, the
+pipeline, OTA) already lives in the modules above.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import threading
 import time
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Union
 
 import structlog
 
-from agent import __version__
-from agent.app.model_updates import ModelUpdatesConfig, ModelUpdateService
-from agent.app.pipeline import (
-    CameraRuntime,
-    InferenceThread,
-    ModelInfo,
-    OutputWriter,
-    Pipeline,
-    percentile,
-)
+from agent.app.commands import CommandHandler
+from agent.app.model_updates import ModelUpdateService
+from agent.app.pipeline import CameraRuntime, ModelInfo, OutputWriter, Pipeline
+from agent.app.reload import apply_reload
+from agent.app.report import Reporter
 from agent.app.status import write_status
-from agent.config import AgentConfig, ConfigError, add_config_argument, load_config
-from agent.core.triage import FlagWindow
+from agent.app.tasks import TaskGroup, in_thread, settle
+from agent.config import AgentConfig, ConfigError, load_config
+from agent.engine.config import OnnxRuntimeConfig, TensorRTConfig
 from agent.engine.detector import Detector
-from agent.observability.logs import set_level, setup_logging
-from agent.observability.metrics import Metrics, MetricsServer
-from agent.observability.native_stderr import NativeStderr, capture_native_stderr
+from agent.observability.metrics import MetricsServer, SnapshotCollector, registry_of
 from agent.observability.sdnotify import SdNotifier, WatchdogGate
+from agent.ota.config import ModelUpdatesConfig
 from agent.ota.errors import OtaError
-from agent.ota.installer import ServingContext
-from agent.protocol.models import (
-    CameraState,
-    CameraStatus,
-    CameraSummary,
-    Command,
-    CommandReply,
-    DeviceStatus,
-    FlagWindowCommand,
-    ModelQuality,
-    RequestSnapshotCommand,
-    RollbackCommand,
-    SetThresholdsCommand,
-)
+from agent.ota.installer import Installer, OtaEvent, ServingContext
+from agent.protocol.models import CommandReply, DeviceStatus
 from agent.protocol.parse import encode_json
 from agent.rules_config import class_needs
 from agent.sources.camera import CameraSource
 from agent.sources.config import CameraConfig
 from agent.sources.factory import build_source
-from agent.sources.frame import SourceState, SourceStatus
+from agent.sources.frame import SourceStatus
+from agent.threads import FRAME_PATH, SerialWorker, Supervisor, WorkerDeath
+
+if TYPE_CHECKING:
+    from agent.link.link import MqttLink
+    from agent.protocol.topics import Topics
+    from agent.spool.store import Spool
 
 log = structlog.get_logger("agent.daemon")
 
-DetectorFactory = Callable[[Path, Any], Detector]
+Backend = Union[OnnxRuntimeConfig, TensorRTConfig]
+DetectorFactory = Callable[[Path, Backend], Detector]
 """Builds a Detector from a model path and backend config (the seam tests use for a blocking backend)."""
 
-_CAMERA_STATE = {
-    SourceState.STARTING: CameraState.STARTING,
-    SourceState.STREAMING: CameraState.STREAMING,
-    SourceState.STALLED: CameraState.STALLED,
-    SourceState.RECONNECTING: CameraState.RECONNECTING,
-    SourceState.STOPPED: CameraState.STOPPED,
-    SourceState.FAILED: CameraState.ERROR,
-}
-
-# a run-time change handed to the inference thread is applied between two frames: far below this
-COMMAND_APPLY_TIMEOUT_S = 10.0
-
 EXIT_OK = 0
-EXIT_FAILED = 1  # the inference task failed: possibly the model; counts as a crash during probation
+EXIT_FAILED = 1  # the inference path failed: possibly the model; counts as a crash during probation
 EXIT_CONFIG = 2
 EXIT_START_FAILED = 3
 EXIT_SIDE_TASK = 4  # a side task or thread died (status, commands, MQTT link, ...): not the model's fault
-# Tasks whose failure can be the model's: every other task's death stops the daemon with EXIT_SIDE_TASK and
-# a clean-shutdown mark, so that probation does not roll back a healthy release for it.
+# Tasks whose failure can be the model's (threads say so in their policy: agent.threads.FRAME_PATH).
 MODEL_TASKS = frozenset({"inference"})
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 def _model_problem(path: Optional[Path], exc: BaseException) -> str:
@@ -114,69 +100,8 @@ def _model_problem(path: Optional[Path], exc: BaseException) -> str:
     return text if path is None or str(path) in text else f"{path}: {text}"
 
 
-def _default_detector_factory(path: Path, backend: Any) -> Detector:
+def _default_detector_factory(path: Path, backend: Backend) -> Detector:
     return Detector.open(path, backend)
-
-
-async def _in_thread(fn: Callable[[], Any], name: str) -> Any:
-    """Run a blocking call in a fresh daemon thread (never joined at exit: a hung call cannot block it)."""
-    loop = asyncio.get_running_loop()
-    future = loop.create_future()
-
-    def target() -> None:
-        try:
-            result = fn()
-        except BaseException as exc:
-            loop.call_soon_threadsafe(_settle, future, None, exc)
-        else:
-            loop.call_soon_threadsafe(_settle, future, result, None)
-
-    threading.Thread(target=target, name=name, daemon=True).start()
-    return await future
-
-
-def _settle(future: asyncio.Future[Any], result: Any, error: Optional[BaseException]) -> None:
-    if future.done():
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(result)
-
-
-class TaskGroup:
-    """Named tasks; the first one to fail (or to end while the group runs) sets ``failed`` and wakes the
-    supervisor. ``cancel_all(timeout)`` cancels and waits, bounded."""
-
-    def __init__(self, on_exit: Callable[[str, Optional[BaseException]], None]) -> None:
-        self.tasks: Dict[str, asyncio.Task[Any]] = {}
-        self._on_exit = on_exit
-        self.closing = False
-
-    def start(self, name: str, coro: Awaitable[Any]) -> None:
-        task = asyncio.ensure_future(coro)
-        try:
-            task.set_name(name)
-        except AttributeError:  # pragma: no cover - Python < 3.8
-            pass
-        self.tasks[name] = task
-        task.add_done_callback(lambda t, n=name: self._done(n, t))  # type: ignore[misc]
-
-    def _done(self, name: str, task: asyncio.Task[Any]) -> None:
-        if self.closing:
-            return
-        error = None if task.cancelled() else task.exception()
-        self._on_exit(name, error)
-
-    async def cancel_all(self, timeout: float) -> List[str]:
-        """Cancel every task; returns the names of those still running after ``timeout``."""
-        self.closing = True
-        for task in self.tasks.values():
-            task.cancel()
-        pending = [t for t in self.tasks.values() if not t.done()]
-        if pending:
-            await asyncio.wait(pending, timeout=max(0.0, timeout))
-        return [name for name, task in self.tasks.items() if not task.done()]
 
 
 class Daemon:
@@ -189,6 +114,8 @@ class Daemon:
         detector_factory: builds detectors (default: :meth:`Detector.open`); tests pass a blocking backend.
         install_signal_handlers: SIGTERM/SIGINT/SIGHUP handlers (only possible on the main thread).
         model_updates: timings of the model-update service (default: :class:`ModelUpdatesConfig`).
+        supervisor: the supervisor of every thread (default: a new one; ``run_daemon`` passes the one its
+            native-stderr worker already reports to).
     """
 
     def __init__(
@@ -199,37 +126,39 @@ class Daemon:
         detector_factory: Optional[DetectorFactory] = None,
         install_signal_handlers: bool = True,
         model_updates: Optional[ModelUpdatesConfig] = None,
-        native_stderr: Optional[NativeStderr] = None,
+        supervisor: Optional[Supervisor] = None,
     ) -> None:
         self.config = config
-        self.native_stderr = native_stderr  # its thread's death is reported as a problem (output then unwrapped)
         self.config_path = config_path
         self.notifier = notifier or SdNotifier()
+        self.supervisor = supervisor or Supervisor()
+        self.supervisor.on_fatal = self._worker_fatal
         self._detector_factory = detector_factory or _default_detector_factory
         self._install_signals = install_signal_handlers
-        self.metrics = Metrics()
+        self.report = Reporter(self)
+        self.commands = CommandHandler(self)
         self.started_wall = time.time()
         self.state = "starting"
         self.stop_reason = ""
         self.exit_code = EXIT_OK
         self.errors: List[str] = []
         self.reloads = 0
-        self.camera_status: Dict[str, SourceStatus] = {}
+        self.camera_status: Dict[str, SourceStatus] = {}  # event loop writes (from the cameras' listeners)
         self.model_path: Optional[Path] = None
+        self.model_error: Optional[str] = None  # why no model runs (event loop writes it)
         self.ota_last: Optional[Dict[str, Any]] = None
-        self.installer: Any = None
+        self.installer: Optional[Installer] = None
         self.updates: Optional[ModelUpdateService] = None
         self._updates_config = model_updates or ModelUpdatesConfig()
-        self.spool: Any = None
-        self.link: Any = None
+        self.spool: Optional[Spool] = None
+        self.link: Optional[MqttLink] = None
+        self.topics: Optional[Topics] = None
         self.pipeline: Optional[Pipeline] = None
         self.writer: Optional[OutputWriter] = None
-        self.inference: Optional[InferenceThread] = None
+        self.inference: Optional[SerialWorker] = None
         self.metrics_server: Optional[MetricsServer] = None
         self.gate: Optional[WatchdogGate] = None
         self._loop: Optional[asyncio.AbstractEventLoop] = None
-        self._mqtt_down_since: Optional[str] = None  # status task only
-        self.model_error: Optional[str] = None  # why no model runs (event loop writes it)
         self._model_ready: Optional[asyncio.Event] = None  # made on the loop (Python 3.8 binds it at creation)
         self._stop_event: Optional[asyncio.Event] = None
         self._reload_event: Optional[asyncio.Event] = None
@@ -278,7 +207,7 @@ class Daemon:
             return self.exit_code
         self.state = "running"
         self._write_status()
-        self.notifier.ready(self._status_line())
+        self.notifier.ready(self.report.line())
         self.ready.set()
         log.info("daemon_ready", cameras=[c.name for c in self.config.cameras if c.enabled], model=str(self.model_path))
         assert self._stop_event is not None
@@ -292,50 +221,55 @@ class Daemon:
         cfg = self.config
         return ServingContext(cfg.model.path, class_needs({c.name: c.rules for c in cfg.cameras if c.enabled}))
 
-    async def _start(self) -> None:
+    async def _open_model(self) -> Optional[Detector]:
+        """The model to start with: the active release's, else the factory one. ``None`` (and ``model_error``)
+        when it does not load but OTA can bring another: the daemon then stays up and waits for a release
+        instead of failing into a restart loop every 5 s."""
         cfg = self.config
-        self._model_ready = asyncio.Event()
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        release: Optional[Dict[str, Any]] = None
-        if cfg.ota is not None:
-            # every installer call runs on the service's worker thread (see agent.app.model_updates)
-            self.updates = ModelUpdateService(
-                cfg.ota, cfg.mqtt.device, self._updates_config, on_event=self._on_ota_event, serving=self._serving
-            )
-            self.installer = self.updates.installer
+        if self.updates is not None:
             active = await self.updates.start()
             if active is not None:
                 self.model_path = Path(active)
-                record = self.installer.state().active
-                release = None if record is None else {"name": record.name, "version": record.version}
-        detector: Optional[Detector] = None
-        rolled_back = False
         try:
             if self.model_path is None:
                 if cfg.model.path is None:
                     raise ConfigError(["model.path: no model configured and no OTA release installed"])
                 self.model_path = cfg.model.path
-            detector = await self._load_detector(self.model_path)
+            return await self._load_detector(self.model_path)
         except Exception as exc:
             if self.updates is None or self.installer is None:
                 raise  # nothing could ever bring a model: fail the start (exit 3), as a configuration error does
-            # Not a restart loop every 5 s: stay up, say why on the status, keep the link, and wait for a signed
-            # release (MQTT push or `edge-agent ota install`) to bring a model that loads.
             self.model_error = _model_problem(self.model_path, exc)
             self.model_path = None
             log.error("model_unavailable_waiting_for_a_release", error=self.model_error)
-            if self.installer.state().trial is not None:
-                # a release on probation whose model does not load is the release's fault: back to known-good,
-                # whose model _first_model loads below, as it would that of a pushed release
-                try:
-                    rolled_back = await self.updates.rollback(f"model does not load: {exc}"[:500]) is not None
-                except OtaError as rollback_error:
-                    log.error("trial_rollback_failed", error=str(rollback_error))
-        if detector is not None:
-            model = ModelInfo.of(
-                detector, release["name"] if release else None, release["version"] if release else None
+            return None
+
+    async def _start(self) -> None:
+        cfg = self.config
+        self._model_ready = asyncio.Event()
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        if cfg.ota is not None:
+            # every installer call runs on the service's worker thread (see agent.app.model_updates)
+            self.updates = ModelUpdateService(
+                cfg.ota,
+                cfg.mqtt.device,
+                self._updates_config,
+                on_event=self._on_ota_event,
+                serving=self._serving,
+                supervisor=self.supervisor,
             )
-            log.info("model_loaded", **{k: str(v) for k, v in detector.describe().items()})
+            self.installer = self.updates.installer
+        detector = await self._open_model()
+        rolled_back = False
+        on_trial = self.installer is not None and self.installer.state().trial is not None
+        if detector is None and self.updates is not None and on_trial:
+            # a release on probation whose model does not load is the release's fault: back to known-good,
+            # whose model _first_model loads below, as it would that of a pushed release
+            try:
+                reason = f"model does not load: {self.model_error}"[:500]
+                rolled_back = await self.updates.rollback(reason) is not None
+            except OtaError as rollback_error:
+                log.error("trial_rollback_failed", error=str(rollback_error))
 
         from agent.link.link import MqttLink
         from agent.protocol.topics import Topics
@@ -345,8 +279,7 @@ class Daemon:
         if not spool_cfg.path.is_absolute():
             spool_cfg = spool_cfg.model_copy(update={"path": self.state_dir / spool_cfg.path})
         self.spool = Spool(spool_cfg)
-        topics = Topics(cfg.mqtt.topic_prefix, cfg.mqtt.site, cfg.mqtt.device)
-        self.topics = topics
+        topics = self.topics = Topics(cfg.mqtt.topic_prefix, cfg.mqtt.site, cfg.mqtt.device)
         out = cfg.output
         self.writer = OutputWriter(
             self.spool.put,
@@ -357,12 +290,14 @@ class Daemon:
             sample_quality=out.sample_jpeg_quality,
             snapshot_quality=out.snapshot_jpeg_quality,
             alert_snapshots=out.alert_snapshots,
+            supervisor=self.supervisor,
         )
         self.writer.start()
         if detector is not None:
-            self.pipeline = Pipeline(detector, model, cfg.model.decode_params(), self.writer)
-        self.inference = InferenceThread()
-        self.link = MqttLink(cfg.mqtt, self.spool, self._device_status)
+            self.pipeline = self._new_pipeline(detector, self._release_of_active())
+            log.info("model_loaded", **{k: str(v) for k, v in detector.describe().items()})
+        self.inference = SerialWorker("inference", FRAME_PATH, self.supervisor)
+        self.link = MqttLink(cfg.mqtt, self.spool, self._device_status, supervisor=self.supervisor)
         assert self._loop is not None
         self.link.start(self._loop)
         if self.updates is not None:
@@ -372,7 +307,10 @@ class Daemon:
         elif rolled_back:
             await self._first_model()
         if cfg.metrics.enabled:
-            self.metrics_server = MetricsServer(self.metrics, cfg.metrics.host, cfg.metrics.port)
+            registry = registry_of(SnapshotCollector("edge_agent_", self.report.samples))
+            self.metrics_server = MetricsServer(
+                registry, cfg.metrics.host, cfg.metrics.port, supervisor=self.supervisor
+            )
             self.metrics_server.start()
             log.info("metrics_serving", host=cfg.metrics.host, port=self.metrics_server.port)
         interval = self.notifier.watchdog_interval_s
@@ -390,6 +328,15 @@ class Daemon:
         if self._install_signals:
             self._signals(True)
 
+    def _release_of_active(self) -> Optional[Dict[str, str]]:
+        record = None if self.installer is None else self.installer.state().active
+        return None if record is None else {"name": record.name, "version": record.version}
+
+    def _new_pipeline(self, detector: Detector, release: Optional[Dict[str, str]]) -> Pipeline:
+        assert self.writer is not None
+        info = ModelInfo.of(detector, release["name"] if release else None, release["version"] if release else None)
+        return Pipeline(detector, info, self.config.model.decode_params(), self.writer, supervisor=self.supervisor)
+
     def _signals(self, install: bool) -> None:
         assert self._loop is not None
         try:
@@ -403,28 +350,51 @@ class Daemon:
         except (RuntimeError, ValueError, NotImplementedError):  # not the main thread / not Unix
             pass
 
-    def _task_exited(self, name: str, error: Optional[BaseException]) -> None:
+    # ------------------------------------------------------------------ supervision
+
+    def _task_exited(self, name: str, error: Optional[BaseException], blames_model: Optional[bool] = None) -> None:
+        """A task ended or a worker died for good (event loop): stop with the exit code that says whose fault."""
         if error is not None:
             log.error("task_failed", task=name, error=f"{type(error).__name__}: {error}")
             self.errors.append(f"task {name} failed: {error}")
         else:
             log.error("task_ended_unexpectedly", task=name)
+        if blames_model is None:
+            blames_model = name in MODEL_TASKS
         if self.exit_code == EXIT_OK:
-            self.exit_code = EXIT_FAILED if name in MODEL_TASKS else EXIT_SIDE_TASK
+            self.exit_code = EXIT_FAILED if blames_model else EXIT_SIDE_TASK
         self.request_stop(f"task {name} ended")
+
+    def _worker_fatal(self, death: WorkerDeath) -> None:
+        """The supervisor's STOP (from the dying thread): handled on the loop."""
+        loop = self._loop
+        if loop is None or self.state in ("stopping", "stopped"):
+            return
+
+        def stop() -> None:
+            log.error("worker_fatal", worker=death.worker, error=death.error, blames_model=death.blames_model)
+            self.errors.append(f"thread {death.worker} died: {death.error}")
+            if self.exit_code == EXIT_OK:
+                self.exit_code = EXIT_FAILED if death.blames_model else EXIT_SIDE_TASK
+            self.request_stop(f"thread {death.worker} died")
+
+        try:
+            loop.call_soon_threadsafe(stop)
+        except RuntimeError:  # the loop is closed: the daemon is gone already
+            pass
 
     # ------------------------------------------------------------------ cameras
 
     def _add_cameras(self) -> None:
         for camera in self.config.cameras:
             if camera.enabled:
-                self._add_camera(camera)
+                self.add_camera(camera)
         if self._model_ready is not None:
             self._model_ready.set()
 
-    def _add_camera(self, camera: CameraConfig) -> None:
+    def add_camera(self, camera: CameraConfig) -> None:
         assert self.pipeline is not None
-        source = build_source(camera)
+        source = build_source(camera, supervisor=self.supervisor)
         loop = self._loop
         assert loop is not None
 
@@ -437,15 +407,20 @@ class Daemon:
         source.start()
         log.info("camera_started", camera=camera.name, source=camera.source.type)
 
-    def _remove_camera(self, name: str) -> None:
+    def remove_camera(self, name: str) -> None:
         assert self.pipeline is not None
+        supervisor = self.supervisor
 
         def stopped(runtime: CameraRuntime) -> None:
-            threading.Thread(target=runtime.source.stop, name=f"camera-{name}-stop", daemon=True).start()
+            def stop() -> None:
+                runtime.source.stop()
+                supervisor.forget(f"camera-{name}")
+                supervisor.forget(f"camera-{name}-watchdog")
+
+            threading.Thread(target=stop, name=f"camera-{name}-stop", daemon=True).start()
 
         self.pipeline.remove_camera(name, stopped)
         self.camera_status.pop(name, None)
-        self.metrics.remove("camera_fps", camera=name)
         log.info("camera_removed", camera=name)
 
     def _camera_changed(self, status: SourceStatus) -> None:
@@ -453,29 +428,11 @@ class Daemon:
         log.info("camera_state", camera=status.camera, state=status.state.value, reason=status.reason)
         self._publish_camera(status)
 
-    def _camera_fps(self, name: str) -> float:
-        pipeline = self.pipeline
-        runtime = pipeline.cameras.get(name) if pipeline else None
-        return runtime.stats.snapshot.fps(time.monotonic()) if runtime else 0.0
-
     def _publish_camera(self, status: SourceStatus) -> None:
-        if self.link is None:
+        if self.link is None or self.topics is None:
             return
         try:
-            message = CameraStatus(
-                device=self.config.mqtt.device,
-                camera=status.camera,
-                state=_CAMERA_STATE[status.state],
-                source=status.kind,
-                fps=round(self._camera_fps(status.camera), 3),
-                frames=status.frames,
-                drops=status.dropped,
-                reconnects=status.reconnects,
-                reconnect_attempts=status.reconnect_attempts,
-                last_frame_at=None,
-                error=status.reason[:1024] or None,
-                ts=_now(),
-            )
+            message = self.report.camera_message(status)
             self.link.set_retained(self.topics.camera_status(status.camera), encode_json(message))
         except Exception:
             log.exception("camera_status_failed", camera=status.camera)
@@ -492,102 +449,52 @@ class Daemon:
             except asyncio.TimeoutError:
                 pass
         assert self.pipeline is not None and self.inference is not None and self.gate is not None
-        pipeline, thread, gate = self.pipeline, self.inference, self.gate
+        pipeline, worker, gate = self.pipeline, self.inference, self.gate
         idle = self.config.daemon.idle_poll_s
         while True:
-            processed = await thread.call(pipeline.step)
+            processed = await worker.call(pipeline.step)
             gate.progress()
             if not processed:
                 await asyncio.sleep(idle)
 
     async def _commands_task(self) -> None:
-        queue = self.link.commands
-        assert queue is not None
+        assert self.link is not None and self.link.commands is not None
+        link, queue = self.link, self.link.commands
         while True:
             command = await queue.get()
-            try:
-                reply = await self._handle_command(command)
-            except Exception as exc:
-                log.exception("command_failed", type=command.type, request_id=command.request_id)
-                reply = CommandReply.failure(
-                    command.request_id, self.config.mqtt.device, _now(), "internal", f"{type(exc).__name__}: {exc}"
-                )
-            self.link.reply(reply)
+            link.reply(await self.commands.reply_to(command))
 
-    def _fail(self, command: Command, code: str, message: str) -> CommandReply:
-        return CommandReply.failure(command.request_id, self.config.mqtt.device, _now(), code, message)
-
-    async def _handle_command(self, command: Command) -> CommandReply:
-        pipeline = self.pipeline
-        if pipeline is None and not isinstance(command, RollbackCommand):
-            return self._fail(command, "no_model", f"no model runs on this box: {self.model_error}")
-        device = self.config.mqtt.device
-        known = {c.name for c in self.config.cameras if c.enabled}
-        if isinstance(command, FlagWindowCommand):
-            if command.camera not in known:
-                return self._fail(command, "unknown_camera", f"no camera {command.camera!r}")
-            try:
-                window = FlagWindow(
-                    command.camera, command.start.timestamp(), command.end.timestamp(), command.note or ""
-                )
-            except ValueError as exc:
-                return self._fail(command, "invalid", str(exc))
-            assert pipeline is not None
-            pipeline.add_flag_window(window)
-            return CommandReply.ok(command.request_id, device, _now(), {"camera": command.camera})
-        if isinstance(command, RequestSnapshotCommand):
-            if command.camera not in known:
-                return self._fail(command, "unknown_camera", f"no camera {command.camera!r}")
-            assert pipeline is not None
-            pipeline.request_snapshot(command.camera, command.request_id)
-            return CommandReply.ok(command.request_id, device, _now(), {"camera": command.camera})
-        if isinstance(command, SetThresholdsCommand):
-            return await self._set_thresholds(command, known)
-        if isinstance(command, RollbackCommand):
-            if self.updates is None:
-                return self._fail(command, "unsupported", "OTA is not configured")
-            guard = (command.if_active.name, command.if_active.counter) if command.if_active else None
-            try:
-                record = await self.updates.rollback(command.reason or "command", guard)
-            except OtaError as exc:
-                return self._fail(command, "rollback_failed", str(exc))
-            if record is None:  # the named release is not active (any more): nothing to do
-                active = self.updates.active_release()
-                now_active = f"{active.name} {active.version}" if active else None
-                return CommandReply.ok(command.request_id, device, _now(), {"active": now_active, "rolled_back": False})
-            return CommandReply.ok(
-                command.request_id, device, _now(), {"active": f"{record.name} {record.version}", "rolled_back": True}
-            )
-        return self._fail(command, "unsupported", f"command {command.type!r} is not handled here")
-
-    async def _set_thresholds(self, command: SetThresholdsCommand, known: Any) -> CommandReply:
-        """Handed to the inference thread, which owns the rules and applies the change between frames; the
-        reply waits for it (commands are handled one at a time, so the next one sees this one applied)."""
-        pipeline = self.pipeline
-        assert pipeline is not None
-        if command.camera is not None and command.camera not in known:
-            return self._fail(command, "unknown_camera", f"no camera {command.camera!r}")
-        targets = [c.name for c in self.config.cameras if c.enabled and (command.camera in (None, c.name))]
-        applied = pipeline.update_thresholds(targets, dict(command.thresholds))
-        try:
-            await asyncio.wait_for(asyncio.wrap_future(applied), COMMAND_APPLY_TIMEOUT_S)
-        except (KeyError, ValueError) as exc:
-            return self._fail(command, "invalid", str(exc).strip('"'))
-        except asyncio.TimeoutError:
-            return self._fail(
-                command, "timeout", f"the inference thread did not apply it within {COMMAND_APPLY_TIMEOUT_S:.0f} s"
-            )
-        return CommandReply.ok(
-            command.request_id, self.config.mqtt.device, _now(), {"applied": len(command.thresholds)}
-        )
+    async def _handle_command(self, command: object) -> CommandReply:  # tests call it directly
+        return await self.commands.handle(command)  # type: ignore[arg-type]
 
     async def _pushes_task(self) -> None:
         """Without OTA configured, pushes are logged and dropped (the queue must not grow)."""
+        assert self.link is not None and self.link.pushes is not None
         queue = self.link.pushes
-        assert queue is not None
         while True:
             _topic, push = await queue.get()
             log.warning("model_push_ignored", reason="OTA is not configured", release=push.release.name)
+
+    async def _status_task(self) -> None:
+        interval = self.config.daemon.status_interval_s
+        while True:
+            await asyncio.sleep(interval)
+            self._write_status()
+            if self.link is not None and self.topics is not None:
+                self.link.set_retained(self.topics.status, encode_json(self._device_status()))
+            for status in list(self.camera_status.values()):
+                self._publish_camera(status)
+            if self.updates is not None:
+                await self.updates.probation(self.report.aggregate_fps, self.config.daemon.health_min_fps)
+
+    async def _reload_task(self) -> None:
+        assert self._reload_event is not None
+        while True:
+            await self._reload_event.wait()
+            self._reload_event.clear()
+            self.reload()
+
+    # ------------------------------------------------------------------ models
 
     async def _sync_model(self) -> None:
         """Swap the detector when the installer's active model differs from the one running (or bring up the
@@ -608,24 +515,21 @@ class Daemon:
     async def _load_detector(self, path: Path) -> Detector:
         """Build a detector for ``path`` in a loader thread (a model load blocks for seconds)."""
         backend = self.config.model.backend
-        detector: Detector = await _in_thread(lambda: self._detector_factory(path, backend), "model-loader")
-        return detector
+        return await in_thread(lambda: self._detector_factory(path, backend), "model-loader")
 
     async def _first_model(self) -> None:
-        assert self.installer is not None and self._swap_lock is not None and self.writer is not None
+        assert self.installer is not None and self._swap_lock is not None
         async with self._swap_lock:
             path = self.installer.active_model_path()
             if path is None or self.pipeline is not None:
                 return
-            record = self.installer.state().active
             try:
                 detector = await self._load_detector(Path(path))
             except Exception as exc:
                 self.model_error = _model_problem(Path(path), exc)
                 log.error("model_load_failed", path=str(path), error=str(exc))
                 return
-            info = ModelInfo.of(detector, record.name if record else None, record.version if record else None)
-            self.pipeline = Pipeline(detector, info, self.config.model.decode_params(), self.writer)
+            self.pipeline = self._new_pipeline(detector, self._release_of_active())
             self.model_path, self.model_error = Path(path), None
             log.info("model_loaded", recovered=True, **{k: str(v) for k, v in detector.describe().items()})
             self._add_cameras()
@@ -645,7 +549,7 @@ class Daemon:
         done: asyncio.Future[Optional[Exception]] = loop.create_future()
 
         def finished(err: Optional[Exception]) -> None:
-            loop.call_soon_threadsafe(_settle, done, err, None)
+            loop.call_soon_threadsafe(settle, done, err, None)
 
         pipeline.swap_detector(detector, info, finished)
         error = await done
@@ -653,32 +557,6 @@ class Daemon:
             self.model_path = path
             return True
         return False
-
-    async def _status_task(self) -> None:
-        interval = self.config.daemon.status_interval_s
-        while True:
-            await asyncio.sleep(interval)
-            if self.link is not None and self.link.failure is not None:
-                self._task_exited("mqtt-link", self.link.failure)  # a thread's death is never silent
-                return
-            self._write_status()
-            self._update_metrics()
-            if self.link is not None:
-                self.link.set_retained(self.topics.status, encode_json(self._device_status()))
-            for status in list(self.camera_status.values()):
-                self._publish_camera(status)
-            await self._probation()
-
-    async def _probation(self) -> None:
-        if self.updates is not None:
-            await self.updates.probation(self._aggregate_fps, self.config.daemon.health_min_fps)
-
-    async def _reload_task(self) -> None:
-        assert self._reload_event is not None
-        while True:
-            await self._reload_event.wait()
-            self._reload_event.clear()
-            self.reload()
 
     # ------------------------------------------------------------------ reload
 
@@ -696,275 +574,34 @@ class Daemon:
         return self.apply_config(new)
 
     def apply_config(self, new: AgentConfig) -> bool:
-        old = self.config
-        pipeline = self.pipeline
-        if pipeline is None:
-            log.warning("reload_deferred", reason="no model runs yet; restart to apply the new configuration")
-            self.errors.append("reload deferred: no model runs yet")
-            return False
-        restart = [
-            name
-            for name in ("mqtt", "spool", "disk_budget", "ota", "metrics", "output")
-            if getattr(old, name) != getattr(new, name)
-        ]
-        if old.model.path != new.model.path or old.model.backend != new.model.backend:
-            restart.append("model")
-        if old.daemon.state_dir != new.daemon.state_dir:
-            restart.append("daemon.state_dir")
-        if restart:
-            log.warning("reload_needs_restart", sections=restart)
-        if new.logging.level != old.logging.level:
-            set_level(new.logging.level)
-        pipeline.set_decode(new.model.decode_params())
-        old_cams = {c.name: c for c in old.cameras if c.enabled}
-        new_cams = {c.name: c for c in new.cameras if c.enabled}
-        for name in old_cams.keys() - new_cams.keys():
-            self._remove_camera(name)
-        for name, camera in new_cams.items():
-            before = old_cams.get(name)
-            if before is None:
-                self._add_camera(camera)
-            elif before.model_copy(update={"rules": camera.rules}) != camera:
-                self._remove_camera(name)
-                self._add_camera(camera)
-            elif before.rules != camera.rules:
-                pipeline.set_rules(name, camera.rules)
-        # Sections that need a restart keep their running values.
-        kept = {name: getattr(old, name) for name in ("mqtt", "spool", "disk_budget", "ota", "metrics", "output")}
-        kept["model"] = new.model.model_copy(update={"path": old.model.path, "backend": old.model.backend})
-        kept["daemon"] = new.daemon.model_copy(update={"state_dir": old.daemon.state_dir})
-        self.config = new.model_copy(update=kept)
-        self.reloads += 1
-        log.info("reloaded", cameras=sorted(new_cams), restart_needed=restart)
-        return True
+        return apply_reload(self, new)
 
     # ------------------------------------------------------------------ status
 
-    def _aggregate_fps(self) -> float:
-        pipeline = self.pipeline
-        if pipeline is None:
-            return 0.0
-        now = time.monotonic()
-        return sum(r.stats.snapshot.fps(now) for r in list(pipeline.cameras.values()))
-
     def _device_status(self) -> DeviceStatus:
-        pipeline = self.pipeline
-        cameras = []
-        for name, status in sorted(self.camera_status.items()):
-            cameras.append(
-                CameraSummary(camera=name, state=_CAMERA_STATE[status.state], fps=round(self._camera_fps(name), 3))
-            )
-        quality = None
-        if pipeline is not None:
-            q = pipeline.quality  # a frozen snapshot the rules' thread publishes
-            quality = ModelQuality(
-                model_sha256=q.model_sha256,
-                since=datetime.fromtimestamp(q.since_wall, timezone.utc),
-                frames=q.frames,
-                detections=q.detections,
-                confidence_sum=round(q.confidence_sum, 4),
-                alerts=q.alerts,
-                uncertain_frames=q.uncertain_frames,
-            )
-        return DeviceStatus(
-            device=self.config.mqtt.device,
-            site=self.config.mqtt.site,
-            state="online",
-            agent_version=__version__,
-            model=pipeline.model.ref() if pipeline else None,
-            model_error=None if pipeline else (self.model_error or "")[:1024] or None,
-            cameras=cameras,
-            groups=list(self.config.mqtt.groups),
-            quality=quality,
-            ts=_now(),
-        )
+        return self.report.device_status()
 
-    def _status_line(self) -> str:
-        return f"{self.state}; cameras {len(self.camera_status)}; fps {self._aggregate_fps():.1f}"
-
-    def status_document(self) -> Dict[str, Any]:
+    def status_document(self) -> Dict[str, object]:
         """Everything ``edge-agent status`` shows (also the content of status.json)."""
-        now = time.monotonic()
-        pipeline = self.pipeline
-        cameras: Dict[str, Any] = {}
-        for camera in self.config.cameras:
-            if not camera.enabled:
-                continue
-            record: Dict[str, Any] = {"name": camera.name, "source": camera.source.type}
-            status = self.camera_status.get(camera.name)
-            if status is not None:
-                record.update(status.as_record())
-            runtime = pipeline.cameras.get(camera.name) if pipeline else None
-            if runtime is not None:
-                st = runtime.stats.snapshot
-                lat = list(st.latencies_ms)
-                record.update(
-                    processed=st.processed,
-                    alerts=st.alerts,
-                    samples=st.samples,
-                    fps=round(st.fps(now), 3),
-                    latency_p50_ms=percentile(lat, 50),
-                    latency_p99_ms=percentile(lat, 99),
-                )
-            cameras[camera.name] = record
-        spool: Dict[str, Any] = {}
-        if self.spool is not None:
-            try:
-                stats = self.spool.stats()
-                spool = {
-                    "items": stats.items,
-                    "bytes": stats.bytes,
-                    "max_bytes": stats.max_bytes,
-                    "in_flight": stats.in_flight,
-                    "by_kind": stats.items_by_kind,
-                    "counters": stats.counters,
-                }
-            except Exception as exc:
-                spool = {"error": str(exc)}
-        output: Dict[str, Any] = {}
-        if self.writer is not None:
-            counters = self.writer.snapshot()
-            output = dict(vars(counters))
-            output["disk_ok"] = counters.disk_ok
-            output["queued"] = self.writer.pending()
-        link: Dict[str, Any] = {}
-        if self.link is not None:
-            link = dict(vars(self.link.metrics()))
-            # since when the broker is out of reach: `edge-agent status` judges it against its grace period
-            if link.get("connected"):
-                self._mqtt_down_since = None
-            elif self._mqtt_down_since is None:
-                self._mqtt_down_since = _now().isoformat()
-            link["down_since"] = self._mqtt_down_since
-        inference: Dict[str, Any] = {}
-        model: Dict[str, Any] = {}
-        if pipeline is not None:
-            counters_p = pipeline.counters
-            inference = {k: v for k, v in vars(counters_p).items() if k != "busy_since"}
-            inference["busy_s"] = None if counters_p.busy_since is None else round(now - counters_p.busy_since, 3)
-            inference["aggregate_fps"] = round(self._aggregate_fps(), 3)
-            model = {**vars(pipeline.model), "path": str(self.model_path)}
-        problems = list(self.errors[-10:])
-        if self.pipeline is None and self.model_error:
-            problems.insert(0, f"model: error: {self.model_error} (waiting for a signed release)")
-            model = {"error": self.model_error}
-        if output and not output["disk_ok"]:
-            problems.append(f"spool writes failing: {output.get('last_error')}")
-        if self.native_stderr is not None and self.native_stderr.failure is not None:
-            problems.append(f"native-stderr thread died ({self.native_stderr.failure!r}): library output is unwrapped")
-        return {
-            "version": 1,
-            "agent_version": __version__,
-            "pid": os.getpid(),
-            "state": self.state,
-            "started": datetime.fromtimestamp(self.started_wall, timezone.utc).isoformat(),
-            "updated": _now().isoformat(),
-            "device": self.config.mqtt.device,
-            "site": self.config.mqtt.site,
-            "model": model,
-            "cameras": cameras,
-            "inference": inference,
-            "spool": spool,
-            "output": output,
-            "mqtt": link,
-            "ota": self.ota_last,
-            "model_updates": None if self.updates is None else self.updates.status(),
-            "watchdog": {
-                "enabled": self.notifier.watchdog_interval_s is not None,
-                "pings": self.gate.pings if self.gate else 0,
-            },
-            "reloads": self.reloads,
-            "problems": problems,
-        }
+        return self.report.document()
 
     def _write_status(self) -> None:
         try:
             write_status(self.status_path, self.status_document())
         except Exception as exc:
             log.warning("status_write_failed", error=str(exc))
-        self.notifier.status(self._status_line())
+        self.notifier.status(self.report.line())
 
-    def _update_metrics(self) -> None:
-        m = self.metrics
-        pipeline = self.pipeline
-        now = time.monotonic()
-        if pipeline is not None:
-            c = pipeline.counters
-            m.set("frames_processed_total", c.frames, "Frames run through the model.", "counter")
-            m.set("batches_total", c.batches, "Inference batches.", "counter")
-            m.set("inference_errors_total", c.inference_errors, "Failed inference batches.", "counter")
-            m.set("model_swaps_total", c.swaps, "Hot model swaps.", "counter")
-            for stage in ("preprocess", "inference", "postprocess", "rules"):
-                m.set("stage_ms", getattr(c, f"{stage}_ms"), "Milliseconds of the last batch per stage.", stage=stage)
-            for name, runtime in list(pipeline.cameras.items()):
-                st = runtime.stats.snapshot
-                m.set("camera_fps", st.fps(now), "Processed frames per second.", camera=name)
-                m.set("camera_alerts_total", st.alerts, "Alerts fired.", "counter", camera=name)
-                m.set("camera_samples_total", st.samples, "Triage samples selected.", "counter", camera=name)
-                p99 = percentile(list(st.latencies_ms), 99)
-                if p99 is not None:
-                    m.set("camera_latency_p99_ms", p99, "Capture-to-rules latency p99.", camera=name)
-        for name, status in list(self.camera_status.items()):
-            m.set(
-                "camera_frames_dropped_total",
-                status.dropped,
-                "Frames replaced before inference took them.",
-                "counter",
-                camera=name,
-            )
-            m.set("camera_reconnects_total", status.reconnects, "Successful camera reconnects.", "counter", camera=name)
-            m.set(
-                "camera_reconnect_attempts_total",
-                status.reconnect_attempts,
-                "Camera reconnect attempts, failed ones included.",
-                "counter",
-                camera=name,
-            )
-            m.set(
-                "camera_streaming",
-                1.0 if status.state == SourceState.STREAMING else 0.0,
-                "1 while streaming.",
-                camera=name,
-            )
-        if self.spool is not None:
-            try:
-                stats = self.spool.stats()
-                m.set("spool_items", stats.items, "Messages queued in the spool.")
-                m.set("spool_bytes", stats.bytes, "Payload bytes queued in the spool.")
-                for key, value in stats.counters.items():
-                    if key.startswith(("evicted.", "refused_full.")):
-                        kind, what = key.split(".", 1)[1], key.split(".", 1)[0]
-                        m.set(f"spool_{what}_total", value, f"Spool {what} per kind.", "counter", kind=kind)
-            except Exception:
-                pass
-        if self.writer is not None:
-            oc = self.writer.snapshot()
-            m.set("spool_write_errors_total", oc.spool_write_errors, "Failed spool writes.", "counter")
-            m.set("disk_ok", 1.0 if oc.disk_ok else 0.0, "0 while spool writes fail.")
-        if self.link is not None:
-            lm = self.link.metrics()
-            m.set("mqtt_connected", 1.0 if lm.connected else 0.0, "1 while connected to the broker.")
-            for key in (
-                "connects",
-                "disconnects",
-                "published",
-                "acked",
-                "quarantined",
-                "commands",
-                "commands_malformed",
-            ):
-                m.set(f"mqtt_{key}_total", getattr(lm, key), f"MQTT {key}.", "counter")
+    def _on_ota_event(self, event: OtaEvent) -> None:
+        """(OTA worker) Keep the latest event for the status document (the service publishes the MQTT report)."""
+        from datetime import datetime, timezone
 
-    # ------------------------------------------------------------------ OTA events (installer thread)
-
-    def _on_ota_event(self, event: Any) -> None:
-        """Keep the latest event for the status document (the service publishes the MQTT report)."""
         self.ota_last = {
             "kind": event.kind,
             "release": event.release,
             "reason": event.reason,
             "detail": event.detail,
-            "ts": _now().isoformat(),
+            "ts": datetime.now(timezone.utc).isoformat(),
         }
         log.info("ota_event", **{k: v for k, v in self.ota_last.items() if v is not None})
 
@@ -978,6 +615,7 @@ class Daemon:
             return max(0.05, (deadline - time.monotonic()) * share)
 
         self.state = "stopping"
+        self.supervisor.closing = True  # deaths during the stop are recorded, not acted on
         self.notifier.stopping(f"stopping: {self.stop_reason}")
         if self._install_signals and self._loop is not None:
             self._signals(False)
@@ -988,17 +626,18 @@ class Daemon:
         pipeline = self.pipeline
         if pipeline is not None:
             sources = [r.source for r in pipeline.cameras.values()]
-            await _in_thread(lambda: _stop_sources(sources, left(0.3)), "cameras-stop")
+            await in_thread(lambda: _stop_sources(sources, left(0.3)), "cameras-stop")
         inference_stuck = False
-        if self.inference is not None:
-            self.inference.stop()
-            inference_stuck = not await _in_thread(lambda: self.inference.join(left(0.2)), "inference-join")  # type: ignore[union-attr]
+        inference = self.inference
+        if inference is not None:
+            inference_stuck = not await in_thread(lambda: inference.stop_and_join(left(0.2)), "inference-join")
             if inference_stuck:
                 log.error("inference_stuck_at_shutdown")
-        if self.writer is not None:
-            await _in_thread(lambda: self.writer.stop(left(0.4)), "writer-stop")  # type: ignore[union-attr]
-        if self.link is not None:
-            await _in_thread(lambda: self.link.stop(left(0.5)), "link-stop")
+        writer, link, updates = self.writer, self.link, self.updates
+        if writer is not None:
+            await in_thread(lambda: writer.stop(left(0.4)), "writer-stop")
+        if link is not None:
+            await in_thread(lambda: link.stop(left(0.5)), "link-stop")
         self.state = "stopped"
         try:  # whatever broke the status task must not also break the way out
             self._write_status()
@@ -1012,10 +651,8 @@ class Daemon:
         if pipeline is not None and not inference_stuck:
             pipeline.close()  # joins the rules thread before the model it may still reference goes away
             pipeline.detector.close()
-        if self.updates is not None:
-            updates = self.updates
-            if not await _in_thread(lambda: updates.stop(left(0.5)), "ota-worker-stop"):
-                log.error("ota_worker_busy_at_shutdown")
+        if updates is not None and not await in_thread(lambda: updates.stop(left(0.5)), "ota-worker-stop"):
+            log.error("ota_worker_busy_at_shutdown")
         if self.installer is not None and self.exit_code in (EXIT_OK, EXIT_SIDE_TASK):
             # an orderly stop, and the model was not at fault: not a probation crash
             try:
@@ -1037,85 +674,12 @@ def _stop_sources(sources: List[CameraSource], timeout: float) -> None:
         t.join(timeout)
 
 
-# ------------------------------------------------------------------ command line
-
-
-def run_daemon(config_path: Path) -> int:
-    """Load the configuration, set up logging, run until SIGTERM. Returns the exit code."""
-    try:
-        config = load_config(config_path)
-    except ConfigError as exc:
-        setup_logging("info", "json")
-        log.error("config_invalid", source=exc.source, problems=exc.problems)
-        import sys
-
-        print(str(exc), file=sys.stderr)
-        return EXIT_CONFIG
-    setup_logging(config.logging.level, config.logging.format)
-    native = None
-    if config.logging.format == "json":
-        # FFmpeg / GStreamer / OpenCV / ONNX Runtime write to fd 2 between our JSON lines: wrap theirs too
-        native = capture_native_stderr()
-    daemon = Daemon(config, config_path, model_updates=config.model_updates, native_stderr=native)
-    try:
-        return asyncio.run(daemon.run())
-    finally:
-        if native is not None:
-            native.close()
-
-
-def _check_model(config: AgentConfig) -> Optional[str]:
-    """``run --check``: the factory model must exist and parse (no runtime needed), or OTA must be able to
-    provide one."""
-    from agent.engine.errors import EngineError
-    from agent.engine.model import read_model
-
-    if config.model.path is None:
-        return None if config.ota is not None else "model.path: no model configured and OTA is disabled"
-    try:
-        read_model(config.model.path)
-    except EngineError as exc:
-        return f"model.path: {exc}"
-    return None
-
-
-def add_run_parser(subparsers: Any) -> Any:
-    """``edge-agent run --config PATH`` (for agent/cli.py)."""
-    parser = subparsers.add_parser("run", help="Run the edge agent daemon (under systemd: Type=notify).")
-    add_config_argument(parser)
-    parser.add_argument("--check", action="store_true", help="Validate the configuration and exit.")
-
-    def handler(args: Any) -> int:
-        if args.check:
-            try:
-                config = load_config(args.config)
-            except ConfigError as exc:
-                print(str(exc))
-                return EXIT_CONFIG
-            problem = _check_model(config)
-            if problem:
-                print(f"{args.config}: {problem}")
-                return EXIT_CONFIG
-            print(f"{args.config}: ok")
-            return EXIT_OK
-        return run_daemon(args.config)
-
-    parser.set_defaults(handler=handler)
-    return parser
-
-
-__all__ = ["Daemon", "DetectorFactory", "TaskGroup", "add_run_parser", "run_daemon"]
-
-
-def main(argv: Optional[List[str]] = None) -> int:
-    """``python -m agent.app.daemon --config PATH`` (the same as ``edge-agent run``)."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="edge-agent")
-    add_run_parser(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["run", *(argv if argv is not None else __import__("sys").argv[1:])])
-    return int(args.handler(args))
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())
+__all__ = [
+    "EXIT_CONFIG",
+    "EXIT_FAILED",
+    "EXIT_OK",
+    "EXIT_SIDE_TASK",
+    "EXIT_START_FAILED",
+    "Daemon",
+    "DetectorFactory",
+]

@@ -30,39 +30,49 @@ Resume (chunk mode): the bundle is assembled in ``<staging>/push/<bundle sha256>
 those already held are dropped. Chunks that arrive ahead of a gap are kept in ``spill/`` and appended
 once the gap closes; a transfer that makes no progress for ``chunk_stall_s`` re-subscribes, which makes the
 broker deliver the retained chunks again (the protocol has no resend request).
+
+Above 400 lines for one reason: :class:`ModelUpdateService` is the ``ota-worker`` thread's whole state (the
+installer, desired pushes, the chunk transfer, handled pushes, probation) and every call that must run on
+that thread; the pure decisions are in ``agent/ota/push.py`` and the chunk assembly in ``agent/ota/chunks.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import enum
 import json
-import math
 import os
-import queue
 import threading
 import time
 import uuid
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Dict, List, Optional, Tuple
+from typing import Any, Awaitable, Callable, Dict, List, Optional, Protocol, Tuple
 
 import structlog
 
 from agent.core.backoff import Backoff
+from agent.ota.chunks import ChunkTransfer, TransferCounters
 from agent.ota.config import ModelUpdatesConfig, OtaConfig
 from agent.ota.errors import OtaError, TransportError, VerificationError
-from agent.ota.fetchers import StagedFile, TooSlowError, TransferPace
+from agent.ota.fetchers import TooSlowError, TransferPace
 from agent.ota.fsutil import remove_tree
 from agent.ota.installer import Installer, OtaEvent, ServingContext
-from agent.ota.state import InstallState, SlotRecord
+from agent.ota.push import (
+    Decision,
+    PushRejected,
+    check_chunk_header,
+    check_chunk_plan,
+    decide_push,
+    push_key,
+    release_ref,
+)
+from agent.ota.state import SlotRecord
 from agent.protocol.config import ProtocolLimits
 from agent.protocol.errors import ProtocolError
-from agent.protocol.models import ModelChunkHeader, ModelPush, OtaPhase, OtaStateReport, ReleaseRef
+from agent.protocol.models import ModelPush, OtaPhase, OtaStateReport, ReleaseRef
 from agent.protocol.parse import encode_json, parse_model_chunk
 from agent.protocol.topics import Topics
+from agent.threads import SIDE_TASK, SerialWorker, Supervisor
 
 log = structlog.get_logger("agent.model_updates")
 
@@ -70,250 +80,15 @@ SpoolPut = Callable[..., Any]
 """``Spool.put(kind, topic, payload, message_id=...)``."""
 SwapCallback = Callable[[], Awaitable[None]]
 """Coroutine function that makes the pipeline serve the installer's active model (the daemon's)."""
+RawHandler = Callable[[str, bytes], None]
 
 
-# --------------------------------------------------------------------------- pure decisions
+class ChunkSubscriptions(Protocol):
+    """What the service needs of the MQTT link: its public subscription API (``agent.link.MqttLink``)."""
 
+    def add_subscription(self, topic_filter: str, handler: RawHandler) -> None: ...
 
-class PushRejected(Exception):
-    """A push or chunk that cannot be used as sent; ``reason`` is a stable code for reports."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
-
-
-class Decision(str, enum.Enum):
-    """What to do with the newest desired push."""
-
-    INSTALL = "install"
-    CURRENT = "current"  # that release (or a newer one) is active
-    STALE = "stale"  # counter at or below the anti-rollback floor
-    OTHER_CHANNEL = "other_channel"
-    HANDLED = "handled"  # this exact push was installed / rejected before
-    DEFER = "defer"  # a release is in probation: wait for commit or rollback
-
-
-def push_key(push: ModelPush) -> str:
-    """Identity of a push for deduplication: release counter, bundle digest, channel."""
-    return f"{push.release.counter}:{push.bundle_sha256}:{push.channel}"
-
-
-def decide_push(push: ModelPush, state: InstallState, channel: str, handled: Dict[str, str]) -> Decision:
-    """Decide on one push against the installer's persisted state (pure)."""
-    if push.channel != channel:
-        return Decision.OTHER_CHANNEL
-    if push_key(push) in handled:
-        return Decision.HANDLED
-    active = state.active
-    if active is not None and push.release.counter <= active.counter:
-        return Decision.STALE if push.release.counter < active.counter else Decision.CURRENT
-    if push.release.counter < state.floor:
-        return Decision.STALE
-    if state.trial is not None:
-        return Decision.DEFER
-    return Decision.INSTALL
-
-
-def check_chunk_plan(push: ModelPush, push_topic: str, max_bundle_bytes: int, max_chunk_bytes: int) -> None:
-    """Refuse a chunk plan that is inconsistent, too large, or points outside the push's own topic.
-
-    The chunk topic must be exactly ``{push_topic}/chunks/{counter}``: a push must not be able to make the
-    device subscribe to arbitrary topics.
-
-    Raises:
-        PushRejected: ``no_chunks`` / ``chunk_topic`` / ``too_large`` / ``chunk_plan``.
-    """
-    plan = push.chunks
-    if plan is None:
-        raise PushRejected("no_chunks", "the push offers no chunked transfer")
-    expected_topic = f"{push_topic}/chunks/{push.release.counter}"
-    if plan.topic != expected_topic:
-        raise PushRejected("chunk_topic", f"chunk topic {plan.topic[:200]!r} is not {expected_topic!r}")
-    if push.bundle_size <= 0:
-        raise PushRejected("chunk_plan", "empty bundle")
-    if push.bundle_size > max_bundle_bytes:
-        raise PushRejected("too_large", f"bundle of {push.bundle_size} bytes > limit {max_bundle_bytes}")
-    if plan.chunk_size > max_chunk_bytes:
-        raise PushRejected("too_large", f"chunks of {plan.chunk_size} bytes > limit {max_chunk_bytes}")
-    if plan.total != math.ceil(push.bundle_size / plan.chunk_size):
-        raise PushRejected(
-            "chunk_plan", f"{plan.total} chunks of {plan.chunk_size} bytes cannot hold {push.bundle_size} bytes"
-        )
-
-
-def check_chunk_header(header: ModelChunkHeader, push: ModelPush, topic_index: int) -> None:
-    """Check a verified chunk header against the push it belongs to (offset, size, release, digest).
-
-    Raises:
-        PushRejected: ``chunk_mismatch``.
-    """
-    plan = push.chunks
-    assert plan is not None
-    problems = []
-    if header.release != push.release:
-        problems.append("release differs from the push")
-    if header.bundle_sha256 != push.bundle_sha256:
-        problems.append("bundle digest differs from the push")
-    if header.total != plan.total:
-        problems.append(f"total {header.total} != {plan.total}")
-    if header.index != topic_index:
-        problems.append(f"index {header.index} on the topic of chunk {topic_index}")
-    offset = header.index * plan.chunk_size
-    if header.offset != offset:
-        problems.append(f"offset {header.offset} != {offset}")
-    size = min(plan.chunk_size, push.bundle_size - offset)
-    if header.size != size:
-        problems.append(f"size {header.size} != {size}")
-    if problems:
-        raise PushRejected("chunk_mismatch", f"chunk {header.index}: " + "; ".join(problems))
-
-
-def release_ref(release: Optional[Dict[str, Any]]) -> Optional[ReleaseRef]:
-    """An installer release dict (name, version, counter) as a protocol :class:`ReleaseRef`."""
-    if not release:
-        return None
-    try:
-        return ReleaseRef(
-            name=str(release.get("name")), version=str(release.get("version")), counter=int(release.get("counter", 0))
-        )
-    except (ValueError, TypeError):
-        return None
-
-
-# --------------------------------------------------------------------------- worker
-
-
-class _SerialWorker:
-    """One daemon thread running submitted callables in order (never joined at exit: a hung install
-    cannot block the process from stopping)."""
-
-    def __init__(self, name: str) -> None:
-        self._queue: queue.Queue[Optional[Tuple[Callable[[], Any], concurrent.futures.Future[Any]]]] = queue.Queue()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
-
-    def submit(self, fn: Callable[[], Any]) -> concurrent.futures.Future[Any]:
-        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        self._queue.put((fn, future))
-        return future
-
-    def stop(self, timeout: float) -> bool:
-        """Ask the thread to end after the queued work; True when it did within ``timeout``."""
-        self._queue.put(None)
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
-
-    def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            fn, future = item
-            if not future.set_running_or_notify_cancel():
-                continue
-            try:
-                future.set_result(fn())
-            except BaseException as exc:  # handed to whoever awaits it
-                future.set_exception(exc)
-
-
-# --------------------------------------------------------------------------- chunk transfer
-
-
-@dataclass
-class TransferCounters:
-    """What one chunked transfer saw in this process (not persisted)."""
-
-    chunks: int = 0
-    bytes_appended: int = 0
-    duplicates: int = 0
-    spilled: int = 0
-    refused: int = 0
-    dropped_backpressure: int = 0
-    resubscribes: int = 0
-    bytes_spilled: int = 0  # new bytes kept ahead of a gap (progress too)
-
-
-class ChunkTransfer:
-    """Assembles one pushed bundle from chunks; all state lives under ``directory`` and survives a kill."""
-
-    def __init__(self, push: ModelPush, push_topic: str, directory: Path) -> None:
-        assert push.chunks is not None
-        self.push = push
-        self.push_topic = push_topic
-        self.key = push_key(push)
-        self.filter = Topics.chunk_filter(push_topic, push.release.counter)
-        self.directory = directory
-        self.spill_dir = directory / "spill"
-        self.staged = StagedFile(
-            directory / "bundle.tar",
-            push.bundle_size,
-            push.bundle_sha256,
-            label=f"pushed bundle of {push.release.name} {push.release.version}",
-        )
-        self.chunk_size = push.chunks.chunk_size
-        self.total = push.chunks.total
-        self.counters = TransferCounters()
-        self.started = self.last_progress = time.monotonic()
-        self.last_reported = -1.0
-
-    @property
-    def offset(self) -> int:
-        return self.push.bundle_size if self.staged.complete else self.staged.offset
-
-    @property
-    def next_index(self) -> int:
-        return self.offset // self.chunk_size
-
-    def accept(self, header: ModelChunkHeader, body: bytes) -> None:
-        """Take a verified, consistent chunk: append it, spill it, or drop it as a duplicate."""
-        self.counters.chunks += 1
-        end = header.offset + header.size
-        if self.staged.complete or end <= self.offset:
-            self.counters.duplicates += 1
-            return
-        if header.offset > self.offset:
-            spill = self.spill_dir / f"{header.index}.chunk"
-            if spill.exists():
-                self.counters.duplicates += 1
-                return
-            self.spill_dir.mkdir(parents=True, exist_ok=True)
-            tmp = spill.with_suffix(".tmp")
-            tmp.write_bytes(body)
-            os.replace(tmp, spill)
-            self.counters.spilled += 1
-            self.counters.bytes_spilled += len(body)
-            self.last_progress = time.monotonic()
-            return
-        before = self.offset
-        self.staged.append(header.offset, body)
-        self.counters.bytes_appended += self.offset - before
-        self.last_progress = time.monotonic()
-        self._drain_spill()
-
-    def _drain_spill(self) -> None:
-        while not self.staged.complete and self.offset < self.push.bundle_size:
-            index = self.next_index
-            spill = self.spill_dir / f"{index}.chunk"
-            if not spill.exists():
-                return
-            before = self.offset
-            self.staged.append(index * self.chunk_size, spill.read_bytes())
-            self.counters.bytes_appended += self.offset - before
-            spill.unlink()
-
-    @property
-    def done(self) -> bool:
-        return self.offset >= self.push.bundle_size
-
-    def finish(self) -> Path:
-        """Verify the whole bundle's length and SHA-256 (a bad one is deleted) and return its path."""
-        return self.staged.finish()
-
-    def discard(self) -> None:
-        remove_tree(self.directory)
+    def remove_subscription(self, topic_filter: str) -> None: ...
 
 
 # --------------------------------------------------------------------------- the service
@@ -342,6 +117,7 @@ class ModelUpdateService:
         on_event: Optional[Callable[[OtaEvent], None]] = None,
         installer: Optional[Installer] = None,
         serving: Optional[Callable[[], ServingContext]] = None,
+        supervisor: Optional[Supervisor] = None,
     ) -> None:
         self.ota = ota
         self.device = device
@@ -349,10 +125,10 @@ class ModelUpdateService:
         self._on_event_hook = on_event
         self.installer = installer or Installer(ota, serving=serving)
         self.installer.on_event = self._installer_event
-        self._worker = _SerialWorker("ota-worker")
+        self._worker = SerialWorker("ota-worker", SIDE_TASK, supervisor)
         self._spool_put: Optional[SpoolPut] = None
         self._topics: Optional[Topics] = None
-        self._link: Any = None
+        self._link: Optional[ChunkSubscriptions] = None
         self._swap: Optional[SwapCallback] = None
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._limits = ProtocolLimits()
@@ -388,7 +164,7 @@ class ModelUpdateService:
         self,
         spool_put: SpoolPut,
         topics: Topics,
-        link: Any,
+        link: ChunkSubscriptions,
         swap: SwapCallback,
         loop: asyncio.AbstractEventLoop,
         limits: Optional[ProtocolLimits] = None,
@@ -438,7 +214,7 @@ class ModelUpdateService:
 
     def stop(self, timeout: float = 2.0) -> bool:
         """Stop the worker (a running install is left to the installer's crash-safe state)."""
-        return self._worker.stop(timeout)
+        return self._worker.stop_and_join(timeout)
 
     def status(self) -> Dict[str, Any]:
         """For the daemon's status document."""
@@ -814,16 +590,4 @@ class ModelUpdateService:
             log.error("ota_probation_failed", error=str(exc))
 
 
-__all__ = [
-    "ChunkTransfer",
-    "Decision",
-    "ModelUpdateService",
-    "ModelUpdatesConfig",
-    "PushRejected",
-    "TransferCounters",
-    "check_chunk_header",
-    "check_chunk_plan",
-    "decide_push",
-    "push_key",
-    "release_ref",
-]
+__all__ = ["ChunkSubscriptions", "ModelUpdateService"]

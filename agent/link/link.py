@@ -46,6 +46,7 @@ from agent.protocol.parse import encode_json, parse_command, parse_model_push
 from agent.protocol.topics import Topics
 from agent.spool.errors import SpoolError
 from agent.spool.store import Spool
+from agent.threads import SIDE_TASK, Supervisor, Worker
 
 log = structlog.get_logger("agent.link")
 
@@ -77,6 +78,7 @@ class MqttLink:
         on_command: called on the link thread with each valid command; may return a reply (sent for it).
             Without it (and without an asyncio loop) commands are answered ``unsupported``.
         on_push: called with (topic, ModelPush) for fleet/group pushes.
+        supervisor: the daemon's (:mod:`agent.threads`); the ``mqtt-link`` worker is restarted if it dies.
     """
 
     def __init__(
@@ -86,6 +88,7 @@ class MqttLink:
         status: Callable[[], DeviceStatus],
         on_command: Optional[CommandHandler] = None,
         on_push: Optional[PushHandler] = None,
+        supervisor: Optional[Supervisor] = None,
     ) -> None:
         self.config = config
         self.spool = spool
@@ -101,8 +104,9 @@ class MqttLink:
         # set once connected AND every subscription of this connection is acknowledged
         self._ready = threading.Event()
         self._suback_pending: Set[int] = set()
-        self._thread: Optional[threading.Thread] = None
-        # set when the thread itself died (a bug outside every guard): the daemon's supervisor reads it
+        self._supervisor = supervisor
+        self._worker: Optional[Worker] = None
+        # the last death of the thread (a bug outside every guard); the supervisor restarts it
         self.failure: Optional[BaseException] = None
         self._client: Optional[mqtt.Client] = None
         self._protocol = mqtt.MQTTv5 if config.protocol in ("auto", "5") else mqtt.MQTTv311
@@ -126,21 +130,21 @@ class MqttLink:
     def start(self, loop: Optional[asyncio.AbstractEventLoop] = None) -> None:
         """Start the ``mqtt-link`` thread. With ``loop`` (call from that loop's thread), commands and
         pushes without a callback are delivered to ``self.commands`` / ``self.pushes``."""
-        if self._thread is not None:
+        if self._worker is not None:
             raise RuntimeError("link already started")
         if loop is not None:
             self._aloop = loop
             self.commands = asyncio.Queue()
             self.pushes = asyncio.Queue()
-        self._thread = threading.Thread(target=self._run, name="mqtt-link", daemon=True)
-        self._thread.start()
+        self._worker = Worker("mqtt-link", self._run, SIDE_TASK, self._supervisor).start()
 
     def stop(self, timeout: float = 5.0) -> None:
         """Publish the retained ``offline`` status, disconnect and join the thread (bounded by timeout)."""
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
+        if self._worker is not None:
+            self._worker.cancel_restarts()
+            self._worker.join(timeout)
+            self._worker = None
 
     @property
     def connected(self) -> bool:
@@ -357,16 +361,19 @@ class MqttLink:
     def _run(self) -> None:
         try:
             self._run_guarded()
-        except BaseException as exc:  # never silent: the supervisor sees `failure` and stops the daemon cleanly
+        except BaseException as exc:  # a bug outside every guard of the loop: the worker reports and restarts
             self.failure = exc
-            self._connected.clear()
-            self._ready.clear()
-            log.exception("mqtt_link_thread_died")
+            try:
+                self._abandon_connection()  # a restart starts from a fresh client
+            except Exception:
+                log.exception("mqtt_link_abandon_failed")
+            raise
 
     @property
     def alive(self) -> bool:
-        """Whether the ``mqtt-link`` thread runs (False before start, after stop, and after it died)."""
-        return self._thread is not None and self._thread.is_alive()
+        """Whether the ``mqtt-link`` thread runs (False before start, after stop, and after it died for good;
+        True while it waits to be restarted)."""
+        return self._worker is not None and self._worker.alive
 
     def _run_guarded(self) -> None:
         log.info("mqtt_link_started", host=self.config.host, port=self.config.port, device=self.config.device)

@@ -1,113 +1,92 @@
-"""Prometheus text-format metrics (exposition format 0.0.4) with the stdlib only.
+"""Prometheus metrics through ``prometheus-client``, read from the owners' snapshots at scrape time.
 
-``Metrics`` is a small registry of gauges and counters with labels; the daemon sets values from its
-components' counters every status interval (and counters it owns directly). ``MetricsServer`` serves
-``GET /metrics`` from a ``ThreadingHTTPServer`` in a daemon thread; anything else is 404. Off by default.
+Nothing is copied into a registry on a timer: a service hands :class:`SnapshotCollector` one function that
+yields :class:`Sample` values from the frozen snapshots its threads publish (pipeline counters, camera
+stats, spool stats, link metrics, worker states); ``prometheus-client`` calls it on every ``GET /metrics``
+and renders the exposition text. A camera removed at reload is simply no longer in the snapshots.
+
+``MetricsServer`` serves ``GET /metrics`` (and read-only extra routes, e.g. the cloud ingest's ``/status``)
+from a ``ThreadingHTTPServer`` on the supervised ``metrics-http`` worker; anything else is 404. Off by default.
 """
 
 from __future__ import annotations
 
-import math
 import re
-import threading
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Callable, Dict, Iterable, Iterator, Mapping, Optional, Tuple, Union
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from agent.threads import SIDE_TASK, Supervisor, Worker
+
+__all__ = ["MetricsServer", "Sample", "SnapshotCollector", "counter", "gauge", "registry_of"]
 
 _NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
-_LabelKey = Tuple[Tuple[str, str], ...]
 
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+@dataclass(frozen=True)
+class Sample:
+    """One value of one series: ``name`` without the service prefix; ``kind`` gauge or counter."""
+
+    name: str
+    value: float
+    help: str
+    kind: str = "gauge"
+    labels: Mapping[str, str] = field(default_factory=dict)
 
 
-def _number(value: float) -> str:
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    if float(value).is_integer() and abs(value) < 1e15:
-        return str(int(value))
-    return repr(float(value))
+def gauge(name: str, value: float, help_text: str, **labels: str) -> Sample:
+    return Sample(name, float(value), help_text, "gauge", {k: str(v) for k, v in labels.items()})
 
 
-class _Family:
-    def __init__(self, name: str, kind: str, help_text: str) -> None:
-        if not _NAME.match(name):
-            raise ValueError(f"invalid metric name {name!r}")
-        self.name = name
-        self.kind = kind
-        self.help = help_text
-        self.values: Dict[_LabelKey, float] = {}
+def counter(name: str, value: float, help_text: str, **labels: str) -> Sample:
+    return Sample(name, float(value), help_text, "counter", {k: str(v) for k, v in labels.items()})
 
 
-class Metrics:
-    """A thread-safe registry; names are prefixed with ``prefix`` (``edge_agent_`` for the daemon, the cloud
-    services pass their own)."""
-
-    PREFIX = "edge_agent_"
-
-    def __init__(self, prefix: Optional[str] = None) -> None:
-        if prefix is not None:
-            if not _NAME.match(prefix):
-                raise ValueError(f"invalid metric prefix {prefix!r}")
-            self.PREFIX = prefix
-        self._lock = threading.Lock()
-        self._families: Dict[str, _Family] = {}
-
-    def _family(self, name: str, kind: str, help_text: str) -> _Family:
-        full = self.PREFIX + name
-        family = self._families.get(full)
-        if family is None:
-            family = self._families[full] = _Family(full, kind, help_text)
-        elif family.kind != kind:
-            raise ValueError(f"metric {full} is a {family.kind}, not a {kind}")
-        return family
-
-    def set(self, name: str, value: float, help_text: str = "", mtype: str = "gauge", **labels: str) -> None:
-        """Set a gauge (or a counter mirrored from a component's own count)."""
-        key = tuple(sorted((k, str(v)) for k, v in labels.items()))
-        with self._lock:
-            self._family(name, mtype, help_text).values[key] = float(value)
-
-    def inc(self, name: str, amount: float = 1.0, help_text: str = "", **labels: str) -> None:
-        """Add to a counter the daemon owns."""
-        key = tuple(sorted((k, str(v)) for k, v in labels.items()))
-        with self._lock:
-            family = self._family(name, "counter", help_text)
-            family.values[key] = family.values.get(key, 0.0) + amount
-
-    def remove(self, name: str, **labels: str) -> None:
-        """Forget one labelled series (a camera removed at reload)."""
-        key = tuple(sorted((k, str(v)) for k, v in labels.items()))
-        with self._lock:
-            family = self._families.get(self.PREFIX + name)
-            if family is not None:
-                family.values.pop(key, None)
-
-    def get(self, name: str, **labels: str) -> Optional[float]:
-        key = tuple(sorted((k, str(v)) for k, v in labels.items()))
-        with self._lock:
-            family = self._families.get(self.PREFIX + name)
-            return None if family is None else family.values.get(key)
-
-    def render(self) -> str:
-        with self._lock:
-            families = [(f.name, f.kind, f.help, dict(f.values)) for f in self._families.values()]
-        return render_metrics(families)
+ReadSamples = Callable[[], Iterable[Sample]]
 
 
-def render_metrics(families: List[Tuple[str, str, str, Dict[_LabelKey, float]]]) -> str:
-    """Exposition text for ``(name, type, help, {labels: value})`` families (pure)."""
-    lines: List[str] = []
-    for name, kind, help_text, values in sorted(families):
-        if help_text:
-            lines.append(f"# HELP {name} {_escape(help_text)}")
-        lines.append(f"# TYPE {name} {kind}")
-        for key, value in sorted(values.items()):
-            labels = ",".join(f'{k}="{_escape(v)}"' for k, v in key)
-            lines.append(f"{name}{{{labels}}} {_number(value)}" if labels else f"{name} {_number(value)}")
-    return "\n".join(lines) + "\n"
+class SnapshotCollector(Collector):
+    """A ``prometheus-client`` collector: every scrape calls ``read`` and groups its samples by name.
+
+    Series of one name must carry the same label names (Prometheus requires it); a sample that does not is
+    a bug of ``read`` and raises ``ValueError`` (the scrape answers 500, the service goes on).
+    """
+
+    def __init__(self, prefix: str, read: ReadSamples) -> None:
+        if not _NAME.match(prefix):
+            raise ValueError(f"invalid metric prefix {prefix!r}")
+        self.prefix = prefix
+        self._read = read
+
+    def collect(self) -> Iterator[Metric]:
+        families: Dict[str, Tuple[Union[GaugeMetricFamily, CounterMetricFamily], Tuple[str, ...]]] = {}
+        for sample in self._read():
+            name = self.prefix + sample.name
+            if not _NAME.match(name):
+                raise ValueError(f"invalid metric name {name!r}")
+            label_names = tuple(sorted(sample.labels))
+            entry = families.get(name)
+            if entry is None:
+                family_type = CounterMetricFamily if sample.kind == "counter" else GaugeMetricFamily
+                entry = families[name] = (family_type(name, sample.help, labels=label_names), label_names)
+            family, expected = entry
+            if label_names != expected:
+                raise ValueError(f"{name}: labels {label_names} differ from {expected}")
+            family.add_metric([sample.labels[k] for k in label_names], sample.value)
+        for family, _ in families.values():
+            yield family
+
+
+def registry_of(*collectors: Collector) -> CollectorRegistry:
+    """A registry of its own (never the process-global default one, which tests would share)."""
+    registry = CollectorRegistry(auto_describe=False)
+    for collector in collectors:
+        registry.register(collector)
+    return registry
 
 
 Route = Callable[[], Tuple[int, str, bytes]]
@@ -115,30 +94,24 @@ Route = Callable[[], Tuple[int, str, bytes]]
 
 
 class MetricsServer:
-    """``GET /metrics`` on ``host:port`` from a daemon thread named ``metrics-http``.
+    """``GET /metrics`` of ``registry`` on ``host:port`` from the ``metrics-http`` worker.
 
     ``routes`` adds other read-only ``GET`` paths (the cloud ingest's ``/status`` and ``/healthz``); a route
-    that raises answers 500 and never stops the server. ``refresh`` is called before each scrape (to copy
-    the owners' latest snapshots into the registry).
+    that raises answers 500 and never stops the server.
     """
 
     def __init__(
         self,
-        metrics: Metrics,
+        registry: CollectorRegistry,
         host: str = "127.0.0.1",
         port: int = 9108,
         routes: Optional[Mapping[str, Route]] = None,
-        refresh: Optional[Callable[[], None]] = None,
+        supervisor: Optional[Supervisor] = None,
     ) -> None:
-        registry = metrics
-        extra = dict(routes or {})
-
         def metrics_route() -> Tuple[int, str, bytes]:
-            if refresh is not None:
-                refresh()
-            return 200, "text/plain; version=0.0.4; charset=utf-8", registry.render().encode("utf-8")
+            return 200, CONTENT_TYPE_LATEST, generate_latest(registry)
 
-        table: Dict[str, Route] = {"/metrics": metrics_route, **extra}
+        table: Dict[str, Route] = {"/metrics": metrics_route, **dict(routes or {})}
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
@@ -162,15 +135,17 @@ class MetricsServer:
 
         self._server = ThreadingHTTPServer((host, port), Handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="metrics-http", daemon=True)
+        self._worker = Worker("metrics-http", self._server.serve_forever, SIDE_TASK, supervisor)
 
     @property
     def port(self) -> int:
         return int(self._server.server_address[1])
 
     def start(self) -> None:
-        self._thread.start()
+        self._worker.start()
 
     def stop(self) -> None:
-        self._server.shutdown()
+        self._worker.cancel_restarts()
+        if self._worker.alive:  # shutdown() waits for serve_forever to return: never call it before start
+            self._server.shutdown()
         self._server.server_close()

@@ -15,8 +15,9 @@ import contextlib
 import datetime as dt
 import json
 import os
-import threading
 from typing import Optional
+
+from agent.threads import BEST_EFFORT, Supervisor, Worker
 
 __all__ = ["NativeStderr", "capture_native_stderr", "wrap_line"]
 
@@ -46,13 +47,13 @@ def wrap_line(line: bytes) -> bytes:
 class NativeStderr:
     """The running capture; :meth:`close` restores fd 2 and drains what is left."""
 
-    def __init__(self, original: int, read_end: int) -> None:
+    def __init__(self, original: int, read_end: int, supervisor: Optional[Supervisor] = None) -> None:
         self.original = original
         self._read = read_end
         self.lines = 0
         self.failure: Optional[BaseException] = None
-        self._thread = threading.Thread(target=self._run, name="native-stderr", daemon=True)
-        self._thread.start()
+        # reported, not restarted: when it dies, fd 2 goes back to the original stderr (unwrapped output)
+        self._worker = Worker("native-stderr", self._run, BEST_EFFORT, supervisor).start()
 
     def _run(self) -> None:
         pending = b""
@@ -71,8 +72,9 @@ class NativeStderr:
             if pending:
                 self._emit(pending)
         except BaseException as exc:
-            self.failure = exc  # the daemon lists it among its problems
+            self.failure = exc  # the supervisor reports the death; the daemon lists it among its problems
             _unblock_fd2(self.original)
+            raise
 
     def _emit(self, line: bytes) -> None:
         if not line.strip():
@@ -83,7 +85,7 @@ class NativeStderr:
     def close(self, timeout: float = 2.0) -> None:
         """Point fd 2 back at the original stderr, let the thread drain the pipe, and stop it."""
         _unblock_fd2(self.original)  # closes the pipe's last write end (fd 2 held it): the reader sees EOF
-        self._thread.join(timeout)
+        self._worker.join(timeout)
         with contextlib.suppress(OSError):  # already gone if the thread failed on it
             os.close(self._read)
 
@@ -99,10 +101,10 @@ def _unblock_fd2(original: int) -> None:
         os.close(null)
 
 
-def capture_native_stderr() -> NativeStderr:
+def capture_native_stderr(supervisor: Optional[Supervisor] = None) -> NativeStderr:
     """Route fd 2 through the ``native-stderr`` thread (call once, in the daemon's process entry point)."""
     original = os.dup(2)
     read_end, write_end = os.pipe()
     os.dup2(write_end, 2)
     os.close(write_end)
-    return NativeStderr(original, read_end)
+    return NativeStderr(original, read_end, supervisor)

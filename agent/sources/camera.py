@@ -37,6 +37,7 @@ from agent.core.backoff import Backoff
 from agent.sources.errors import SourceConfigError, SourceStoppedError
 from agent.sources.frame import Frame, SourceState, SourceStatus, SyntheticOrigin
 from agent.sources.readers import FrameReader, Image, Opener
+from agent.threads import CAMERA, Supervisor, Worker, WorkerDeath
 
 log = structlog.get_logger(__name__)
 
@@ -82,6 +83,7 @@ class CameraSource:
         backoff: Optional[Backoff] = None,
         stall_timeout_s: Optional[float] = None,
         rng: Optional[random.Random] = None,
+        supervisor: Optional[Supervisor] = None,
     ) -> None:
         if fps_limit is not None and fps_limit <= 0:
             raise ValueError(f"fps_limit must be > 0, got {fps_limit}")
@@ -118,8 +120,9 @@ class CameraSource:
         self._changed_monotonic = time.monotonic()
         self._changed_wall = time.time()
 
-        self._thread: Optional[threading.Thread] = None
-        self._watchdog: Optional[threading.Thread] = None
+        self._supervisor = supervisor
+        self._thread: Optional[Worker] = None
+        self._watchdog: Optional[Worker] = None
 
     # ------------------------------------------------------------------------------------------ control
 
@@ -139,8 +142,10 @@ class CameraSource:
         """Start the reader and watchdog threads; a source starts once."""
         if self._thread is not None:
             raise RuntimeError(f"camera {self.name!r} already started")
-        self._thread = threading.Thread(target=self._run, name=f"camera-{self.name}", daemon=True)
-        self._watchdog = threading.Thread(target=self._watch, name=f"camera-{self.name}-watchdog", daemon=True)
+        # Supervised: a reader that dies of a bug is restarted with backoff; one that keeps dying marks the
+        # camera failed (the other cameras go on).
+        self._thread = Worker(f"camera-{self.name}", self._run, CAMERA, self._supervisor, self._gave_up)
+        self._watchdog = Worker(f"camera-{self.name}-watchdog", self._watch, CAMERA, self._supervisor, self._gave_up)
         self._notify_listeners(self.status())
         self._thread.start()
         self._watchdog.start()
@@ -154,10 +159,10 @@ class CameraSource:
         self._stop.set()
         deadline = time.monotonic() + timeout
         finished = True
-        for thread in (self._thread, self._watchdog):
-            if thread is not None and thread is not threading.current_thread():
-                thread.join(max(0.0, deadline - time.monotonic()))
-                finished = finished and not thread.is_alive()
+        for worker in (self._thread, self._watchdog):
+            if worker is not None and not worker.is_current:
+                worker.cancel_restarts()
+                finished = worker.join(max(0.0, deadline - time.monotonic())) and finished
         self._set_state(SourceState.STOPPED, "stopped")
         return finished
 
@@ -367,11 +372,14 @@ class CameraSource:
                 if self._sleep_backoff(attempt, reason):
                     break
                 attempt += 1
-        except Exception as exc:  # a bug: say so in the status instead of dying silently
-            log.exception("camera_thread_crashed", camera=self.name)
-            self._set_state(SourceState.FAILED, f"internal error: {exc!r}")
-            return
+        except Exception as exc:  # a bug: say so in the status; the supervisor restarts the reader
+            self._set_state(SourceState.RECONNECTING, f"internal error: {exc!r}")
+            raise
         self._set_state(SourceState.STOPPED, "stopped")
+
+    def _gave_up(self, death: WorkerDeath) -> None:
+        """A reader (or its watchdog) kept dying: the camera is failed, with the last error."""
+        self._set_state(SourceState.FAILED, f"internal error: {death.error}")
 
     def _sleep_backoff(self, attempt: int, reason: str) -> bool:
         """RECONNECTING, then wait the backoff delay; True when stop() was called meanwhile."""

@@ -29,6 +29,7 @@ from agent.sources.readers import (
     open_usb,
     open_video_file,
 )
+from agent.threads import Supervisor
 
 
 def make_opener(source: SourceConfig, camera: str = "") -> Opener:
@@ -92,8 +93,10 @@ def make_opener(source: SourceConfig, camera: str = "") -> Opener:
     raise TypeError(f"unknown source configuration {type(source).__name__}")  # pragma: no cover
 
 
-def build_source(config: CameraConfig, rng: Optional[random.Random] = None) -> CameraSource:
-    """A stopped source for this camera; call ``start()`` on it."""
+def build_source(
+    config: CameraConfig, rng: Optional[random.Random] = None, supervisor: Optional[Supervisor] = None
+) -> CameraSource:
+    """A stopped source for this camera; call ``start()`` on it. Its threads report to ``supervisor``."""
     source = config.source
     loop = bool(getattr(source, "loop", False))
     return CameraSource(
@@ -105,4 +108,5 @@ def build_source(config: CameraConfig, rng: Optional[random.Random] = None) -> C
         backoff=config.reconnect.to_core(),
         stall_timeout_s=config.stall_timeout_s,
         rng=rng,
+        supervisor=supervisor,
     )

@@ -7,6 +7,8 @@ Threads::
     mqtt-ingest     IngestClient: paho network loop, PUBACKs (trainer.ingest.client)
     store-writer    StoreWriter: decode, blobs + index per batch, then ack (trainer.ingest.writer)
     metrics-http    GET /metrics, /status, /healthz (agent.observability.MetricsServer)
+
+Every thread is an :class:`agent.threads.Worker` under one supervisor (a death ends the service with status 1).
     blob-write-*    the local blob store's fsync pool (work items of the writer's batches)
 
 Shutdown (SIGTERM) drains: the client stops handing over new messages (they stay unacknowledged in the
@@ -24,13 +26,13 @@ import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import structlog
 
-from agent.observability import Metrics, MetricsServer, SdNotifier
+from agent.observability import MetricsServer, Sample, SdNotifier, SnapshotCollector, counter, gauge, registry_of
+from agent.threads import OnDeath, Policy, Supervisor, Worker
 from trainer.ingest.client import IngestClient
-from trainer.ingest.supervisor import SupervisedThread
 from trainer.ingest.writer import StoreWriter
 from trainer.settings import TrainerConfig
 from trainer.store import SampleStore
@@ -67,9 +69,12 @@ class IngestService:
         self.state = "starting"
         self.writer = StoreWriter(open_store or (lambda: SampleStore(config.store)), self.ingest, self._ack)
         self.client = IngestClient(self.ingest, self.writer.submit)
+        # a dead worker ends the service with status 1 (systemd restarts it; nothing unstored was acknowledged)
+        self.supervisor = Supervisor()
+        stop_on_death = Policy(OnDeath.STOP)
         self.threads = [
-            SupervisedThread("mqtt-ingest", self.client.run),
-            SupervisedThread("store-writer", self.writer.run),
+            Worker("mqtt-ingest", self.client.run, stop_on_death, self.supervisor),
+            Worker("store-writer", self.writer.run, stop_on_death, self.supervisor),
         ]
         self._policy_stop = threading.Event()
         self.policy = None
@@ -77,8 +82,8 @@ class IngestService:
             from trainer.rounds.policy import RoundPolicy
 
             self.policy = RoundPolicy(config.rounds, config.store.index_path, config_path, self._policy_stop)
-            self.threads.append(SupervisedThread("round-policy", self.policy.run))
-        self.metrics = Metrics(prefix="edge_ingest_")
+            self.threads.append(Worker("round-policy", self.policy.run, stop_on_death, self.supervisor))
+        self.metrics = registry_of(SnapshotCollector("edge_ingest_", self.samples))
         self.http: Optional[MetricsServer] = None
         if config.http.enabled:
             self.http = MetricsServer(
@@ -86,7 +91,7 @@ class IngestService:
                 config.http.host,
                 config.http.port,
                 routes={"/status": self._status_route, "/healthz": self._health_route},
-                refresh=self._update_metrics,
+                supervisor=self.supervisor,
             )
         self.notifier = SdNotifier()
         self._progress: Dict[str, Tuple[int, float]] = {}
@@ -98,7 +103,7 @@ class IngestService:
 
     def problems(self) -> List[str]:
         """What makes the service unhealthy right now (empty: healthy)."""
-        found = [f"thread {t.name} died: {(t.error or '').splitlines()[0]}" for t in self.threads if t.died]
+        found = [f"thread {t.name} died: {t.last_error}" for t in self.supervisor.states() if t.state == "died"]
         writer = self.writer.snapshot()
         if writer.retrying:
             found.append(f"storage failing: {writer.last_error}")
@@ -138,7 +143,7 @@ class IngestService:
                 "max_bytes": store.budget.max_bytes,
                 "room_bytes": writer.room_bytes,
             },
-            "threads": {t.name: ("alive" if t.alive else ("died" if t.died else "stopped")) for t in self.threads},
+            "threads": {t.name: ("alive" if t.alive else t.state) for t in self.supervisor.states()},
             "round_policy": None
             if self.policy is None
             else {
@@ -158,28 +163,28 @@ class IngestService:
         body = json.dumps({"ok": not problems, "problems": problems, "warnings": self.warnings()}).encode("utf-8")
         return (503 if problems else 200), "application/json", body
 
-    def _update_metrics(self) -> None:
+    def samples(self) -> Iterator[Sample]:
+        """The metrics, read at scrape time from the client's and writer's snapshots."""
         client, writer = self.client.snapshot(), self.writer.snapshot()
-        m = self.metrics
-        m.set("mqtt_connected", 1 if client.connected else 0, "1 while connected to the broker")
-        m.set("mqtt_connects_total", client.connects, "Successful connections", "counter")
-        m.set("mqtt_disconnects_total", client.disconnects, "Connections lost", "counter")
-        m.set("mqtt_connect_failures_total", client.connect_failures, "Failed connection attempts", "counter")
-        m.set("messages_received_total", client.received, "Messages handed to the writer", "counter")
-        m.set("acks_total", client.acked, "PUBACKs sent (each after its message was stored)", "counter")
-        m.set("stale_acks_total", client.stale_acks, "Acks dropped: their connection had closed", "counter")
-        m.set("batches_total", writer.batches, "Batches stored", "counter")
+        yield gauge("mqtt_connected", 1 if client.connected else 0, "1 while connected to the broker")
+        yield counter("mqtt_connects_total", client.connects, "Successful connections")
+        yield counter("mqtt_disconnects_total", client.disconnects, "Connections lost")
+        yield counter("mqtt_connect_failures_total", client.connect_failures, "Failed connection attempts")
+        yield counter("messages_received_total", client.received, "Messages handed to the writer")
+        yield counter("acks_total", client.acked, "PUBACKs sent (each after its message was stored)")
+        yield counter("stale_acks_total", client.stale_acks, "Acks dropped: their connection had closed")
+        yield counter("batches_total", writer.batches, "Batches stored")
         for (kind, outcome), count in writer.outcomes.items():
-            m.set("records_total", count, "Messages by kind and outcome", "counter", kind=kind, outcome=outcome)
+            yield counter("records_total", count, "Messages by kind and outcome", kind=kind, outcome=outcome)
         for reason, count in writer.drops.items():
-            m.set("rejected_total", count, "Messages rejected, by reason", "counter", reason=reason)
-        m.set("store_write_errors_total", writer.write_errors, "Failed batch writes (retried)", "counter")
-        m.set("store_full", 1 if writer.store_full else 0, "1 while new images are refused")
-        m.set("store_used_bytes", writer.used_bytes, "Bytes of stored images")
-        m.set("writer_queue_depth", writer.queue_depth, "Messages received, not yet stored")
-        m.set("last_batch_seconds", writer.last_batch_s, "Duration of the last batch (store + ack)")
-        for thread in self.threads:
-            m.set("thread_alive", 1 if thread.alive else 0, "1 while the thread runs", thread=thread.name)
+            yield counter("rejected_total", count, "Messages rejected, by reason", reason=reason)
+        yield counter("store_write_errors_total", writer.write_errors, "Failed batch writes (retried)")
+        yield gauge("store_full", 1 if writer.store_full else 0, "1 while new images are refused")
+        yield gauge("store_used_bytes", writer.used_bytes, "Bytes of stored images")
+        yield gauge("writer_queue_depth", writer.queue_depth, "Messages received, not yet stored")
+        yield gauge("last_batch_seconds", writer.last_batch_s, "Duration of the last batch (store + ack)")
+        for state in self.supervisor.states():
+            yield gauge("thread_alive", 1 if state.alive else 0, "1 while the thread runs", thread=state.name)
 
     def _write_status(self) -> None:
         try:
@@ -247,20 +252,18 @@ class IngestService:
             interval = min(interval, self.notifier.watchdog_interval_s / 2)
         try:
             while not stop.wait(interval):
-                dead = [t for t in self.threads if not t.alive]
+                dead = [t.state() for t in self.threads if not t.alive]
                 if dead:
                     for thread in dead:
-                        log.critical("worker_thread_ended", thread=thread.name, error=thread.error)
+                        log.critical("worker_thread_ended", thread=thread.name, error=thread.last_error)
                     code = 1
                     break
-                self._update_metrics()
                 self._write_status()
                 if self._making_progress(time.monotonic()):
                     self.notifier.notify("WATCHDOG=1")
             clean = self.drain()
             if not clean and code == 0:
                 code = 1
-            self._update_metrics()
             self._write_status()
         finally:
             self.close()

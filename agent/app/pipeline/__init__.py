@@ -3,11 +3,11 @@ triage -> outputs (JPEG + lineage) -> the durable spool.
 
 Modules, in a frame's order: ``cameras.py`` (a camera's runtime state) -> ``inference.py`` (``Pipeline.step``:
 batch, detector, the ``rules`` stage) -> ``outputs.py`` + ``output_queue.py`` (encoding, the spool);
-``thread.py`` (the ``inference`` thread), ``common.py`` (what they share).
+``common.py`` (what they share). Every thread is an :class:`agent.threads.Worker` under the daemon's supervisor.
 
 Threads::
 
-    inference     InferenceThread: runs Pipeline.step() calls handed to it by the daemon's asyncio task;
+    inference     a SerialWorker: runs Pipeline.step() calls handed to it by the daemon's asyncio task;
                   everything that touches the Detector, trackers, alert and triage state runs here, so none
                   of it needs a lock. Changes from elsewhere (commands, reload, model swap) are queued as
                   operations and applied at the start of the next step: between batches.
@@ -37,11 +37,11 @@ from agent.app.pipeline.inference import (
     THRESHOLD_NAMES,
     Pipeline,
     PipelineCounters,
+    RulesTiming,
     _RulesStage,
     rules_with_thresholds,
 )
 from agent.app.pipeline.outputs import OutputCounters, OutputJob, OutputWriter, encode_jpeg
-from agent.app.pipeline.thread import InferenceThread
 
 __all__ = [
     "FRAME_WAIT_S",
@@ -51,7 +51,6 @@ __all__ = [
     "CameraRuntime",
     "CameraStats",
     "CameraStatsSnapshot",
-    "InferenceThread",
     "ModelInfo",
     "OutputCounters",
     "OutputJob",
@@ -59,6 +58,7 @@ __all__ = [
     "Pipeline",
     "PipelineCounters",
     "QualitySnapshot",
+    "RulesTiming",
     "_RulesStage",
     "encode_jpeg",
     "near_duplicate_thumbnail",

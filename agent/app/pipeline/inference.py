@@ -13,7 +13,7 @@ import concurrent.futures
 import dataclasses
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Deque, Dict, List, Optional, Sequence, Tuple
 
 import structlog
@@ -36,6 +36,7 @@ from agent.protocol.models import (
 )
 from agent.rules_config import CameraRulesConfig, class_names_from_mapping
 from agent.sources.frame import Frame
+from agent.threads import FRAME_PATH, Supervisor, Worker, WorkerDeath
 
 log = structlog.get_logger(__name__)
 
@@ -59,17 +60,28 @@ class _RulesStage:
     the end of every step, so nothing else touches the per-camera state while this thread does.
     """
 
-    def __init__(self, post: PostBatch) -> None:
+    def __init__(self, post: PostBatch, supervisor: Optional[Supervisor] = None) -> None:
         self._post = post
+        self._supervisor = supervisor
         self._cond = threading.Condition()
         self._job: Optional[Tuple[List[Tuple[CameraRuntime, Frame]], List[Detections]]] = None
         self._released = False
         self._busy = False
         self._closed = False
-        self._thread: Optional[threading.Thread] = None
+        self._dead: Optional[str] = None  # why the thread died: the inference thread must not wait for it
+        self._worker: Optional[Worker] = None
 
     def _idle(self) -> bool:
-        return self._job is None and not self._busy
+        return (self._job is None and not self._busy) or self._dead is not None
+
+    def _check_alive_locked(self) -> None:
+        if self._dead is not None:
+            raise RuntimeError(f"the rules thread died: {self._dead}")
+
+    def _died(self, death: WorkerDeath) -> None:
+        with self._cond:
+            self._dead = death.error
+            self._cond.notify_all()
 
     def _runnable(self) -> bool:
         return (self._job is not None and self._released) or self._closed
@@ -77,11 +89,12 @@ class _RulesStage:
     def submit(self, batch: List[Tuple[CameraRuntime, Frame]], results: List[Detections]) -> None:
         """Hand a batch over; it runs at the next :meth:`release`. Waits while the previous one runs."""
         with self._cond:
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="rules", daemon=True)
-                self._thread.start()
+            if self._worker is None:
+                self._worker = Worker("rules", self._run, FRAME_PATH, self._supervisor, on_give_up=self._died)
+                self._worker.start()
             self._release_locked()  # the previous batch, if still held, must run before this one
             self._cond.wait_for(self._idle)
+            self._check_alive_locked()
             self._job = (batch, results)
             self._released = False
 
@@ -100,14 +113,15 @@ class _RulesStage:
         with self._cond:
             self._release_locked()
             self._cond.wait_for(self._idle)
+            self._check_alive_locked()
 
     def close(self) -> None:
         with self._cond:
             self._closed = True
             self._cond.notify_all()
-            thread = self._thread
-        if thread is not None:
-            thread.join(5.0)
+            worker = self._worker
+        if worker is not None:
+            worker.join(5.0)
 
     def _run(self) -> None:
         while True:
@@ -127,9 +141,9 @@ class _RulesStage:
                     self._cond.notify_all()
 
 
-@dataclass
+@dataclass(frozen=True)
 class PipelineCounters:
-    """Counters of the inference loop."""
+    """Counters of the inference loop: a frozen snapshot the inference thread replaces (its only writer)."""
 
     steps: int = 0
     batches: int = 0
@@ -140,13 +154,20 @@ class PipelineCounters:
     preprocess_ms: float = 0.0
     inference_ms: float = 0.0
     postprocess_ms: float = 0.0
-    rules_ms: float = 0.0
     preprocess_ms_total: float = 0.0
     inference_ms_total: float = 0.0
     postprocess_ms_total: float = 0.0
-    rules_ms_total: float = 0.0
     last_batch_size: int = 0
     busy_since: Optional[float] = None
+
+
+@dataclass(frozen=True)
+class RulesTiming:
+    """Time spent in tracker, alert rules and triage: a frozen snapshot the rules thread replaces (its only
+    writer; the inference thread when there is no rules thread)."""
+
+    rules_ms: float = 0.0
+    rules_ms_total: float = 0.0
 
 
 Operation = Callable[[], None]
@@ -163,6 +184,7 @@ class Pipeline:
         decode: DecodeParams,
         writer: OutputWriter,
         rules_thread: bool = True,
+        supervisor: Optional[Supervisor] = None,
     ) -> None:
         self.detector = detector
         self.model = model
@@ -170,12 +192,13 @@ class Pipeline:
         self.decode = decode
         self.writer = writer
         self.cameras: Dict[str, CameraRuntime] = {}
-        self.counters = PipelineCounters()
+        self.counters = PipelineCounters()  # replaced by the inference thread only
+        self.rules_timing = RulesTiming()  # replaced by the rules thread only
         self._ops: Deque[Operation] = collections.deque()
         self._rr = 0
         self._class_names = class_names_from_mapping(detector.names)
         self._wake = threading.Event()  # set by camera deliveries and queued operations
-        self._rules_stage = _RulesStage(self._post_batch) if rules_thread else None
+        self._rules_stage = _RulesStage(self._post_batch, supervisor) if rules_thread else None
 
     # -- queued operations (any thread)
 
@@ -223,13 +246,13 @@ class Pipeline:
             except ValueError as exc:
                 error = exc
             if error is not None:
-                self.counters.swap_failures += 1
+                self.counters = replace(self.counters, swap_failures=self.counters.swap_failures + 1)
                 detector.close()
                 log.error("model_swap_refused", error=str(error), model=model.name, version=model.version)
             else:
                 old = self.detector
                 self.detector, self.model, self._class_names = detector, model, names
-                self.counters.swaps += 1
+                self.counters = replace(self.counters, swaps=self.counters.swaps + 1)
                 old.close()
                 log.info("model_swapped", model=model.name, version=model.version, sha256=model.sha256)
             if done is not None:
@@ -318,33 +341,36 @@ class Pipeline:
 
     def _run_batch(self) -> int:
         self._apply_ops()
-        self.counters.steps += 1
+        c = self.counters
         batch = self._collect()
         if not batch:
+            self.counters = replace(c, steps=c.steps + 1)
             return 0
-        self.counters.busy_since = time.monotonic()
+        self.counters = c = replace(c, steps=c.steps + 1, busy_since=time.monotonic())
         try:
             before_run = self._rules_stage.release if self._rules_stage is not None else None
             results = self.detector.detect([frame.image for _, frame in batch], self.decode, before_run)
         except Exception as exc:
-            self.counters.inference_errors += 1
+            self.counters = replace(c, inference_errors=c.inference_errors + 1, busy_since=None)
             log.error("inference_failed", error=f"{type(exc).__name__}: {exc}", cameras=[r.name for r, _ in batch])
             return 0
-        finally:
-            self.counters.busy_since = None
+        except BaseException:
+            self.counters = replace(c, busy_since=None)
+            raise
         times = self.detector.last_times
-        c = self.counters
-        c.batches += 1
-        c.frames += len(batch)
-        c.last_batch_size = len(batch)
-        c.preprocess_ms, c.inference_ms, c.postprocess_ms = (
-            times.preprocess_ms,
-            times.inference_ms,
-            times.postprocess_ms,
+        self.counters = replace(
+            c,
+            busy_since=None,
+            batches=c.batches + 1,
+            frames=c.frames + len(batch),
+            last_batch_size=len(batch),
+            preprocess_ms=times.preprocess_ms,
+            inference_ms=times.inference_ms,
+            postprocess_ms=times.postprocess_ms,
+            preprocess_ms_total=c.preprocess_ms_total + times.preprocess_ms,
+            inference_ms_total=c.inference_ms_total + times.inference_ms,
+            postprocess_ms_total=c.postprocess_ms_total + times.postprocess_ms,
         )
-        c.preprocess_ms_total += times.preprocess_ms
-        c.inference_ms_total += times.inference_ms
-        c.postprocess_ms_total += times.postprocess_ms
         if self._rules_stage is not None:
             self._rules_stage.submit(batch, results)
         else:
@@ -358,9 +384,8 @@ class Pipeline:
                 self._post(runtime, frame, detections)
             except Exception:
                 log.exception("postprocess_failed", camera=runtime.name)
-        c = self.counters
-        c.rules_ms = (time.perf_counter() - t0) * 1e3
-        c.rules_ms_total += c.rules_ms
+        rules_ms = (time.perf_counter() - t0) * 1e3
+        self.rules_timing = RulesTiming(rules_ms, self.rules_timing.rules_ms_total + rules_ms)
 
     def _post(self, runtime: CameraRuntime, frame: Frame, detections: Detections) -> None:
         now, wall = frame.captured_monotonic, frame.captured_wall

@@ -33,6 +33,7 @@ from agent.protocol.parse import encode_framed, encode_json
 from agent.protocol.topics import Topics
 from agent.sources.frame import Frame
 from agent.spool.errors import SpoolError, SpoolFullError
+from agent.threads import SIDE_TASK, Supervisor, Worker
 
 log = structlog.get_logger(__name__)
 
@@ -132,6 +133,7 @@ class OutputWriter:
         sample_quality: int = 90,
         snapshot_quality: int = 80,
         alert_snapshots: bool = True,
+        supervisor: Optional[Supervisor] = None,
     ) -> None:
         self._put = put
         self.topics = topics
@@ -144,11 +146,12 @@ class OutputWriter:
         )
         self.counters = OutputCounters()
         self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._run, name="output-writer", daemon=True)
+        # restarted if it dies (the job in hand is lost and counted; the queue is kept)
+        self._worker = Worker("output-writer", self._run, SIDE_TASK, supervisor)
         self.spool_latency_ms: Deque[float] = collections.deque(maxlen=LATENCY_WINDOW)
 
     def start(self) -> None:
-        self._thread.start()
+        self._worker.start()
 
     def submit(self, job: OutputJob) -> bool:
         """Queue a job without ever waiting (the rules thread must not stall on a slow disk). When the queue is
@@ -170,8 +173,9 @@ class OutputWriter:
 
     def stop(self, timeout: float = 5.0) -> None:
         """Finish what is queued (bounded by ``timeout``), then stop."""
+        self._worker.cancel_restarts()
         self._queue.close()
-        self._thread.join(timeout)
+        self._worker.join(timeout)
 
     def snapshot(self) -> OutputCounters:
         with self._lock:

@@ -134,7 +134,7 @@ class InProcessDaemon:
 
 
 class DaemonProcess:
-    """``python -m agent.app.daemon --config PATH`` as a child process."""
+    """``python -m agent.app.run --config PATH`` as a child process."""
 
     def __init__(
         self, config_path: Path, env: Optional[Dict[str, str]] = None, preexec: Optional[Callable[[], None]] = None
@@ -146,7 +146,7 @@ class DaemonProcess:
         self.log_path = config_path.with_suffix(".log")
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "agent.app.daemon", "--config", str(config_path)],
+            [sys.executable, "-m", "agent.app.run", "--config", str(config_path)],
             cwd=str(REPO),
             env=environ,
             stdout=self._log,

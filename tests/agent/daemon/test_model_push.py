@@ -14,7 +14,7 @@ from typing import Any, Dict, Iterator, List, Optional
 
 import pytest
 
-from agent.app.model_updates import ModelUpdatesConfig
+from agent.ota.config import ModelUpdatesConfig
 from agent.protocol import ModelPush, ReleaseRef, encode_json
 from agent.protocol.framing import decode_frame
 from tests.agent.broker import MosquittoBroker

@@ -14,16 +14,9 @@ from typing import Any, Dict, List, Optional, Tuple
 import paho.mqtt.client as mqtt
 import pytest
 
-from agent.app.model_updates import (
-    ChunkTransfer,
-    Decision,
-    PushRejected,
-    check_chunk_header,
-    check_chunk_plan,
-    decide_push,
-    push_key,
-)
+from agent.ota.chunks import ChunkTransfer
 from agent.ota.errors import VerificationError
+from agent.ota.push import Decision, PushRejected, check_chunk_header, check_chunk_plan, decide_push, push_key
 from agent.ota.state import InstallState, SlotRecord, Trial
 from agent.protocol import ChunkPlan, ModelChunkHeader, ModelPush, ProtocolLimits, ReleaseRef, parse_model_chunk
 from tests.agent.broker import MosquittoBroker
@@ -235,9 +228,10 @@ def test_the_daemon_gives_the_installer_its_factory_model_and_the_classes_its_ru
 
 
 def test_download_retries_are_jittered_so_a_fleet_does_not_retry_in_lockstep(tmp_path: Path) -> None:
-    from agent.app.model_updates import ModelUpdatesConfig, ModelUpdateService
+    from agent.app.model_updates import ModelUpdateService
     from agent.core.backoff import Backoff
     from agent.ota import OtaConfig
+    from agent.ota.config import ModelUpdatesConfig
 
     ota = OtaConfig(state_dir=tmp_path / "ota", trusted_root=tmp_path / "root.json", offline_root=None)
     waits = []

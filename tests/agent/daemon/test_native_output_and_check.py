@@ -78,13 +78,15 @@ def test_run_check_fails_on_a_missing_or_broken_model(tmp_path: Path, daemon_mod
 DYING = textwrap.dedent(
     """
     import os, sys, time
+    from agent.observability.logs import setup_logging
     from agent.observability.native_stderr import capture_native_stderr
+    setup_logging("info", "json")      # the worker's death is logged (to stderr, as the daemon's is)
     native = capture_native_stderr()
     os.write(2, b"wrapped\\n")
     time.sleep(0.3)
     os.close(native.original)          # the stderr the thread writes to is gone under it
     os.write(2, b"this line kills the thread\\n")
-    native._thread.join(5)
+    native._worker.join(5)
     print(type(native.failure).__name__, flush=True)
     for _ in range(2000):              # 2 MB: would block on a full pipe nobody reads
         os.write(2, b"x" * 1000 + b"\\n")
@@ -102,10 +104,16 @@ def test_a_dying_capture_thread_never_blocks_stderr_and_is_reported(tmp_path: Pa
 
     from agent.app.daemon import Daemon
     from agent.config import load_config
+    from agent.threads import BEST_EFFORT, Supervisor, Worker
 
-    class Failed:  # the capture's public surface the daemon reads
-        failure = OSError(9, "Bad file descriptor")
+    supervisor = Supervisor()  # what run_daemon shares between the capture and the daemon
 
+    def dies() -> None:
+        raise OSError(9, "Bad file descriptor")
+
+    worker = Worker("native-stderr", dies, BEST_EFFORT, supervisor).start()
+    assert worker.join(5)
     cfg = write_config(tmp_path / "c.yaml", config_dict(tmp_path, 1883, daemon_model, [synthetic_camera("cam1")]))
-    daemon = Daemon(load_config(cfg, environ={}), cfg, install_signal_handlers=False, native_stderr=Failed())  # type: ignore[arg-type]
-    assert any(p.startswith("native-stderr thread died") for p in daemon.status_document()["problems"])
+    daemon = Daemon(load_config(cfg, environ={}), cfg, install_signal_handlers=False, supervisor=supervisor)
+    problems = daemon.status_document()["problems"]
+    assert any(p.startswith("thread native-stderr died: OSError: [Errno 9] Bad file descriptor") for p in problems)

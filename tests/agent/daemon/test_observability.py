@@ -8,11 +8,22 @@ import logging
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 import structlog
 
-from agent.observability import Metrics, MetricsServer, SdNotifier, WatchdogGate, setup_logging
+from agent.observability import (
+    MetricsServer,
+    Sample,
+    SdNotifier,
+    SnapshotCollector,
+    WatchdogGate,
+    counter,
+    gauge,
+    registry_of,
+    setup_logging,
+)
 from tests.agent.daemon.helpers import drain_notifications, notify_socket
 
 
@@ -49,22 +60,51 @@ def test_watchdog_gate_pings_only_after_progress(tmp_path: Path) -> None:
     assert [m for _, m in drain_notifications(sock, 0.1)] == ["WATCHDOG=1", "WATCHDOG=1"]
 
 
-def test_metrics_text_format_and_http_endpoint() -> None:
-    metrics = Metrics()
-    metrics.set("camera_fps", 4.5, "Processed fps.", camera='a"b')
-    metrics.inc("alerts_total", 2, "Alerts.")
-    text = metrics.render()
-    assert "# TYPE edge_agent_camera_fps gauge" in text
-    assert 'edge_agent_camera_fps{camera="a\\"b"} 4.5' in text
-    assert "edge_agent_alerts_total 2" in text
-    server = MetricsServer(metrics, "127.0.0.1", 0)
+def _scrape(port: int) -> str:
+    return str(urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode())
+
+
+def test_metrics_are_read_from_the_snapshots_at_scrape_time() -> None:
+    state = {"fps": 4.5, "alerts": 2, "cameras": ['a"b']}
+
+    def read() -> Iterator[Sample]:
+        for camera in state["cameras"]:  # type: ignore[attr-defined]
+            yield gauge("camera_fps", state["fps"], "Processed fps.", camera=camera)  # type: ignore[arg-type]
+        yield counter("alerts_total", state["alerts"], "Alerts.")  # type: ignore[arg-type]
+
+    server = MetricsServer(registry_of(SnapshotCollector("edge_agent_", read)), "127.0.0.1", 0)
     server.start()
     try:
-        body = urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics", timeout=5).read().decode()
-        assert body == metrics.render()
+        text = _scrape(server.port)
+        assert "# TYPE edge_agent_camera_fps gauge" in text
+        assert 'edge_agent_camera_fps{camera="a\\"b"} 4.5' in text
+        assert "# TYPE edge_agent_alerts_total counter" in text and "edge_agent_alerts_total 2.0" in text
+        state.update(fps=7.0, alerts=3, cameras=[])  # nothing copied anywhere: the next scrape reads anew
+        text = _scrape(server.port)
+        assert "edge_agent_alerts_total 3.0" in text and "camera_fps{" not in text  # a removed camera is gone
         with pytest.raises(urllib.error.HTTPError) as info:
             urllib.request.urlopen(f"http://127.0.0.1:{server.port}/", timeout=5)
         assert info.value.code == 404
+    finally:
+        server.stop()
+
+
+def test_a_broken_sample_reader_answers_500_and_the_server_goes_on() -> None:
+    broken = {"on": True}
+
+    def read() -> Iterator[Sample]:
+        yield gauge("camera_fps", 1.0, "fps", camera="a")
+        if broken["on"]:
+            yield gauge("camera_fps", 1.0, "fps", site="x")  # other label names: a bug of the reader
+
+    server = MetricsServer(registry_of(SnapshotCollector("edge_agent_", read)), "127.0.0.1", 0)
+    server.start()
+    try:
+        with pytest.raises(urllib.error.HTTPError) as info:
+            _scrape(server.port)
+        assert info.value.code == 500
+        broken["on"] = False
+        assert 'edge_agent_camera_fps{camera="a"} 1.0' in _scrape(server.port)
     finally:
         server.stop()
 

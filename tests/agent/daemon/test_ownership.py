@@ -18,7 +18,9 @@ from typing import Any, List
 from agent.app.daemon import Daemon
 from agent.app.pipeline import CameraStats
 from agent.config import load_config
+from agent.core.backoff import Backoff
 from agent.protocol import SetThresholdsCommand
+from agent.threads import CAMERA, FRAME_PATH, SIDE_TASK, OnDeath, Policy, Worker
 from tests.agent.broker import MosquittoBroker
 from tests.agent.daemon.helpers import InProcessDaemon, config_dict, synthetic_camera, wait_for, write_config
 
@@ -62,8 +64,8 @@ def test_readers_of_camera_stats_never_see_them_change_under_them(tmp_path: Path
     try:
         while time.monotonic() < deadline:
             try:
-                daemon._aggregate_fps()  # what the status task, the probation check and the status line read
-                daemon._camera_fps("cam0")
+                daemon.report.aggregate_fps()  # what the status task, the probation check and the status line read
+                daemon.report.camera_fps("cam0")
                 reads += 1
             except RuntimeError as exc:
                 errors.append(str(exc))
@@ -88,15 +90,15 @@ def test_two_quick_set_thresholds_both_hold(tmp_path: Path, broker: MosquittoBro
 
         async def both() -> Any:
             # back to back on the event loop, as the commands task handles two commands that arrive together
-            first = await daemon._handle_command(
+            first = await daemon.commands.handle(
                 SetThresholdsCommand(type="set_thresholds", request_id="t1", thresholds={"conf": 0.31})
             )
-            second = await daemon._handle_command(
+            second = await daemon.commands.handle(
                 SetThresholdsCommand(
                     type="set_thresholds", request_id="t2", thresholds={"iou": 0.55, "any-part.min_confidence": 0.42}
                 )
             )
-            third = await daemon._handle_command(
+            third = await daemon.commands.handle(
                 SetThresholdsCommand(type="set_thresholds", request_id="t3", thresholds={"nonsense": 0.5})
             )
             return first, second, third
@@ -139,7 +141,38 @@ def test_a_side_task_crash_is_not_a_model_crash(tmp_path: Path, broker: Mosquitt
     assert any("status" in e for e in d.daemon.errors)
 
 
-def test_a_dead_link_thread_stops_the_daemon_cleanly(
+class _Fatal(BaseException):
+    """Escapes every ``except Exception`` guard, as a bug in a thread's own loop would."""
+
+
+def test_a_dying_output_writer_is_restarted_and_reported(
+    tmp_path: Path, broker: MosquittoBroker, daemon_model: Path
+) -> None:
+    cfg = write_config(
+        tmp_path / "c.yaml", config_dict(tmp_path, broker.port, daemon_model, [synthetic_camera("cam1")])
+    )
+    with InProcessDaemon(cfg) as d:
+        writer = d.daemon.writer
+        assert writer is not None
+        real = writer._handle
+        calls = {"n": 0}
+
+        def dies_once(job: Any) -> None:
+            calls["n"] += 1
+            if calls["n"] == 1:
+                raise _Fatal("writer bug")
+            real(job)
+
+        writer._handle = dies_once  # type: ignore[method-assign]
+        wait_for(lambda: d.daemon.status_document()["threads"]["output-writer"]["restarts"] == 1, 15, "a restart")
+        document = d.daemon.status_document()
+        assert document["threads"]["output-writer"]["state"] == "running"
+        assert any(p.startswith("thread output-writer died 1 time(s)") for p in document["problems"])
+        wait_for(lambda: calls["n"] > 3, 15, "the restarted writer handles jobs again")
+        assert d.rc is None  # the daemon kept running
+
+
+def test_a_dying_rules_thread_stops_the_daemon_as_a_model_failure(
     tmp_path: Path, broker: MosquittoBroker, daemon_model: Path
 ) -> None:
     cfg = write_config(
@@ -148,7 +181,69 @@ def test_a_dead_link_thread_stops_the_daemon_cleanly(
     with InProcessDaemon(cfg) as d:
         spy = _SpyInstaller()
         d.daemon.installer = spy  # type: ignore[assignment]
-        d.daemon.link.failure = RuntimeError("link thread bug")  # what the thread records when it dies
+        pipeline = d.daemon.pipeline
+        assert pipeline is not None and pipeline._rules_stage is not None
+
+        def broken(*_: Any) -> None:
+            raise _Fatal("rules bug")
+
+        pipeline._rules_stage._post = broken  # type: ignore[method-assign]
         wait_for(lambda: d.rc is not None, 15, "daemon stopped")
-    assert d.rc == 4 and spy.clean == 1
-    assert any("mqtt-link" in e for e in d.daemon.errors)
+    assert d.rc == 1  # EXIT_FAILED: the frame path died; during probation that counts against the release
+    assert spy.clean == 0
+    assert any("rules" in e for e in d.daemon.errors)
+
+
+def test_a_side_thread_that_keeps_dying_stops_the_daemon_cleanly(
+    tmp_path: Path, broker: MosquittoBroker, daemon_model: Path
+) -> None:
+    cfg = write_config(
+        tmp_path / "c.yaml", config_dict(tmp_path, broker.port, daemon_model, [synthetic_camera("cam1")])
+    )
+    with InProcessDaemon(cfg) as d:
+        spy = _SpyInstaller()
+        d.daemon.installer = spy  # type: ignore[assignment]
+
+        def broken() -> None:
+            raise _Fatal("side thread bug")
+
+        fast = Policy(OnDeath.RESTART, max_restarts=2, give_up=OnDeath.STOP, backoff=Backoff(0.01, 0.02))
+        Worker("side-worker", broken, fast, d.daemon.supervisor).start()
+        wait_for(lambda: d.rc is not None, 15, "daemon stopped")
+    assert d.rc == 4 and spy.clean == 1  # EXIT_SIDE_TASK, and probation does not count it
+    state = {s.name: s for s in d.daemon.supervisor.states()}["side-worker"]
+    assert state.state == "gave_up" and state.deaths == 3 and state.restarts == 2
+    assert any("side-worker" in e for e in d.daemon.errors)
+
+
+def test_every_thread_of_a_running_daemon_is_supervised(
+    tmp_path: Path, broker: MosquittoBroker, daemon_model: Path
+) -> None:
+    import threading as _threading
+
+    cfg = write_config(
+        tmp_path / "c.yaml",
+        config_dict(tmp_path, broker.port, daemon_model, [synthetic_camera("cam1"), synthetic_camera("cam2", seed=2)]),
+    )
+    with InProcessDaemon(cfg) as d:
+        wait_for(lambda: d.daemon.pipeline is not None and d.daemon.pipeline.counters.batches > 2, 30, "batches")
+        states = {s.name: s for s in d.daemon.supervisor.states()}
+        policies = {name: w.policy for name, w in d.daemon.supervisor._workers.items()}
+        expected = {
+            "inference": FRAME_PATH,
+            "rules": FRAME_PATH,
+            "output-writer": SIDE_TASK,
+            "mqtt-link": SIDE_TASK,
+            "camera-cam1": CAMERA,
+            "camera-cam1-watchdog": CAMERA,
+            "camera-cam2": CAMERA,
+            "camera-cam2-watchdog": CAMERA,
+        }
+        for name, policy in expected.items():
+            assert policies.get(name) == policy, name
+            assert states[name].state == "running", name
+        # every long-lived thread of the process that belongs to the daemon is one of its workers
+        long_lived = {t.name for t in _threading.enumerate() if t.name in expected or t.name.startswith("camera-")}
+        assert long_lived <= set(states)
+        document = d.daemon.status_document()
+        assert set(expected) <= set(document["threads"])

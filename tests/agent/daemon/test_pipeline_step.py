@@ -151,7 +151,7 @@ def test_step_runs_every_waiting_frame_of_several_cameras_and_finishes_their_rul
         assert processed >= 30
         assert all(r.stats.processed >= 5 for r in runtimes)  # round robin: no camera starves
         assert all(r.stats.samples > 0 for r in runtimes)  # triage ran (random sampling at p=1)
-        assert pipeline.counters.rules_ms_total > 0 and pipeline.counters.inference_ms_total > 0
+        assert pipeline.rules_timing.rules_ms_total > 0 and pipeline.counters.inference_ms_total > 0
     finally:
         for source in sources:
             assert source.stop(5.0)

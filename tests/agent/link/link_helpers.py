@@ -38,7 +38,7 @@ def make_spool(tmp_path: Path, name: str = "spool.db", **kw: Any) -> Spool:
 
 
 def make_link(tmp_path: Path, port: int, spool: Spool | None = None, **kw: Any) -> MqttLink:
-    handlers = {k: kw.pop(k) for k in ("on_command", "on_push") if k in kw}
+    handlers = {k: kw.pop(k) for k in ("on_command", "on_push", "supervisor") if k in kw}
     return MqttLink(make_config(port, **kw), spool or make_spool(tmp_path), status, **handlers)
 
 

@@ -17,6 +17,7 @@ from agent.protocol import (
     RequestSnapshotCommand,
     Topics,
 )
+from agent.threads import Supervisor
 from tests.agent.broker import Collector, MosquittoBroker
 from tests.agent.link.link_helpers import DEVICE, SITE, make_link, make_spool, wait_until
 
@@ -343,16 +344,27 @@ def test_an_exception_while_serving_reconnects_instead_of_killing_the_thread(
         link.stop()
 
 
-def test_a_dead_link_thread_is_reported_not_silent(tmp_path: Path, broker: MosquittoBroker) -> None:
-    link = make_link(tmp_path, broker.port)
+def test_a_dead_link_thread_is_reported_and_restarted(tmp_path: Path, broker: MosquittoBroker) -> None:
+    supervisor = Supervisor()
+    link = make_link(tmp_path, broker.port, supervisor=supervisor)
+    real = link._run_guarded
+    calls = {"n": 0}
 
-    def broken() -> None:  # a bug outside every guard of the loop
-        raise RuntimeError("link bug")
+    def broken_once() -> None:  # a bug outside every guard of the loop, the first time only
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("link bug")
+        real()
 
-    link._run_guarded = broken  # type: ignore[method-assign]
+    link._run_guarded = broken_once  # type: ignore[method-assign]
     link.start()
     try:
-        assert wait_until(lambda: not link.alive, 5)
-        assert isinstance(link.failure, RuntimeError) and not link.connected
+        assert wait_until(lambda: len(supervisor.deaths()) == 1, 5)
+        death = supervisor.deaths()[0]
+        assert death.worker == "mqtt-link" and "link bug" in death.error and death.action.value == "restart"
+        assert isinstance(link.failure, RuntimeError)
+        assert link.wait_connected_blocking(10), "the restarted link did not connect"
+        state = {s.name: s for s in supervisor.states()}["mqtt-link"]
+        assert state.restarts == 1 and state.state == "running"
     finally:
         link.stop()

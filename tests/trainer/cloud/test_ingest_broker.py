@@ -35,7 +35,7 @@ def test_every_kind_is_stored_and_the_registry_filled(tmp_path, broker):
             assert status["mqtt"]["connected"] and status["mqtt"]["shared_subscription"]
             with urllib.request.urlopen(f"http://127.0.0.1:{service.http.port}/metrics") as response:
                 metrics = response.read().decode()
-            assert 'edge_ingest_records_total{kind="sample",outcome="stored"} 20' in metrics
+            assert 'edge_ingest_records_total{kind="sample",outcome="stored"} 20.0' in metrics
     finally:
         device.close()
     assert service.exit_code == 0

@@ -44,7 +44,8 @@ def test_a_dead_worker_thread_ends_the_service_with_status_1(tmp_path, broker):
     code = service.run(stop)
     assert code == 1 and time.monotonic() - started < 10
     (writer,) = [t for t in service.threads if t.name == "store-writer"]
-    assert writer.died and "disk on fire" in writer.error
+    state = writer.state()
+    assert state.state == "died" and "disk on fire" in (state.last_error or "")
     assert any("store-writer died" in p for p in service.problems())
 
 

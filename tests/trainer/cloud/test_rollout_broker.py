@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.app.model_updates import ModelUpdatesConfig
+from agent.ota.config import ModelUpdatesConfig
 from tests.agent.daemon.helpers import InProcessDaemon, config_dict, wait_for, write_config
 from tests.agent.ota import conftest as ota_fixtures
 from tests.agent.ota.conftest import TINY_MODEL, World

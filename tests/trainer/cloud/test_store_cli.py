@@ -95,7 +95,11 @@ def test_ingest_status_reads_the_running_service(tmp_path, broker, capsys):
         out = capsys.readouterr().out
         assert "connected protocol 5" in out and service.ingest.worker_name in out
         assert main(["ingest-status", "--json", "--config", str(path)]) == 0
-        assert json.loads(capsys.readouterr().out)["threads"] == {"mqtt-ingest": "alive", "store-writer": "alive"}
+        assert json.loads(capsys.readouterr().out)["threads"] == {
+            "metrics-http": "alive",
+            "mqtt-ingest": "alive",
+            "store-writer": "alive",
+        }
 
 
 def test_bad_config_is_a_clear_error(tmp_path, capsys):

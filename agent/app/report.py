@@ -1,0 +1,331 @@
+"""What the daemon says about itself, built from the snapshots its threads publish: the status document
+(``status.json``, ``edge-agent status``), the retained device and camera statuses on MQTT, the
+Prometheus samples (read at scrape time) and the systemd status line.
+
+Read-only: nothing here changes a component; every value comes from a frozen snapshot or a copy the owner
+hands out (``CameraStats.snapshot``, ``Pipeline.quality`` / ``counters``, ``OutputWriter.snapshot()``,
+``MqttLink.metrics()``, ``Spool.stats()``, ``Supervisor.states()``). The one piece of state of its own,
+since when MQTT is down, is written only by the status task.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional
+
+from agent import __version__
+from agent.app.pipeline import percentile
+from agent.observability.metrics import Sample, counter, gauge
+from agent.protocol.models import CameraState, CameraStatus, CameraSummary, DeviceStatus, ModelQuality
+from agent.sources.frame import SourceState, SourceStatus
+
+if TYPE_CHECKING:
+    from agent.app.daemon import Daemon
+
+__all__ = ["CAMERA_STATE", "Reporter"]
+
+CAMERA_STATE = {
+    SourceState.STARTING: CameraState.STARTING,
+    SourceState.STREAMING: CameraState.STREAMING,
+    SourceState.STALLED: CameraState.STALLED,
+    SourceState.RECONNECTING: CameraState.RECONNECTING,
+    SourceState.STOPPED: CameraState.STOPPED,
+    SourceState.FAILED: CameraState.ERROR,
+}
+
+RECENT_DEATHS_S = 600.0  # a restarted thread stays among the problems this long
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Reporter:
+    """Builds every report of ``daemon`` (see the module docstring)."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self._d = daemon
+        self._mqtt_down_since: Optional[str] = None  # status task only
+
+    # ---------------------------------------------------------------- rates
+
+    def camera_fps(self, name: str) -> float:
+        pipeline = self._d.pipeline
+        runtime = pipeline.cameras.get(name) if pipeline else None
+        return runtime.stats.snapshot.fps(time.monotonic()) if runtime else 0.0
+
+    def aggregate_fps(self) -> float:
+        pipeline = self._d.pipeline
+        if pipeline is None:
+            return 0.0
+        now = time.monotonic()
+        return sum(r.stats.snapshot.fps(now) for r in list(pipeline.cameras.values()))
+
+    def line(self) -> str:
+        """The systemd status line."""
+        return f"{self._d.state}; cameras {len(self._d.camera_status)}; fps {self.aggregate_fps():.1f}"
+
+    # ---------------------------------------------------------------- MQTT
+
+    def camera_message(self, status: SourceStatus) -> CameraStatus:
+        return CameraStatus(
+            device=self._d.config.mqtt.device,
+            camera=status.camera,
+            state=CAMERA_STATE[status.state],
+            source=status.kind,
+            fps=round(self.camera_fps(status.camera), 3),
+            frames=status.frames,
+            drops=status.dropped,
+            reconnects=status.reconnects,
+            reconnect_attempts=status.reconnect_attempts,
+            last_frame_at=None,
+            error=status.reason[:1024] or None,
+            ts=_now(),
+        )
+
+    def device_status(self) -> DeviceStatus:
+        d = self._d
+        pipeline = d.pipeline
+        cameras = [
+            CameraSummary(camera=name, state=CAMERA_STATE[status.state], fps=round(self.camera_fps(name), 3))
+            for name, status in sorted(d.camera_status.items())
+        ]
+        quality = None
+        if pipeline is not None:
+            q = pipeline.quality  # a frozen snapshot the rules' thread publishes
+            quality = ModelQuality(
+                model_sha256=q.model_sha256,
+                since=datetime.fromtimestamp(q.since_wall, timezone.utc),
+                frames=q.frames,
+                detections=q.detections,
+                confidence_sum=round(q.confidence_sum, 4),
+                alerts=q.alerts,
+                uncertain_frames=q.uncertain_frames,
+            )
+        return DeviceStatus(
+            device=d.config.mqtt.device,
+            site=d.config.mqtt.site,
+            state="online",
+            agent_version=__version__,
+            model=pipeline.model.ref() if pipeline else None,
+            model_error=None if pipeline else (d.model_error or "")[:1024] or None,
+            cameras=cameras,
+            groups=list(d.config.mqtt.groups),
+            quality=quality,
+            ts=_now(),
+        )
+
+    # ---------------------------------------------------------------- status.json
+
+    def _cameras(self, now: float) -> Dict[str, Any]:
+        d = self._d
+        pipeline = d.pipeline
+        cameras: Dict[str, Any] = {}
+        for camera in d.config.cameras:
+            if not camera.enabled:
+                continue
+            record: Dict[str, Any] = {"name": camera.name, "source": camera.source.type}
+            status = d.camera_status.get(camera.name)
+            if status is not None:
+                record.update(status.as_record())
+            runtime = pipeline.cameras.get(camera.name) if pipeline else None
+            if runtime is not None:
+                st = runtime.stats.snapshot
+                lat = list(st.latencies_ms)
+                record.update(
+                    processed=st.processed,
+                    alerts=st.alerts,
+                    samples=st.samples,
+                    fps=round(st.fps(now), 3),
+                    latency_p50_ms=percentile(lat, 50),
+                    latency_p99_ms=percentile(lat, 99),
+                )
+            cameras[camera.name] = record
+        return cameras
+
+    def _spool(self) -> Dict[str, Any]:
+        spool = self._d.spool
+        if spool is None:
+            return {}
+        try:
+            stats = spool.stats()
+        except Exception as exc:
+            return {"error": str(exc)}
+        return {
+            "items": stats.items,
+            "bytes": stats.bytes,
+            "max_bytes": stats.max_bytes,
+            "in_flight": stats.in_flight,
+            "by_kind": stats.items_by_kind,
+            "counters": stats.counters,
+        }
+
+    def _link(self) -> Dict[str, Any]:
+        link = self._d.link
+        if link is None:
+            return {}
+        doc: Dict[str, Any] = dict(vars(link.metrics()))
+        # since when the broker is out of reach: `edge-agent status` judges it against its grace period
+        if doc.get("connected"):
+            self._mqtt_down_since = None
+        elif self._mqtt_down_since is None:
+            self._mqtt_down_since = _now().isoformat()
+        doc["down_since"] = self._mqtt_down_since
+        return doc
+
+    def _threads(self) -> Dict[str, Any]:
+        return {
+            s.name: {"state": s.state, "deaths": s.deaths, "restarts": s.restarts, "last_error": s.last_error}
+            for s in self._d.supervisor.states()
+        }
+
+    def _thread_problems(self) -> List[str]:
+        problems = self._d.supervisor.problems()
+        down = {line.split()[1] for line in problems}
+        cutoff = time.time() - RECENT_DEATHS_S
+        recent: Dict[str, List[str]] = {}
+        for death in self._d.supervisor.deaths():
+            if death.at_wall >= cutoff and death.worker not in down:
+                recent.setdefault(death.worker, []).append(death.error)
+        for name, errors in sorted(recent.items()):
+            problems.append(
+                f"thread {name} died {len(errors)} time(s) in the last {RECENT_DEATHS_S / 60:.0f} min and was "
+                f"restarted (last: {errors[-1]})"
+            )
+        return problems
+
+    def document(self) -> Dict[str, Any]:
+        """Everything ``edge-agent status`` shows (also the content of status.json)."""
+        d = self._d
+        now = time.monotonic()
+        pipeline = d.pipeline
+        output: Dict[str, Any] = {}
+        if d.writer is not None:
+            counters = d.writer.snapshot()
+            output = dict(vars(counters))
+            output["disk_ok"] = counters.disk_ok
+            output["queued"] = d.writer.pending()
+        inference: Dict[str, Any] = {}
+        model: Dict[str, Any] = {}
+        if pipeline is not None:
+            counters_p = pipeline.counters
+            inference = {k: v for k, v in vars(counters_p).items() if k != "busy_since"}
+            inference.update(vars(pipeline.rules_timing))
+            inference["busy_s"] = None if counters_p.busy_since is None else round(now - counters_p.busy_since, 3)
+            inference["aggregate_fps"] = round(self.aggregate_fps(), 3)
+            model = {**vars(pipeline.model), "path": str(d.model_path)}
+        problems = list(d.errors[-10:])
+        if pipeline is None and d.model_error:
+            problems.insert(0, f"model: error: {d.model_error} (waiting for a signed release)")
+            model = {"error": d.model_error}
+        if output and not output["disk_ok"]:
+            problems.append(f"spool writes failing: {output.get('last_error')}")
+        problems.extend(self._thread_problems())  # native-stderr's death too: library output is then unwrapped
+        return {
+            "version": 1,
+            "agent_version": __version__,
+            "pid": os.getpid(),
+            "state": d.state,
+            "started": datetime.fromtimestamp(d.started_wall, timezone.utc).isoformat(),
+            "updated": _now().isoformat(),
+            "device": d.config.mqtt.device,
+            "site": d.config.mqtt.site,
+            "model": model,
+            "cameras": self._cameras(now),
+            "inference": inference,
+            "spool": self._spool(),
+            "output": output,
+            "mqtt": self._link(),
+            "ota": d.ota_last,
+            "model_updates": None if d.updates is None else d.updates.status(),
+            "threads": self._threads(),
+            "watchdog": {
+                "enabled": d.notifier.watchdog_interval_s is not None,
+                "pings": d.gate.pings if d.gate else 0,
+            },
+            "reloads": d.reloads,
+            "problems": problems,
+        }
+
+    # ---------------------------------------------------------------- Prometheus (scrape time)
+
+    def samples(self) -> Iterator[Sample]:
+        """Every metric of the daemon, read from the snapshots now (``edge_agent_`` is added by the collector)."""
+        d = self._d
+        pipeline = d.pipeline
+        now = time.monotonic()
+        if pipeline is not None:
+            c = pipeline.counters
+            yield counter("frames_processed_total", c.frames, "Frames run through the model.")
+            yield counter("batches_total", c.batches, "Inference batches.")
+            yield counter("inference_errors_total", c.inference_errors, "Failed inference batches.")
+            yield counter("model_swaps_total", c.swaps, "Hot model swaps.")
+            stage_ms = {"preprocess": c.preprocess_ms, "inference": c.inference_ms, "postprocess": c.postprocess_ms}
+            stage_ms["rules"] = pipeline.rules_timing.rules_ms
+            for stage, ms in stage_ms.items():
+                yield gauge("stage_ms", ms, "Milliseconds of the last batch per stage.", stage=stage)
+            for name, runtime in list(pipeline.cameras.items()):
+                st = runtime.stats.snapshot
+                yield gauge("camera_fps", st.fps(now), "Processed frames per second.", camera=name)
+                yield counter("camera_alerts_total", st.alerts, "Alerts fired.", camera=name)
+                yield counter("camera_samples_total", st.samples, "Triage samples selected.", camera=name)
+                p99 = percentile(list(st.latencies_ms), 99)
+                if p99 is not None:
+                    yield gauge("camera_latency_p99_ms", p99, "Capture-to-rules latency p99.", camera=name)
+        for name, status in sorted(d.camera_status.items()):
+            yield counter(
+                "camera_frames_dropped_total",
+                status.dropped,
+                "Frames replaced before inference took them.",
+                camera=name,
+            )
+            yield counter("camera_reconnects_total", status.reconnects, "Successful camera reconnects.", camera=name)
+            yield counter(
+                "camera_reconnect_attempts_total",
+                status.reconnect_attempts,
+                "Camera reconnect attempts, failed ones included.",
+                camera=name,
+            )
+            streaming = 1.0 if status.state == SourceState.STREAMING else 0.0
+            yield gauge("camera_streaming", streaming, "1 while streaming.", camera=name)
+        yield from self._spool_samples()
+        if d.writer is not None:
+            oc = d.writer.snapshot()
+            yield counter("spool_write_errors_total", oc.spool_write_errors, "Failed spool writes.")
+            yield gauge("disk_ok", 1.0 if oc.disk_ok else 0.0, "0 while spool writes fail.")
+        if d.link is not None:
+            lm = d.link.metrics()
+            yield gauge("mqtt_connected", 1.0 if lm.connected else 0.0, "1 while connected to the broker.")
+            for key in (
+                "connects",
+                "disconnects",
+                "published",
+                "acked",
+                "quarantined",
+                "commands",
+                "commands_malformed",
+            ):
+                yield counter(f"mqtt_{key}_total", getattr(lm, key), f"MQTT {key}.")
+        for state in d.supervisor.states():
+            yield gauge("thread_alive", 1.0 if state.alive else 0.0, "1 while the thread runs.", thread=state.name)
+            yield counter(
+                "thread_deaths_total", state.deaths, "Deaths of the thread (restarted or not).", thread=state.name
+            )
+            yield counter("thread_restarts_total", state.restarts, "Restarts of the thread.", thread=state.name)
+
+    def _spool_samples(self) -> Iterator[Sample]:
+        spool = self._d.spool
+        if spool is None:
+            return
+        try:
+            stats = spool.stats()
+        except Exception:  # a spool that cannot be read right now: its series are missing from this scrape
+            return
+        yield gauge("spool_items", stats.items, "Messages queued in the spool.")
+        yield gauge("spool_bytes", stats.bytes, "Payload bytes queued in the spool.")
+        for key, value in sorted(stats.counters.items()):
+            if key.startswith(("evicted.", "refused_full.")):
+                what, kind = key.split(".", 1)
+                yield counter(f"spool_{what}_total", value, f"Spool {what} per kind.", kind=kind)
