@@ -25,6 +25,7 @@ owner joins it only up to its shutdown bound.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import concurrent.futures
 import enum
@@ -326,8 +327,6 @@ class SerialWorker:
         return future
 
     async def call(self, fn: Callable[[], Any]) -> Any:
-        import asyncio
-
         return await asyncio.wrap_future(self.submit(fn))
 
     def stop(self) -> None:

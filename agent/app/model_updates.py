@@ -234,7 +234,7 @@ class ModelUpdateService:
         }
 
     async def _call(self, fn: Callable[[], Any]) -> Any:
-        return await asyncio.wrap_future(self._worker.submit(fn))
+        return await self._worker.call(fn)
 
     def _schedule_tick(self) -> None:
         if self._tick_pending:
