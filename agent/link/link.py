@@ -425,6 +425,15 @@ class MqttLink:
             except Exception:
                 log.exception("mqtt_drop_socket_failed")
 
+    def _discard_client(self, client: mqtt.Client) -> None:
+        """A connection attempt failed: the next one builds a new client, so that it reads the TLS files again
+        (a rotated device certificate or CA is picked up without a restart; found by the rotation test in
+        tests/deploy/test_device_identity.py: the old client kept offering the revoked certificate)."""
+        try:
+            drop_socket(client)
+        finally:
+            self._client = None
+
     def _connect_once(self) -> bool:
         self._fallback_pending = False
         cfg = self.config
@@ -443,18 +452,19 @@ class MqttLink:
         except (OSError, ssl.SSLError, ValueError) as exc:
             self._count("connect_errors")
             log.warning("mqtt_connect_failed", error=f"{type(exc).__name__}: {exc}")
+            self._discard_client(client)
             return False
         connack = wait_connack(client, self._current_connack, cfg.connect_timeout_s, self._stop)
         if connack is None:
             self._count("connect_errors")
             log.warning("mqtt_no_connack", timeout_s=cfg.connect_timeout_s)
-            drop_socket(client)
+            self._discard_client(client)
             return False
         code, text = connack
         self._set(last_connack=text)
         if code != 0:
             self._count("refused")
-            drop_socket(client)
+            self._discard_client(client)
             if code == _UNSUPPORTED_PROTOCOL and v5 and cfg.protocol == "auto":
                 log.warning("mqtt_v5_refused_falling_back", reason=text)
                 self._count("protocol_fallbacks")

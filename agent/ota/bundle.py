@@ -16,12 +16,13 @@ Extraction then writes regular files itself (never ``tarfile.extract``), with ``
 
 from __future__ import annotations
 
-import functools
+import gzip
 import json
 import os
 import re
 import stat
 import tarfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import List, Tuple
@@ -32,6 +33,12 @@ BUNDLE_FORMAT = "edge-ota-bundle"
 MAX_BUNDLE_JSON = 16 * 1024
 _MEMBER_RE = re.compile(r"^[A-Za-z0-9_.+-]+$")
 _SPECIAL_BITS = stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX  # never extracted with them; a bundle never needs them
+
+# What reading a damaged archive raises besides TarError: a truncated gzip stream (EOFError), a corrupt one
+# (zlib.error, gzip.BadGzipFile which is an OSError). Found by fuzzing (tests/agent/test_fuzz_parsers.py):
+# they escaped as tracebacks instead of "bundle_invalid".
+_CORRUPT_ARCHIVE = (tarfile.TarError, EOFError, zlib.error, OSError)
+_CORRUPT_STREAM = (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile)  # without OSError: a full disk is not
 
 
 def _check_mode_bits(name: str, mode: int) -> None:
@@ -78,7 +85,7 @@ def vet_tar(
     try:
         archive_size = path.stat().st_size
         tar = tarfile.open(path, "r:*")  # noqa: SIM115 - closed by the `with tar` below
-    except (OSError, tarfile.TarError) as exc:
+    except _CORRUPT_ARCHIVE as exc:
         raise BundleError(f"{path}: not a readable tar archive: {exc}", reason="bundle_invalid") from exc
     members: List[Tuple[tarfile.TarInfo, PurePosixPath]] = []
     seen = set()
@@ -105,7 +112,7 @@ def vet_tar(
                     if total > max(archive_size, 1) * max_ratio:
                         raise BundleError(f"{path}: compression ratio above {max_ratio} (archive bomb)")
                 members.append((info, norm))
-        except tarfile.TarError as exc:
+        except _CORRUPT_ARCHIVE as exc:
             raise BundleError(f"{path}: corrupt tar archive: {exc}", reason="bundle_invalid") from exc
     # A file inside a path that is itself a file would make extraction ambiguous.
     files = {str(n) for i, n in members if i.isfile()}
@@ -120,6 +127,13 @@ def extract_tar(path: Path, dest: Path, max_bytes: int, max_members: int, max_ra
     """Vet ``path`` then write its files under ``dest`` (which must be empty or absent)."""
     members = vet_tar(path, max_bytes, max_members, max_ratio)
     dest.mkdir(parents=True, exist_ok=True)
+    try:
+        _write_members(path, dest, members)
+    except _CORRUPT_STREAM as exc:  # damaged after the headers were vetted (or changed on the drive since)
+        raise BundleError(f"{path}: corrupt tar archive: {exc}", reason="bundle_invalid") from exc
+
+
+def _write_members(path: Path, dest: Path, members: List[Tuple[tarfile.TarInfo, PurePosixPath]]) -> None:
     with tarfile.open(path, "r:*") as tar:
         by_name = {m.name: m for m, _ in members}
         for info, norm in members:
@@ -134,7 +148,15 @@ def extract_tar(path: Path, dest: Path, max_bytes: int, max_members: int, max_ra
             fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
             written = 0
             with os.fdopen(fd, "wb") as out, src:
-                for block in iter(functools.partial(src.read, 1 << 20), b""):
+                while True:
+                    try:
+                        block = src.read(1 << 20)
+                    except _CORRUPT_ARCHIVE as exc:  # damaged after the headers were vetted
+                        raise BundleError(
+                            f"archive member {info.name!r} cannot be read: {exc}", reason="bundle_invalid"
+                        ) from exc
+                    if not block:
+                        break
                     written += len(block)
                     if written > info.size:  # the header lied
                         raise BundleError(f"archive member {info.name!r} longer than declared")
