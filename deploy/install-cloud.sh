@@ -9,7 +9,8 @@
 # only if absent), /etc/edge-trainer/credentials/ (empty placeholders the unit's LoadCredential= needs),
 # /var/lib/edge-trainer (by the unit's StateDirectory=), and installs the worker unit
 # edge-trainer-ingest@.service and enables worker 1; installs edge-trainer-repo-refresh.{service,timer} and
-# enables the timer where a release repository exists.
+# enables the timer where a release repository exists; edge-trainer-crl-refresh.{service,timer} likewise where
+# the site PKI exists.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -53,7 +54,9 @@ fi
 install -m 0644 "$HERE/../systemd/edge-trainer-ingest@.service" /etc/systemd/system/edge-trainer-ingest@.service
 # The release host's refresh of the repository's online metadata (enabled only where a repository and the
 # online keys are: /var/lib/edge-trainer/repo and /etc/edge-trainer/keys, docs/OPERATIONS.md §10).
-for unit in edge-trainer-repo-refresh.service edge-trainer-repo-refresh.timer; do
+# The site broker's CRL refresh (enabled only where the site PKI is: /etc/mosquitto/edge/ca.key).
+for unit in edge-trainer-repo-refresh.service edge-trainer-repo-refresh.timer \
+    edge-trainer-crl-refresh.service edge-trainer-crl-refresh.timer; do
     install -m 0644 "$HERE/../systemd/$unit" "/etc/systemd/system/$unit"
 done
 install -d -m 0750 -o root -g edge-trainer /etc/edge-trainer/keys
@@ -62,6 +65,9 @@ if [[ -d /run/systemd/system ]]; then
     systemctl enable edge-trainer-ingest@1.service
     if [[ -d /var/lib/edge-trainer/repo/metadata ]]; then
         systemctl enable --now edge-trainer-repo-refresh.timer
+    fi
+    if [[ -f /etc/mosquitto/edge/ca.key ]]; then
+        systemctl enable --now edge-trainer-crl-refresh.timer
     fi
 else
     echo "systemd is not running here: unit installed, enable it with 'systemctl enable edge-trainer-ingest@1'" >&2

@@ -11,6 +11,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edge-trainer", description="Train, evaluate, export and release models.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     from trainer import evaluate, export, synth, train
+    from trainer.devices import cli as devices_cli
     from trainer.ingest import cli as ingest_cli
     from trainer.labelling import cli as label_cli
     from trainer.release import cli as release_cli
@@ -28,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     label_cli.add_parser(sub)
     rounds_cli.add_parser(sub)
     rollout_cli.add_parser(sub)
+    devices_cli.add_parser(sub)
     return parser
 
 

@@ -1,8 +1,9 @@
 """The site broker config in deploy/mosquitto/, run for real: mutual TLS, identities from certificates,
 and an ACL under which a device cannot publish as another device nor read another device's commands.
 
-Certificates come from deploy/mosquitto/make-certs.sh into a temp dir; the config file is the shipped one
-with paths and ports rewritten (each rewrite is asserted, so a drifting config fails here loudly).
+Certificates come from `edge-trainer devices` (trainer/devices) into a temp dir, CRL included; the config file
+is the shipped one with paths and ports rewritten (each rewrite is asserted, so a drifting config fails here
+loudly).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from agent.protocol import Topics
 from agent.spool import Spool, SpoolConfig
 from tests.agent.broker import MOSQUITTO, Collector, MosquittoBroker, free_port, wait_port
 from tests.agent.link.link_helpers import status, wait_until
+from trainer.devices.cli import main as devices_main
 
 pytestmark = pytest.mark.broker
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,11 +41,8 @@ def _rewrite(text: str, old: str, new: str) -> str:
 class SiteBroker:
     def __init__(self, tmp: Path) -> None:
         self.pki = tmp / "pki"
-        script = str(DEPLOY / "make-certs.sh")
-        subprocess.run([script, "ca", str(self.pki)], check=True, capture_output=True)
-        subprocess.run([script, "server", str(self.pki), "localhost", "127.0.0.1"], check=True, capture_output=True)
-        for device in ("dev-a", "dev-b"):
-            subprocess.run([script, "device", str(self.pki), device], check=True, capture_output=True)
+        for args in (["init"], ["server", "localhost", "127.0.0.1"], ["provision", "dev-a"], ["provision", "dev-b"]):
+            assert devices_main(["devices", args[0], "--pki", str(self.pki), *args[1:]]) == 0, args
         shutil.copy(DEPLOY / "acl", self.pki / "acl")
         shutil.copy(DEPLOY / "ops.acl", self.pki / "ops.acl")
         subprocess.run(["mosquitto_passwd", "-b", "-c", str(self.pki / "ops.passwd"), "ops", "ops-secret"], check=True)
@@ -114,8 +113,8 @@ class DeviceClient:
 
 @pytest.fixture
 def site(tmp_path: Path) -> Iterator[SiteBroker]:
-    if not Path(MOSQUITTO).exists() or shutil.which("openssl") is None:
-        pytest.skip("needs mosquitto and openssl")
+    if not Path(MOSQUITTO).exists():
+        pytest.skip("needs mosquitto")
     s = SiteBroker(tmp_path)
     s.broker.start()
     # start() waits for the TLS listener only; mosquitto opens the ops listener after it (a CI run lost that race)

@@ -161,3 +161,34 @@ def test_repo_refresh_runs_every_6_hours_well_inside_the_timestamp_life() -> Non
         rf"^ExecStart={re.escape(CLOUD_EXEC)} repo refresh --repo \S+ --keys \S+ --metrics-file", service, re.M
     )
     assert re.search(rf"^ExecStartPost={re.escape(CLOUD_EXEC)} repo check --repo \S+ --within 12h$", service, re.M)
+
+
+CRL_UNIT = ROOT / "systemd" / "edge-trainer-crl-refresh.service"
+CRL_TIMER = ROOT / "systemd" / "edge-trainer-crl-refresh.timer"
+
+
+def test_crl_refresh_units_verify(tmp_path: Path) -> None:
+    _verifies_silently(CRL_UNIT, tmp_path)
+    _verifies_silently(CRL_TIMER, tmp_path)
+
+
+def test_crl_refresh_service_security_exposure_is_at_most_1_5() -> None:
+    assert _exposure(CRL_UNIT) <= 1.5  # root (the CA key is root's), but no network and one writable directory
+
+
+def test_crl_refresh_runs_well_inside_the_crl_life() -> None:
+    """Weekly against the CRL's 30 days (read from the source: this test also runs on Python 3.8)."""
+    timer = CRL_TIMER.read_text()
+    spec = re.search(r"^OnCalendar=(.+)$", timer, re.M)
+    assert spec and re.search(r"^Persistent=true$", timer, re.M)
+    result = _run("calendar", "--iterations=4", spec.group(1))
+    stamps = re.findall(r"(?:Next elapse|Iter\. #\d+): \w+ (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)", result.stdout)
+    times = [dt.datetime.strptime(s, "%Y-%m-%d %H:%M:%S") for s in stamps]
+    gaps = {b - a for a, b in zip(times, times[1:])}
+    crl_days = int(
+        re.search(r"^CRL_DAYS = (\d+)", (ROOT / "trainer" / "devices" / "pki.py").read_text(), re.M).group(1)
+    )
+    assert gaps == {dt.timedelta(days=7)} and crl_days >= 3 * 7 + 7
+    service = CRL_UNIT.read_text()
+    assert re.search(rf"^ExecStart={re.escape(CLOUD_EXEC)} devices crl --pki /etc/mosquitto/edge$", service, re.M)
+    assert "crlfile /etc/mosquitto/edge/crl.pem" in (ROOT / "deploy" / "mosquitto" / "mosquitto.conf").read_text()
