@@ -24,6 +24,7 @@ Errors::
 from __future__ import annotations
 
 import os
+from collections.abc import Hashable
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Type, TypeVar, Union, cast
 
@@ -225,6 +226,11 @@ def _mapping_constructor(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: 
     seen: Dict[Any, Any] = {}
     for key_node, value_node in node.value:
         key = cast(Any, loader).construct_object(key_node, deep=deep)
+        if not isinstance(key, Hashable):  # `? {a: 1}: x` (found by fuzzing: it escaped as a TypeError)
+            mark = key_node.start_mark
+            raise yaml.constructor.ConstructorError(
+                None, None, f"a mapping key must be a scalar (line {mark.line + 1})", mark
+            )
         if key in seen:
             mark = key_node.start_mark
             raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r} (line {mark.line + 1})", mark)

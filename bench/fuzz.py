@@ -98,7 +98,7 @@ def atheris_child(name: str, seconds: float, workdir: Path) -> None:
     """Runs in its own process: libFuzzer calls ``sys.exit`` when it is done."""
     import atheris
 
-    with atheris.instrument_imports(include=["agent"]):
+    with atheris.instrument_imports(include=["agent", "trainer", "tuf", "securesystemslib"]):
         from tests import fuzzing
 
     target = fuzzing.target(name)
@@ -215,9 +215,11 @@ def render(report: Dict[str, Any]) -> str:
         )
     lines += [
         "",
-        "Found and fixed by this fuzzing (regression cases in tests/agent/test_fuzz_parsers.py): a damaged gzip USB "
-        "bundle raised zlib.error or EOFError out of the archive vetting (a traceback for the operator instead of "
-        "`bundle_invalid`).",
+        "Found and fixed by this fuzzing (regression cases in tests/agent/test_fuzz_parsers.py and "
+        "tests/trainer/test_fuzz_cloud_parsers.py): a damaged gzip USB bundle raised zlib.error or EOFError out of "
+        "the archive vetting (a traceback for the operator instead of `bundle_invalid`); a YAML mapping key that is "
+        "itself a mapping or a list (`? {a: 1}`) raised TypeError out of the configuration loader of the agent and "
+        "the trainer instead of a configuration error (atheris, on the trainer's file).",
         "",
         "Reproduce: `make setup && PYTHONPATH=. .venv/bin/python bench/fuzz.py --write` "
         f"(took {report['seconds'] / 60:.0f} min). The suite runs the same targets derandomised, "

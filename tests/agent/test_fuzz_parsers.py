@@ -108,6 +108,9 @@ FINDINGS = [
     ("usb.archive", "corrupt deflate stream", lambda: fuzzing.mutate(_gzip_bundle(), [(1, 3, 0)])),
     ("usb.archive", "gzip stream cut short (EOFError)", lambda: _gzip_bundle()[: len(_gzip_bundle()) // 2]),
     ("usb.archive", "gzip header damaged (BadGzipFile)", lambda: b"\x1f\x8b\x09" + _gzip_bundle()[3:]),
+    # atheris on the trainer's config: a complex mapping key (`? {...}`) raised TypeError in the loader
+    ("config.yaml", "mapping key that is a mapping", lambda: b"? {a: 1}\n: x\n"),
+    ("config.yaml", "mapping key that is a sequence", lambda: b"mqtt:\n  ? [a, b]\n  : x\n"),
 ]
 
 

@@ -45,3 +45,10 @@ def test_mutated_valid_inputs(name: str) -> None:
         fuzzing.outcome(target, fuzzing.mutate(seeds[which], edits))
 
     run()
+
+
+def test_a_complex_mapping_key_is_a_configuration_error() -> None:
+    """Found by atheris (bench/fuzz.py): `? {...}` as a key escaped the loader as a TypeError."""
+    target = fuzzing.target("config.trainer_yaml")
+    assert fuzzing.outcome(target, b"# t\n? gate:e Ia   o{to: 1}\n: x\n") == "rejected"
+    assert fuzzing.outcome(target, b"? {a: 1}\n: x\n") == "rejected"
