@@ -22,9 +22,11 @@ setup: .stamps/apt $(VENV)/.installed $(VENV38)/.installed $(VENV_LS)/.installed
 
 .stamps/apt:
 	@mkdir -p .stamps
-	@if ! command -v mosquitto >/dev/null && [ ! -x /usr/sbin/mosquitto ] || ! command -v systemd-analyze >/dev/null; then \
-		echo "setup: installing mosquitto and systemd-analyze (apt)"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto mosquitto-clients systemd >/dev/null; \
+	@if { ! command -v mosquitto >/dev/null && [ ! -x /usr/sbin/mosquitto ]; } || ! command -v systemd-analyze >/dev/null \
+		|| { ! command -v ejabberdctl >/dev/null && [ ! -x /usr/sbin/ejabberdctl ]; }; then \
+		echo "setup: installing mosquitto, systemd-analyze and ejabberd (a second MQTT 5 broker for the tests) (apt)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto mosquitto-clients systemd ejabberd >/dev/null; \
+		systemctl disable --now ejabberd >/dev/null 2>&1 || true; \
 	fi
 	@touch $@
 
