@@ -5,7 +5,7 @@
 Two phases per target (the targets and their allowed errors: tests/fuzzing.py):
 
 1. hypothesis, random seed: ``--examples`` random byte strings and as many mutations of the valid seeds;
-2. atheris (coverage-guided libFuzzer, the agent's modules instrumented) for ``--atheris-seconds``, in a
+2. atheris (coverage-guided libFuzzer; agent, trainer and tuf modules instrumented) for ``--atheris-seconds``, in a
    child process per target, starting from the seeds; skipped where atheris does not install (it has no
    wheels for Python 3.8).
 
@@ -99,6 +99,9 @@ def atheris_child(name: str, seconds: float, workdir: Path) -> None:
     import atheris
 
     with atheris.instrument_imports(include=["agent", "trainer", "tuf", "securesystemslib"]):
+        # imported here, not lazily by the targets, so that their code is instrumented too
+        import trainer.release.keys
+        import trainer.release.repo  # noqa: F401
         from tests import fuzzing
 
     target = fuzzing.target(name)
@@ -190,8 +193,9 @@ def render(report: Dict[str, Any]) -> str:
         f"Machine: {report['machine']}. {report['examples']} hypothesis examples of random bytes and as many "
         "mutations of valid inputs per target (random seed), then "
         + (
-            f"{report['atheris_seconds']:.0f} s of atheris {report['atheris_version']} (libFuzzer, the agent's "
-            "modules instrumented for coverage) per target, from the same valid inputs."
+            f"{report['atheris_seconds']:.0f} s of atheris {report['atheris_version']} (libFuzzer; the agent's, the "
+            "trainer's and tuf's modules instrumented: coverage counts their edges) per target, from the same valid "
+            "inputs."
             if report["atheris_version"]
             else "no atheris run (it does not install here)."
         )
