@@ -433,35 +433,21 @@ def ingest_phase(
 
 
 def chunk_publication(size: int, counter: int) -> Tuple[str, bytes, List[Tuple[str, bytes]], bytes]:
-    """A ``size``-byte bundle's push and retained chunks, laid out as trainer.release.push does."""
-    from agent.protocol import ChunkPlan, ModelChunkHeader, ModelPush, ReleaseRef, Topics, encode_framed, encode_json
-    from trainer.release.push import DEFAULT_CHUNK
+    """A ``size``-byte bundle's push and retained chunks, laid out by ``trainer.release.push``."""
+    from agent.protocol import ModelPush, ReleaseRef, Topics, encode_json
+    from trainer.release.push import chunk_bundle
 
-    data = random.Random(counter).randbytes(size) if hasattr(random.Random, "randbytes") else os.urandom(size)
+    data = random.Random(counter).randbytes(size)
     topic = Topics(PREFIX, SITE, "x").fleet_models
     release = ReleaseRef(name="demo", version=f"1.{counter}.0", counter=counter)
-    digest = hashlib.sha256(data).hexdigest()
-    total = math.ceil(size / DEFAULT_CHUNK)
-    chunks = []
-    for index in range(total):
-        body = data[index * DEFAULT_CHUNK : (index + 1) * DEFAULT_CHUNK]
-        header = ModelChunkHeader(
-            release=release,
-            bundle_sha256=digest,
-            index=index,
-            total=total,
-            offset=index * DEFAULT_CHUNK,
-            size=len(body),
-            sha256=hashlib.sha256(body).hexdigest(),
-        )
-        chunks.append((Topics.chunk_topic(topic, counter, index), encode_framed(header, body)))
+    plan, chunks = chunk_bundle(topic, release, data)
     push = ModelPush(
         release=release,
         channel="stable",
-        bundle_sha256=digest,
+        bundle_sha256=hashlib.sha256(data).hexdigest(),
         bundle_size=size,
         urls=[],
-        chunks=ChunkPlan(topic=f"{topic}/chunks/{counter}", total=total, chunk_size=DEFAULT_CHUNK),
+        chunks=plan,
         published_at=_now(),
     )
     return topic, encode_json(push), chunks, data

@@ -254,33 +254,9 @@ def _manifest_run(data: bytes) -> None:
 
 
 def _manifest_seeds() -> List[bytes]:
-    sha = "a" * 64
-    manifest: Dict[str, object] = {
-        "schema": 1,
-        "name": "widget",
-        "version": "1.2.3",
-        "counter": 7,
-        "channel": "stable",
-        "files": {"onnx": {"path": "models/widget/7/model.onnx", "length": 10, "sha256": sha}},
-        "engines": [
-            {
-                "target": {"path": "models/widget/7/e.engine", "length": 5, "sha256": sha},
-                "device_type": "orin",
-                "tensorrt_version": "8.6.2",
-                "compute_capability": "8.7",
-            }
-        ],
-        "compatibility": {"device_types": ["x86-cpu", "orin"], "min_agent_version": "0.1.0", "tensorrt": ">=8.5,<11"},
-        "health": {
-            "golden": [
-                {
-                    "image": {"path": "models/widget/7/golden/0.png", "length": 3, "sha256": sha},
-                    "expected": [{"xyxy": [1, 2, 30, 40], "class_id": 0, "confidence": 0.9}],
-                }
-            ]
-        },
-    }
-    return [_json(manifest)]
+    from tests.agent.ota.test_release_manifest import enc, manifest
+
+    return [enc(manifest())]
 
 
 def _onnx_run(data: bytes) -> None:
@@ -530,3 +506,34 @@ def seeds_of(t: Target) -> List[bytes]:
 @functools.lru_cache(maxsize=None)
 def _seed_cache(name: str) -> Tuple[bytes, ...]:
     return tuple(BY_NAME[name].seeds())
+
+
+def run_random_bytes(t: Target, settings: object, max_size: int = 512) -> None:
+    """Hypothesis: random byte strings through ``t`` (``settings``: a ``hypothesis.settings``)."""
+    from hypothesis import given
+    from hypothesis import strategies as st
+
+    @settings  # type: ignore[operator]
+    @given(st.binary(max_size=max_size))
+    def run(data: bytes) -> None:
+        outcome(t, data)
+
+    run()
+
+
+def run_mutations(t: Target, settings: object, max_edits: int = 8) -> None:
+    """Hypothesis: ``mutate`` edits of ``t``'s valid seeds."""
+    from hypothesis import given
+    from hypothesis import strategies as st
+
+    seeds = seeds_of(t)
+    edits = st.lists(
+        st.tuples(st.integers(0, 3), st.integers(0, 1 << 20), st.integers(0, 255)), min_size=1, max_size=max_edits
+    )
+
+    @settings  # type: ignore[operator]
+    @given(st.integers(0, len(seeds) - 1), edits)
+    def run(which: int, edit: List[Tuple[int, int, int]]) -> None:
+        outcome(t, mutate(seeds[which], edit))
+
+    run()

@@ -42,27 +42,12 @@ def test_seeds_are_accepted_where_they_should_be(name: str) -> None:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_random_bytes(name: str) -> None:
-    target = fuzzing.target(name)
-
-    @SETTINGS
-    @given(st.binary(max_size=512))
-    def run(data: bytes) -> None:
-        fuzzing.outcome(target, data)
-
-    run()
+    fuzzing.run_random_bytes(fuzzing.target(name), SETTINGS)
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_mutated_valid_inputs(name: str) -> None:
-    target = fuzzing.target(name)
-    seeds = fuzzing.seeds_of(target)
-
-    @SETTINGS
-    @given(st.integers(0, len(seeds) - 1), EDITS)
-    def run(which: int, edits: List[Tuple[int, int, int]]) -> None:
-        fuzzing.outcome(target, fuzzing.mutate(seeds[which], edits))
-
-    run()
+    fuzzing.run_mutations(fuzzing.target(name), SETTINGS)
 
 
 _MEMBER_NAMES = st.sampled_from(

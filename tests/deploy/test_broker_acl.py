@@ -15,7 +15,7 @@ import ssl
 import subprocess
 import time
 from pathlib import Path
-from typing import Iterator, List, Tuple
+from typing import List, Tuple
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -23,7 +23,7 @@ import pytest
 from agent.link import MqttConfig, MqttLink, TlsConfig
 from agent.protocol import Topics
 from agent.spool import Spool, SpoolConfig
-from tests.agent.broker import MOSQUITTO, Collector, MosquittoBroker, free_port, wait_port
+from tests.agent.broker import Collector, MosquittoBroker, free_port
 from tests.agent.link.link_helpers import status, wait_until
 from trainer.devices.cli import main as devices_main
 
@@ -109,20 +109,6 @@ class DeviceClient:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
-
-
-@pytest.fixture
-def site(tmp_path: Path) -> Iterator[SiteBroker]:
-    if not Path(MOSQUITTO).exists():
-        pytest.skip("needs mosquitto")
-    s = SiteBroker(tmp_path)
-    s.broker.start()
-    # start() waits for the TLS listener only; mosquitto opens the ops listener after it (a CI run lost that race)
-    wait_port(s.ops_port)
-    try:
-        yield s
-    finally:
-        s.broker.close()
 
 
 def test_device_cannot_publish_as_another_device(site: SiteBroker) -> None:

@@ -11,7 +11,7 @@ import ssl
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterator, List, Optional
+from typing import Any, List, Optional
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -19,26 +19,12 @@ import pytest
 from agent.link import MqttConfig, MqttLink, TlsConfig
 from agent.protocol import Topics
 from agent.spool import Spool, SpoolConfig
-from tests.agent.broker import MOSQUITTO, wait_port
 from tests.agent.link.link_helpers import status, wait_until
 from tests.deploy.test_broker_acl import SITE, SiteBroker
 from trainer.devices import SitePki
 from trainer.devices.cli import main as devices_main
 
 pytestmark = pytest.mark.broker
-
-
-@pytest.fixture
-def site(tmp_path: Path) -> Iterator[SiteBroker]:
-    if not Path(MOSQUITTO).exists():
-        pytest.skip("needs mosquitto")
-    s = SiteBroker(tmp_path)
-    s.broker.start()
-    wait_port(s.ops_port)
-    try:
-        yield s
-    finally:
-        s.broker.close()
 
 
 def handshake(site: SiteBroker, cert: Path, key: Path) -> Optional[int]:

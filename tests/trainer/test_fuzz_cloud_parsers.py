@@ -4,14 +4,10 @@ trainer's configuration file."""
 
 from __future__ import annotations
 
-from typing import List, Tuple
-
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
 from tests import fuzzing
-from tests.agent.test_fuzz_parsers import EDITS, SETTINGS
+from tests.agent.test_fuzz_parsers import SETTINGS
 
 NAMES = ["ingest.decode", "config.trainer_yaml"]
 
@@ -24,27 +20,12 @@ def test_seeds_are_accepted(name: str) -> None:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_random_bytes(name: str) -> None:
-    target = fuzzing.target(name)
-
-    @SETTINGS
-    @given(st.binary(max_size=512))
-    def run(data: bytes) -> None:
-        fuzzing.outcome(target, data)
-
-    run()
+    fuzzing.run_random_bytes(fuzzing.target(name), SETTINGS)
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_mutated_valid_inputs(name: str) -> None:
-    target = fuzzing.target(name)
-    seeds = fuzzing.seeds_of(target)
-
-    @SETTINGS
-    @given(st.integers(0, len(seeds) - 1), EDITS)
-    def run(which: int, edits: List[Tuple[int, int, int]]) -> None:
-        fuzzing.outcome(target, fuzzing.mutate(seeds[which], edits))
-
-    run()
+    fuzzing.run_mutations(fuzzing.target(name), SETTINGS)
 
 
 def test_a_complex_mapping_key_is_a_configuration_error() -> None:

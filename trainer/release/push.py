@@ -105,6 +105,28 @@ def repo_manifest(repo: Path, channel: str) -> bytes:
     return Repository(repo, None).target_bytes(channel_path(channel))  # type: ignore[arg-type]  # reading needs no keys
 
 
+def chunk_bundle(
+    topic: str, release: ReleaseRef, data: bytes, chunk_size: int = DEFAULT_CHUNK
+) -> Tuple[ChunkPlan, List[Tuple[str, bytes]]]:
+    """The chunk plan and the framed, retained chunk messages of bundle ``data`` below push ``topic``."""
+    digest = hashlib.sha256(data).hexdigest()
+    total = math.ceil(len(data) / chunk_size)
+    chunks = []
+    for index in range(total):
+        body = data[index * chunk_size : (index + 1) * chunk_size]
+        header = ModelChunkHeader(
+            release=release,
+            bundle_sha256=digest,
+            index=index,
+            total=total,
+            offset=index * chunk_size,
+            size=len(body),
+            sha256=hashlib.sha256(body).hexdigest(),
+        )
+        chunks.append((Topics.chunk_topic(topic, release.counter, index), encode_framed(header, body)))
+    return ChunkPlan(topic=f"{topic}/chunks/{release.counter}", total=total, chunk_size=chunk_size), chunks
+
+
 def build_push(
     topic: str,
     channel: str,
@@ -126,20 +148,7 @@ def build_push(
             raise PushError(f"{bundle} is empty")
         digest, size = hashlib.sha256(data).hexdigest(), len(data)
         release = ReleaseRef(name=manifest.name, version=str(manifest.version), counter=manifest.counter)
-        total = math.ceil(size / chunk_size)
-        plan = ChunkPlan(topic=f"{topic}/chunks/{manifest.counter}", total=total, chunk_size=chunk_size)
-        for index in range(total):
-            body = data[index * chunk_size : (index + 1) * chunk_size]
-            header = ModelChunkHeader(
-                release=release,
-                bundle_sha256=digest,
-                index=index,
-                total=total,
-                offset=index * chunk_size,
-                size=len(body),
-                sha256=hashlib.sha256(body).hexdigest(),
-            )
-            chunks.append((Topics.chunk_topic(topic, manifest.counter, index), encode_framed(header, body)))
+        plan, chunks = chunk_bundle(topic, release, data, chunk_size)
     else:
         if repo is None:
             raise PushError("--url without --bundle needs --repo (the repository the URL serves)")
