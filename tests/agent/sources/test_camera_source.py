@@ -74,6 +74,8 @@ def test_file_without_loop_delivers_every_frame_in_order_then_stops(tmp_path: Pa
     status = source.status()
     assert status.state is SourceState.STOPPED
     assert status.reason == "end of stream"
+    # listeners are told after the state changed (outside the lock): the last call may still be on its way
+    assert wait_until(lambda: len(recorder.states) >= 3)
     assert recorder.states[:3] == [SourceState.STARTING, SourceState.STREAMING, SourceState.STOPPED]
     assert (status.width, status.height, status.frames) == (64, 48, 20)
     record = status.as_record()
