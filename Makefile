@@ -16,7 +16,7 @@ LABEL_STUDIO_VERSION := 1.23.2
 export YOLO_OFFLINE := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup demo loop-demo test test-slow lint typecheck pytest pytest38 bench clean demo-model
+.PHONY: setup demo loop-demo test test-slow lint typecheck pytest pytest38 bench bench-fleet clean demo-model
 
 setup: .stamps/apt $(VENV)/.installed $(VENV38)/.installed $(VENV_LS)/.installed
 
@@ -96,6 +96,13 @@ bench: setup
 	PYTHONPATH=. $(VENV)/bin/python bench/bench_cameras.py --model models/demo/demo-int8.onnx --write
 	PYTHONPATH=. $(VENV)/bin/python bench/bench_ingest.py --write
 	PYTHONPATH=. $(VENV)/bin/python bench/bench_label_studio.py --write
+
+# The fleet at scale and under faults (about an hour: the soak alone is 30 minutes; as root for its tmpfs).
+bench-fleet: setup
+	PYTHONPATH=. $(VENV)/bin/python bench/fleet_sim.py --write
+	PYTHONPATH=. $(VENV)/bin/python bench/fleet_rollout.py --write
+	PYTHONPATH=. $(VENV)/bin/python bench/tls_storm.py --write
+	PYTHONPATH=. $(VENV)/bin/python bench/soak.py --write
 
 clean:
 	rm -rf $(VENV) $(VENV38) $(VENV_LS) .stamps runs .pytest_cache .mypy_cache .ruff_cache
