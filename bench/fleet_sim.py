@@ -141,13 +141,16 @@ class SimBox:
         )
         return encode_framed(meta, jpeg)
 
-    def publish(self, kind: str) -> None:
+    def message(self, kind: str) -> Tuple[str, bytes, bool]:
+        """(topic, payload, retain) of a new message of ``kind`` (status, alert or sample)."""
         if kind == "status":
-            topic, payload, retain = self.topics.status, self._status(), True
-        elif kind == "alert":
-            topic, payload, retain = self.topics.alerts, self._alert(), False
-        else:
-            topic, payload, retain = self.topics.samples, self._sample(), False
+            return self.topics.status, self._status(), True
+        if kind == "alert":
+            return self.topics.alerts, self._alert(), False
+        return self.topics.samples, self._sample(), False
+
+    def publish(self, kind: str) -> None:
+        topic, payload, retain = self.message(kind)
         self.client.publish(topic, payload, qos=1, retain=retain)
         self.published[kind] += 1
         self.unacked += 1

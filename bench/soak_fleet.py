@@ -46,12 +46,7 @@ class ThreadedBox(SimBox):
     def publish(self, kind: str) -> None:
         # paho calls on_publish holding its own lock, so ours is never held across a paho call; an early
         # PUBACK makes the count dip below zero for a moment, the sum comes out right
-        if kind == "status":
-            topic, payload, retain = self.topics.status, self._status(), True
-        elif kind == "alert":
-            topic, payload, retain = self.topics.alerts, self._alert(), False
-        else:
-            topic, payload, retain = self.topics.samples, self._sample(), False
+        topic, payload, retain = self.message(kind)
         self.client.publish(topic, payload, qos=1, retain=retain)
         with self._lock:
             self.published[kind] += 1
