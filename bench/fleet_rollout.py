@@ -334,12 +334,24 @@ def run(boxes_n: int, watch_s: float, status_every: float, probation_s: float) -
         ]
         stop = threading.Event()
 
+        ticker_errors: List[BaseException] = []
+
         def statuses() -> None:
-            while not stop.wait(status_every / max(1, len(boxes))):
-                for box in boxes:
-                    box.status()
-                    if stop.wait(status_every / len(boxes)):
-                        return
+            # one status per box every status_every, spread evenly; a death is kept and raised by the run (a
+            # silent one would leave the registry empty and look like a rollout that never starts)
+            try:
+                while True:
+                    for box in boxes:
+                        box.status()
+                        if stop.wait(status_every / len(boxes)):
+                            return
+            except BaseException as exc:
+                ticker_errors.append(exc)
+                raise
+
+        def check_ticker() -> None:
+            if ticker_errors:
+                raise RuntimeError(f"the status ticker died: {ticker_errors[0]!r}") from ticker_errors[0]
 
         ticker = threading.Thread(target=statuses, daemon=True)
         ticker.start()
@@ -350,6 +362,7 @@ def run(boxes_n: int, watch_s: float, status_every: float, probation_s: float) -
                 box.connected.wait(30)
             deadline = time.time() + 120
             while time.time() < deadline:  # every box in the registry with its groups
+                check_ticker()
                 rows = [r for r in _fleet(open_reader, index) if r.model_sha256]
                 if len(rows) >= boxes_n:
                     break
@@ -376,6 +389,7 @@ def run(boxes_n: int, watch_s: float, status_every: float, probation_s: float) -
                 backs = [b.rolled_back_at[counter] - t0 for b in boxes if counter in b.rolled_back_at]
                 outcome["rolled_back"] = {"boxes": len(backs), "last_s": round(max(backs), 1) if backs else None}
                 outcome["running_at_end"] = sum(1 for b in boxes if b.running.counter == counter)
+                check_ticker()  # figures judged on stale statuses would not be the rollout's
                 results[name] = outcome
                 # the next rollout starts from a fleet whose figures are steady again
                 time.sleep(2 * status_every)
