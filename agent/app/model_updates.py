@@ -140,6 +140,10 @@ class ModelUpdateService:
         self._handled_path = ota.state_dir / "pushes.json"
         self._handled: Dict[str, str] = self._load_handled()
         self._transfer: Optional[ChunkTransfer] = None
+        # The release a push announces, while the installer works on that push: the installer's own reports
+        # carry no release until a manifest is verified, and a refusal before that (foreign keys, a damaged
+        # bundle) must still say which push it refuses, or the cloud waits on "downloading" for ever.
+        self._installing: Optional[ReleaseRef] = None
         self._retry: Dict[str, Tuple[int, float]] = {}
         cfg = self.config
         self._retry_backoff = Backoff(
@@ -265,7 +269,12 @@ class ModelUpdateService:
             except Exception:
                 log.exception("ota_event_hook_failed")
         detail = " ".join(x for x in (event.reason, event.detail) if x) or None
-        self.report(OtaPhase(event.phase), release_ref(event.release), detail)
+        release = release_ref(event.release)
+        if release is None:
+            release = self._installing  # as the push announced it: not yet verified, hence the detail says so
+            if release is not None and detail is not None and event.kind in ("rejected", "failed"):
+                detail = f"{detail} (release as announced by the push)"
+        self.report(OtaPhase(event.phase), release, detail)
 
     def report(
         self,
@@ -419,6 +428,7 @@ class ModelUpdateService:
         transport_error: Optional[str] = None
         for url in push.urls:
             try:
+                self._installing = push.release
                 self.installer.install_url(url)
             except TransportError as exc:
                 transport_error = str(exc)
@@ -427,6 +437,8 @@ class ModelUpdateService:
             except OtaError as exc:
                 self._finished(key, exc)
                 return
+            finally:
+                self._installing = None
             self._finished(key, None)
             return
         if push.chunks is not None:
@@ -541,12 +553,15 @@ class ModelUpdateService:
             return
         self._transfer = None
         try:
+            self._installing = transfer.push.release
             self.installer.install_bundle(path)
         except OtaError as exc:
             if not isinstance(exc, TransportError) and exc.reason != "state":
                 transfer.discard()
             self._finished(transfer.key, exc)
             return
+        finally:
+            self._installing = None
         transfer.discard()
         self._finished(transfer.key, None)
 

@@ -256,6 +256,9 @@ def test_foreign_signed_bundle_rejected_and_not_retried(
             wait_for(lambda: "failed" in phases(collector), 30, "rejection report")
             failed = [r for r in reports(collector) if r["phase"] == "failed"]
             assert len(failed) == 1 and failed[0]["active"]["version"] == "1.0.0"
+            # the refusal names the push it refuses (the installer never trusted a manifest to say it)
+            assert failed[0]["release"]["version"] == "9.0.0", failed[0]
+            assert "as announced by the push" in failed[0]["detail"]
             assert model_version(d) == "1.0.0"
             assert d.daemon.installer.state().active.version == "1.0.0"
             # the rejection is persisted by the worker right after the installer's report goes out: wait for it
