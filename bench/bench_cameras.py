@@ -45,11 +45,11 @@ import numpy as np
 from agent.app.pipeline import CameraRuntime, ModelInfo, OutputWriter, Pipeline, percentile
 from agent.core.decode import DecodeParams
 from agent.engine import Detector, OnnxRuntimeConfig
+from agent.memory import release_free_memory
 from agent.protocol.topics import Topics
 from agent.sources.camera import CameraSource
 from agent.sources.config import CameraConfig
 from agent.sources.factory import build_source
-from agent.sources.readers import release_free_memory
 from agent.spool.config import SpoolConfig
 from agent.spool.store import Spool
 from agent.synthetic.render import render_stream_frames

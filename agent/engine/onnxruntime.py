@@ -10,6 +10,7 @@ from numpy.typing import NDArray
 from agent.engine.backend import static_batch
 from agent.engine.config import OnnxRuntimeConfig
 from agent.engine.errors import BackendRuntimeError, BackendUnavailableError, InputError, ModelFileError
+from agent.memory import release_free_memory
 
 _DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 
@@ -100,4 +101,7 @@ class OnnxRuntimeBackend:
         }
 
     def close(self) -> None:
-        self._session = None
+        if self._session is None:
+            return
+        self._session = None  # the last reference: the session and its arenas are freed here
+        release_free_memory()  # ... and their pages given back, not kept by malloc (agent/memory.py: why)

@@ -21,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 from typing_extensions import Protocol
 
+from agent.memory import release_free_memory
 from agent.sources.diagnose import diagnose_stream_url
 from agent.sources.errors import SourceConfigError, SourceReadError, SourceUnavailableError
 from agent.sources.frame import SyntheticOrigin
@@ -329,22 +330,6 @@ def _render_function() -> Callable[..., Any]:
         if callable(render):
             return render  # type: ignore[no-any-return]
     raise SourceConfigError("agent.synthetic has no render_stream_frame/render_frame")
-
-
-def release_free_memory() -> bool:
-    """Hand memory freed inside the allocator back to the system (glibc ``malloc_trim``); False elsewhere.
-
-    glibc keeps freed blocks of its per-thread arenas, and once a multi-megabyte array has been freed it
-    serves later ones of that size from those arenas too (its mmap threshold rises), so the temporaries of a
-    one-off job (prerendering) would stay in the resident set for good without this.
-    """
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.malloc_trim(0))
-    except (OSError, AttributeError):  # not glibc (musl, macOS)
-        return False
 
 
 def bounce_order(count: int) -> List[int]:

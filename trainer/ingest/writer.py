@@ -20,7 +20,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import structlog
 
-from agent.sources.readers import release_free_memory
+from agent.memory import release_free_memory
 from trainer.ingest.client import AckToken, Delivery
 from trainer.ingest.config import IngestConfig
 from trainer.ingest.decode import decode

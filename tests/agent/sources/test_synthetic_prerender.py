@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from agent.memory import release_free_memory
 from agent.sources import CameraConfig, CameraSource, SourceState, build_source
-from agent.sources.readers import SyntheticReader, bounce_order, release_free_memory
+from agent.sources.readers import SyntheticReader, bounce_order
 from agent.synthetic import render_stream_frame
 from agent.synthetic.render import _stream_context, render_stream_frames
 
