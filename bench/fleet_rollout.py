@@ -6,7 +6,8 @@
 Stages: ``canary`` (group canary, 10 boxes), ``wide`` (group wide, the next 90), ``fleet`` (every box), each
 promoted when all its boxes committed and ``--watch`` seconds passed with their figures inside the bounds.
 
-Each simulated box (paho, its own network thread) does what an agent does on the wire: a retained status every
+Each simulated box (paho, its own network thread; the boxes in processes of 250, as one process of paho clients
+stops near 340) does what an agent does on the wire: a retained status every
 ``--status-every`` seconds naming its groups, the model it runs and that model's figures (frames, detections,
 confidence, alerts, uncertain frames since it started serving: the ``quality`` block the rollout judges); it
 follows the highest counter among the fleet push and its groups' pushes, takes the retained chunks (each
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import sys
 import tempfile
 import threading
@@ -230,6 +232,118 @@ class RolloutBox:
         self.client.loop_stop()
 
 
+# ------------------------------------------------------------------ the boxes, in processes of PER_PROCESS
+
+PER_PROCESS = 250  # paho's select() takes no descriptor above 1,023 and each client holds 3: ~340 per process
+
+
+class BoxState:
+    """What the parent reads of one box (a snapshot from its process)."""
+
+    def __init__(self, running: int, committed_at: Dict[int, float], rolled_back_at: Dict[int, float]) -> None:
+        self.running, self.committed_at, self.rolled_back_at = running, committed_at, rolled_back_at
+
+
+def box_process(
+    conn: Any,
+    port: int,
+    releases: Dict[int, ReleaseInfo],
+    probation_s: float,
+    status_every: float,
+    boxes_spec: List[Tuple[str, List[str]]],
+) -> None:
+    """A share of the fleet in a spawned process: its boxes, their status ticker; answers "snapshot" with a
+    :class:`BoxState` per box, ends on "stop". A death of the ticker is sent as ("error", text)."""
+    boxes = [RolloutBox(device, groups, port, releases, probation_s) for device, groups in boxes_spec]
+    for box in boxes:
+        box.connected.wait(30)
+    stop = threading.Event()
+    errors: List[str] = []
+
+    def statuses() -> None:
+        # one status per box every status_every, spread evenly
+        try:
+            while True:
+                for box in boxes:
+                    box.status()
+                    if stop.wait(status_every / len(boxes)):
+                        return
+        except BaseException as exc:
+            errors.append(repr(exc))
+            raise
+
+    threading.Thread(target=statuses, name="statuses", daemon=True).start()
+    conn.send("ready")
+    while True:
+        request = conn.recv()
+        if errors:
+            conn.send(("error", errors[0]))
+        if request == "stop":
+            break
+        with_lock = []
+        for box in boxes:
+            with box.lock:
+                with_lock.append(BoxState(box.running.counter, dict(box.committed_at), dict(box.rolled_back_at)))
+        conn.send(with_lock)
+    stop.set()
+    for box in boxes:
+        box.close()
+    conn.send("stopped")
+
+
+class BoxProcesses:
+    """The simulated fleet over ``ceil(n / PER_PROCESS)`` processes (one process of paho clients stops near
+    340 boxes); :meth:`snapshot` gives every box's :class:`BoxState`, in box order."""
+
+    def __init__(
+        self,
+        specs: List[Tuple[str, List[str]]],
+        port: int,
+        releases: Dict[int, ReleaseInfo],
+        probation_s: float,
+        status_every: float,
+    ) -> None:
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")
+        self.conns: List[Any] = []
+        self.procs: List[Any] = []
+        for k in range(0, len(specs), PER_PROCESS):
+            parent, child = ctx.Pipe()
+            args = (child, port, releases, probation_s, status_every, specs[k : k + PER_PROCESS])
+            proc = ctx.Process(target=box_process, args=args, name=f"boxes-{k}", daemon=True)
+            proc.start()
+            self.conns.append(parent)
+            self.procs.append(proc)
+        for conn in self.conns:
+            if not conn.poll(120) or conn.recv() != "ready":
+                raise RuntimeError("a process of simulated boxes did not come up")
+
+    def snapshot(self) -> List[BoxState]:
+        states: List[BoxState] = []
+        for conn in self.conns:
+            conn.send("snapshot")
+        for proc, conn in zip(self.procs, self.conns):
+            if not conn.poll(60):
+                raise RuntimeError(f"{proc.name} does not answer (alive: {proc.is_alive()})")
+            answer = conn.recv()
+            if isinstance(answer, tuple):  # a silent death would leave the registry stale: raised, not hidden
+                raise RuntimeError(f"{proc.name}: the status ticker died: {answer[1]}")
+            states += answer
+        return states
+
+    def close(self) -> None:
+        for conn in self.conns:
+            try:
+                conn.send("stop")
+            except OSError:
+                pass
+        for proc in self.procs:
+            proc.join(30)
+            if proc.is_alive():
+                proc.kill()
+
+
 # ------------------------------------------------------------------ the releases and the driver
 
 
@@ -281,7 +395,7 @@ def rollout_config(root: Path, port: int, boxes: int, watch_s: float) -> Any:
     )
 
 
-def drive(rollout: Any, bundle: Path, timeout: float, boxes: List[RolloutBox], counter: int) -> Dict[str, Any]:
+def drive(rollout: Any, bundle: Path, timeout: float, fleet: BoxProcesses, counter: int) -> Dict[str, Any]:
     """Start a rollout and tick it once a second until it completes or halts (and the canary is back)."""
     t0 = time.time()
     rollout.start(bundle)
@@ -298,7 +412,7 @@ def drive(rollout: Any, bundle: Path, timeout: float, boxes: List[RolloutBox], c
         seen = len(state.get("events", []))
         if state["state"] == "completed":
             break
-        if state["state"] == "halted" and all(b.running.counter != counter for b in boxes):
+        if state["state"] == "halted" and all(b.running != counter for b in fleet.snapshot()):
             break
         time.sleep(1.0)
     return {"t0": t0, "state": state.get("state"), "events": events, "halt": state.get("halt")}
@@ -322,47 +436,14 @@ def run(boxes_n: int, watch_s: float, status_every: float, probation_s: float) -
         ingest.wait_subscribed(60)
         releases, bundles = build_releases(root / "releases")
         counters = sorted(releases)
-        boxes = [
-            RolloutBox(
-                f"box-{i:04d}",
-                ["canary"] if i < 10 else ["wide"] if i < 100 else [],
-                broker.port,
-                releases,
-                probation_s,
-            )
-            for i in range(boxes_n)
-        ]
-        stop = threading.Event()
-
-        ticker_errors: List[BaseException] = []
-
-        def statuses() -> None:
-            # one status per box every status_every, spread evenly; a death is kept and raised by the run (a
-            # silent one would leave the registry empty and look like a rollout that never starts)
-            try:
-                while True:
-                    for box in boxes:
-                        box.status()
-                        if stop.wait(status_every / len(boxes)):
-                            return
-            except BaseException as exc:
-                ticker_errors.append(exc)
-                raise
-
-        def check_ticker() -> None:
-            if ticker_errors:
-                raise RuntimeError(f"the status ticker died: {ticker_errors[0]!r}") from ticker_errors[0]
-
-        ticker = threading.Thread(target=statuses, daemon=True)
-        ticker.start()
+        specs = [(f"box-{i:04d}", ["canary"] if i < 10 else ["wide"] if i < 100 else []) for i in range(boxes_n)]
+        fleet = BoxProcesses(specs, broker.port, releases, probation_s, status_every)
         config = rollout_config(root, broker.port, boxes_n, watch_s)
         index = store / "index.sqlite3"
         try:
-            for box in boxes:
-                box.connected.wait(30)
             deadline = time.time() + 120
             while time.time() < deadline:  # every box in the registry with its groups
-                check_ticker()
+                fleet.snapshot()  # raises if a ticker died
                 rows = [r for r in _fleet(open_reader, index) if r.model_sha256]
                 if len(rows) >= boxes_n:
                     break
@@ -371,10 +452,11 @@ def run(boxes_n: int, watch_s: float, status_every: float, probation_s: float) -
             for name, counter in (("good", counters[1]), ("bad", counters[2])):
                 rollout = Rollout(config, lambda: open_reader(index), lambda: MqttActions(config))
                 try:
-                    outcome = drive(rollout, bundles[counter], 900, boxes, counter)
+                    outcome = drive(rollout, bundles[counter], 900, fleet, counter)
                 finally:
                     rollout.close()
                 t0 = outcome["t0"]
+                boxes = fleet.snapshot()  # figures judged on stale statuses would not be the rollout's: raises
                 per_stage: Dict[str, List[float]] = {}
                 for i, box in enumerate(boxes):
                     if counter in box.committed_at:
@@ -388,15 +470,13 @@ def run(boxes_n: int, watch_s: float, status_every: float, probation_s: float) -
                 )
                 backs = [b.rolled_back_at[counter] - t0 for b in boxes if counter in b.rolled_back_at]
                 outcome["rolled_back"] = {"boxes": len(backs), "last_s": round(max(backs), 1) if backs else None}
-                outcome["running_at_end"] = sum(1 for b in boxes if b.running.counter == counter)
-                check_ticker()  # figures judged on stale statuses would not be the rollout's
+                outcome["running_at_end"] = sum(1 for b in boxes if b.running == counter)
+                outcome["box_processes"] = len(fleet.procs)
                 results[name] = outcome
                 # the next rollout starts from a fleet whose figures are steady again
                 time.sleep(2 * status_every)
         finally:
-            stop.set()
-            for box in boxes:
-                box.close()
+            fleet.close()
             ingest.stop()
             broker.close()
     return results
@@ -470,6 +550,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     if args.boxes < 101:
         parser.error("--boxes: at least 101 (10 canary, 90 wide, one more)")
+    # the broker inherits this limit (one descriptor per box); each box process stays under select()'s 1,024
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
     results = run(args.boxes, args.watch, args.status_every, args.probation)
     report = {
         "machine": machine(),
