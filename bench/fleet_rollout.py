@@ -276,15 +276,16 @@ def box_process(
     conn.send("ready")
     while True:
         request = conn.recv()
-        if errors:
-            conn.send(("error", errors[0]))
         if request == "stop":
             break
-        with_lock = []
+        if errors:  # one answer per request: the error instead of the snapshot
+            conn.send(("error", errors[0]))
+            continue
+        states = []
         for box in boxes:
             with box.lock:
-                with_lock.append(BoxState(box.running.counter, dict(box.committed_at), dict(box.rolled_back_at)))
-        conn.send(with_lock)
+                states.append(BoxState(box.running.counter, dict(box.committed_at), dict(box.rolled_back_at)))
+        conn.send(states)
     stop.set()
     for box in boxes:
         box.close()

@@ -19,7 +19,7 @@ DEMO = Path(__file__).resolve().parents[2] / "models" / "demo" / "demo.onnx"
 
 @pytest.mark.skipif(not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc", reason="glibc only")
 def test_freed_memory_is_given_back_on_glibc() -> None:
-    blocks = [np.ones(200_000, dtype=np.uint8) for _ in range(200)]  # 40 MB in blocks below mmap's threshold
+    blocks = [np.ones(60_000, dtype=np.uint8) for _ in range(700)]  # 42 MB in blocks below mmap's 128 KiB
     del blocks[:-1]  # all but the top block freed: only a trim gives them back
     assert memory.release_free_memory() is True
     assert memory.release_free_memory() in (True, False)  # looked up once, called every time; nothing left
