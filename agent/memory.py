@@ -6,7 +6,7 @@ much at once and would otherwise keep it in the resident set for good:
 
 - a closed ONNX Runtime session (tens of MB of arenas; agent/engine/onnxruntime.py): the daemon loads each
   model in a fresh thread and health-checks candidates in the OTA worker, so nobody allocates from those
-  arenas again. Measured (bench/bench_swap_memory.py): RSS +43 % over 15 model updates without, flat with;
+  arenas again. Measured (bench/bench_swap_memory.py): RSS +39 % over 30 model updates without, +3.7 % with;
 - the temporaries of prerendering synthetic frames (agent/sources/readers.py);
 - each batch of the cloud ingest's writer (trainer/ingest/writer.py).
 
