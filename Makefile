@@ -23,9 +23,10 @@ setup: .stamps/apt $(VENV)/.installed $(VENV38)/.installed $(VENV_LS)/.installed
 .stamps/apt:
 	@mkdir -p .stamps
 	@if { ! command -v mosquitto >/dev/null && [ ! -x /usr/sbin/mosquitto ]; } || ! command -v systemd-analyze >/dev/null \
-		|| { ! command -v ejabberdctl >/dev/null && [ ! -x /usr/sbin/ejabberdctl ]; }; then \
-		echo "setup: installing mosquitto, systemd-analyze and ejabberd (a second MQTT 5 broker for the tests) (apt)"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto mosquitto-clients systemd ejabberd >/dev/null; \
+		|| { ! command -v ejabberdctl >/dev/null && [ ! -x /usr/sbin/ejabberdctl ]; } \
+		|| ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+		echo "setup: installing mosquitto, systemd-analyze, ejabberd (a second MQTT 5 broker for the tests) and headless Chromium (the pages' browser tests) (apt)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto mosquitto-clients systemd ejabberd chromium chromium-driver >/dev/null; \
 		systemctl disable --now ejabberd >/dev/null 2>&1 || true; \
 	fi
 	@touch $@
@@ -72,9 +73,13 @@ lint: setup
 typecheck: setup
 	$(VENV38)/bin/mypy
 
-# EVL_REQUIRE_LABEL_STUDIO: the Label Studio round trip fails instead of skipping when its server is missing.
+# EVL_REQUIRE_LABEL_STUDIO / EVL_REQUIRE_BROWSER: the Label Studio round trip and the pages' browser tests fail
+# instead of skipping when their server or browser is missing.
+# The agent's own tests run on Python 3.8 (pytest38: the oldest interpreter it ships on); here, on 3.11, the
+# cloud's tests (which run the agent's daemon, pipeline and OTA in-process too) and the one agent test that needs
+# the trainer's environment (the onnx package).
 pytest: setup
-	EVL_REQUIRE_LABEL_STUDIO=1 $(VENV)/bin/python -m pytest -q -m "not slow"
+	EVL_REQUIRE_LABEL_STUDIO=1 EVL_REQUIRE_BROWSER=1 $(VENV)/bin/python -m pytest -q -m "not slow" tests/trainer tests/agent/core/test_onnx_proto.py
 
 pytest38: setup
 	$(VENV38)/bin/python -m pytest -q -m "not slow" tests/agent tests/deploy

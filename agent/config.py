@@ -31,6 +31,7 @@ from typing import Any, Dict, List, Mapping, Optional, Type, TypeVar, Union, cas
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
+from agent.console.config import ConsoleConfig
 from agent.core.decode import DecodeParams
 from agent.engine.config import BackendConfig, OnnxRuntimeConfig
 from agent.link.config import MqttConfig
@@ -168,6 +169,9 @@ class AgentConfig(StrictModel):
     output: OutputConfig = Field(default_factory=OutputConfig, description="Alert and sample contents.")
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Logs.")
     metrics: MetricsConfig = Field(default_factory=MetricsConfig, description="Prometheus endpoint.")
+    console: ConsoleConfig = Field(
+        default_factory=ConsoleConfig, description="The box page (commissioning, preview, commands); off by default."
+    )
     daemon: DaemonConfig = Field(default_factory=DaemonConfig, description="Supervisor settings.")
 
     @field_validator("cameras")

@@ -36,7 +36,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -116,6 +116,10 @@ def thread_group(name: str) -> str:
         return "output writer"
     if name == "MainThread":
         return "main (asyncio)"
+    if name == "console-http" or "process_request" in name:
+        return "console (preview)"
+    if name.startswith("viewer-"):
+        return "viewers (browsers)"
     return "other"
 
 
@@ -204,7 +208,10 @@ def pipeline_run(
     prerender: int,
     seconds: float,
     rules_thread: bool = True,
+    attach: Optional[Callable[[Pipeline], Callable[[], None]]] = None,
 ) -> Dict[str, Any]:
+    """``attach(pipeline)``, when given, starts something beside the pipeline (bench_console_preview.py's
+    preview viewers) and returns how to stop it."""
     with tempfile.TemporaryDirectory() as tmp:
         spool = Spool(SpoolConfig(path=Path(tmp) / "spool.sqlite3", synchronous="NORMAL", max_bytes=256 * 1024 * 1024))
         writer = OutputWriter(spool.put, Topics("edge", "bench", "box"), "box")
@@ -217,6 +224,7 @@ def pipeline_run(
             runtimes.append(runtime)
         thread = SerialWorker("inference")
         measuring = {"on": False}
+        detach = attach(pipeline) if attach is not None else None
 
         async def loop(warmup: float) -> None:  # the daemon's inference task, without the watchdog
             deadline = time.monotonic() + warmup + seconds
@@ -245,6 +253,8 @@ def pipeline_run(
         elapsed = time.monotonic() - mark["t"]
         frames = pipeline.counters.frames - mark["frames"]
         cpu = cpu_by_group(mark["cpu"], thread_cpu_s())
+        if detach is not None:
+            detach()
         result: Dict[str, Any] = {
             "seconds": elapsed,
             "load": load_average(),

@@ -41,7 +41,7 @@ fi
 
 install -d -m 0750 -o root -g edge-trainer /etc/edge-trainer
 install -d -m 0700 -o root -g root /etc/edge-trainer/credentials
-for secret in mqtt-password s3-secret-key label-studio-token; do
+for secret in mqtt-password s3-secret-key label-studio-token console-password; do
     [[ -e /etc/edge-trainer/credentials/$secret ]] || install -m 0600 /dev/null "/etc/edge-trainer/credentials/$secret"
 done
 if [[ ! -e /etc/edge-trainer/trainer.yaml ]]; then
@@ -55,8 +55,9 @@ install -m 0644 "$HERE/../systemd/edge-trainer-ingest@.service" /etc/systemd/sys
 # The release host's refresh of the repository's online metadata (enabled only where a repository and the
 # online keys are: /var/lib/edge-trainer/repo and /etc/edge-trainer/keys, docs/OPERATIONS.md §10).
 # The site broker's CRL refresh (enabled only where the site PKI is: /etc/mosquitto/edge/ca.key).
+# The fleet pages: installed, not enabled (systemctl enable --now edge-trainer-console; docs/CLOUD.md).
 for unit in edge-trainer-repo-refresh.service edge-trainer-repo-refresh.timer \
-    edge-trainer-crl-refresh.service edge-trainer-crl-refresh.timer; do
+    edge-trainer-crl-refresh.service edge-trainer-crl-refresh.timer edge-trainer-console.service; do
     install -m 0644 "$HERE/../systemd/$unit" "/etc/systemd/system/$unit"
 done
 install -d -m 0750 -o root -g edge-trainer /etc/edge-trainer/keys

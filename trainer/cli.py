@@ -11,6 +11,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edge-trainer", description="Train, evaluate, export and release models.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     from trainer import evaluate, export, synth, train
+    from trainer.console import cli as console_cli
     from trainer.devices import cli as devices_cli
     from trainer.ingest import cli as ingest_cli
     from trainer.labelling import cli as label_cli
@@ -30,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     rounds_cli.add_parser(sub)
     rollout_cli.add_parser(sub)
     devices_cli.add_parser(sub)
+    console_cli.add_parser(sub)
     return parser
 
 

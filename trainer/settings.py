@@ -11,6 +11,7 @@ Loaded like the agent's (``agent.config.load_settings``): YAML, then environment
     labelling: trainer.labelling.config.LabellingConfig  Label Studio, classes, image URLs
     rounds:    trainer.rounds.config.RoundsConfig      learning rounds: data, training, gate, release
     rollout:   trainer.rollout.config.RolloutConfig    staged rollout: stages, quality bounds, broker
+    console:   trainer.console.config.CloudConsoleConfig  the fleet pages: bind address, password
     http:      status / metrics endpoint
     logging:   level and format
 """
@@ -24,6 +25,7 @@ from typing import Literal, Mapping, Optional, Union
 from pydantic import BaseModel, ConfigDict, Field
 
 from agent.config import ConfigError, load_settings
+from trainer.console.config import CloudConsoleConfig
 from trainer.ingest.config import IngestConfig
 from trainer.labelling.config import LabellingConfig
 from trainer.rollout.config import RolloutConfig
@@ -64,6 +66,9 @@ class TrainerConfig(_Strict):
     rounds: Optional[RoundsConfig] = Field(default=None, description="Learning rounds (`edge-trainer round`).")
     rollout: Optional[RolloutConfig] = Field(default=None, description="Staged rollout (`edge-trainer rollout`).")
     http: HttpConfig = Field(default_factory=HttpConfig, description="Status and metrics endpoint.")
+    console: Optional[CloudConsoleConfig] = Field(
+        default=None, description="The fleet pages (`edge-trainer console`); defaults when absent."
+    )
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Structured logs on stderr.")
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Set
+from typing import TYPE_CHECKING, Optional, Set
 
 import structlog
 
@@ -45,6 +45,7 @@ class CommandHandler:
 
     def __init__(self, daemon: Daemon) -> None:
         self._daemon = daemon
+        self._one_at_a_time: Optional[asyncio.Lock] = None  # MQTT and box-page commands, in arrival order
 
     @property
     def device(self) -> str:
@@ -55,8 +56,11 @@ class CommandHandler:
 
     async def reply_to(self, command: Command) -> CommandReply:
         """The reply to ``command``; a bug in a handler becomes an ``internal`` failure reply, never silence."""
+        if self._one_at_a_time is None:  # made on the loop (Python 3.8 binds a lock to the loop it is made on)
+            self._one_at_a_time = asyncio.Lock()
         try:
-            return await self.handle(command)
+            async with self._one_at_a_time:
+                return await self.handle(command)
         except Exception as exc:
             log.exception("command_failed", type=command.type, request_id=command.request_id)
             return self._fail(command, "internal", f"{type(exc).__name__}: {exc}")

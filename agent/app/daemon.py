@@ -65,7 +65,7 @@ from agent.observability.sdnotify import SdNotifier, WatchdogGate
 from agent.ota.config import ModelUpdatesConfig
 from agent.ota.errors import OtaError
 from agent.ota.installer import Installer, OtaEvent, ServingContext
-from agent.protocol.models import CommandReply, DeviceStatus
+from agent.protocol.models import Command, CommandReply, DeviceStatus
 from agent.protocol.parse import encode_json
 from agent.rules_config import class_needs
 from agent.sources.camera import CameraSource
@@ -75,6 +75,7 @@ from agent.sources.frame import SourceStatus
 from agent.threads import FRAME_PATH, SerialWorker, Supervisor, WorkerDeath
 
 if TYPE_CHECKING:
+    from agent.console.server import ConsoleServer
     from agent.link.link import MqttLink
     from agent.protocol.topics import Topics
     from agent.spool.store import Spool
@@ -157,6 +158,7 @@ class Daemon:
         self.writer: Optional[OutputWriter] = None
         self.inference: Optional[SerialWorker] = None
         self.metrics_server: Optional[MetricsServer] = None
+        self.console_server: Optional[ConsoleServer] = None
         self.gate: Optional[WatchdogGate] = None
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._model_ready: Optional[asyncio.Event] = None  # made on the loop (Python 3.8 binds it at creation)
@@ -313,6 +315,21 @@ class Daemon:
             )
             self.metrics_server.start()
             log.info("metrics_serving", host=cfg.metrics.host, port=self.metrics_server.port)
+        if cfg.console.enabled:
+            from agent.app.console import DaemonConsole
+            from agent.console.server import ConsoleServer
+
+            console = DaemonConsole(self, cfg.console, self._loop)
+            try:  # the page is a side feature: a port in use is a problem to report, not a reason to stop
+                self.console_server = ConsoleServer(
+                    cfg.console, console, topics.cmd, cfg.mqtt.limits, supervisor=self.supervisor
+                )
+            except OSError as exc:
+                self.errors.append(f"console: cannot serve on {cfg.console.host}:{cfg.console.port}: {exc}")
+                log.error("console_bind_failed", host=cfg.console.host, port=cfg.console.port, error=str(exc))
+            else:
+                self.console_server.start()
+                log.info("console_serving", host=cfg.console.host, port=self.console_server.port)
         interval = self.notifier.watchdog_interval_s
         self.gate = WatchdogGate(self.notifier, interval / 2.0 if interval else 1.0)
         self._tasks = TaskGroup(self._task_exited)
@@ -463,6 +480,13 @@ class Daemon:
         while True:
             command = await queue.get()
             link.reply(await self.commands.reply_to(command))
+
+    async def console_command(self, command: Command) -> CommandReply:
+        """A command from the box page: answered like an MQTT command, and its reply also published."""
+        reply = await self.commands.reply_to(command)
+        if self.link is not None:
+            self.link.reply(reply)
+        return reply
 
     async def _handle_command(self, command: object) -> CommandReply:  # tests call it directly
         return await self.commands.handle(command)  # type: ignore[arg-type]
@@ -661,6 +685,8 @@ class Daemon:
                 log.exception("ota_mark_clean_failed")
         if self.metrics_server is not None:
             self.metrics_server.stop()
+        if self.console_server is not None:
+            self.console_server.stop()
         self.notifier.close()
         self.stopped.set()
         log.info("daemon_stopped", reason=self.stop_reason, seconds=round(bound - (deadline - time.monotonic()), 3))

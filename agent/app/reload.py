@@ -3,7 +3,7 @@
 :func:`plan_reload` is pure (old config, new config -> :class:`ReloadPlan`); :func:`apply_reload` hands each
 change to its owner: decode thresholds and camera rules to the inference thread (between frames), cameras
 added / removed / changed to the daemon's camera wiring, the log level to the logging setup. Sections that
-need a restart (mqtt, spool, model, ota, metrics, output, the state directory) keep their running values,
+need a restart (mqtt, spool, model, ota, metrics, console, output, the state directory) keep their running values,
 and the log says which.
 """
 
@@ -25,7 +25,7 @@ __all__ = ["RESTART_SECTIONS", "ReloadPlan", "apply_reload", "plan_reload"]
 
 log = structlog.get_logger("agent.reload")
 
-RESTART_SECTIONS = ("mqtt", "spool", "disk_budget", "ota", "metrics", "output")
+RESTART_SECTIONS = ("mqtt", "spool", "disk_budget", "ota", "metrics", "console", "output")
 
 
 @dataclass(frozen=True)

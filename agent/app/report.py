@@ -159,6 +159,9 @@ class Reporter:
             "max_bytes": stats.max_bytes,
             "in_flight": stats.in_flight,
             "by_kind": stats.items_by_kind,
+            "oldest_by_kind": {
+                k: datetime.fromtimestamp(t, timezone.utc).isoformat() for k, t in stats.oldest_by_kind.items()
+            },
             "counters": stats.counters,
         }
 

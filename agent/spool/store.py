@@ -95,6 +95,7 @@ class SpoolStats:
     in_flight: int
     items_by_kind: Dict[str, int] = field(default_factory=dict)
     counters: Dict[str, int] = field(default_factory=dict)
+    oldest_by_kind: Dict[str, float] = field(default_factory=dict)  # kind -> wall time its oldest item was queued
 
 
 def drain_slots(window: int, live_share: float, in_flight_live: int, in_flight_backlog: int) -> Tuple[int, int]:
@@ -440,7 +441,8 @@ class Spool:
     def stats(self) -> SpoolStats:
         """Counts, bytes and counters."""
         with self._lock:
-            by_kind = {str(k): int(n) for k, n in self._db.execute("SELECT kind, COUNT(*) FROM items GROUP BY kind")}
+            rows = list(self._db.execute("SELECT kind, COUNT(*), MIN(created) FROM items GROUP BY kind"))
+            by_kind = {str(k): int(n) for k, n, _ in rows}
             return SpoolStats(
                 items=sum(by_kind.values()),
                 bytes=self._bytes,
@@ -448,6 +450,7 @@ class Spool:
                 in_flight=len(self._in_flight),
                 items_by_kind=by_kind,
                 counters=dict(self._counters),
+                oldest_by_kind={str(k): float(t) for k, _, t in rows},
             )
 
     def __len__(self) -> int:

@@ -131,6 +131,21 @@ def test_cloud_ingest_unit_has_the_required_settings() -> None:
     assert stop > drain + 10
 
 
+CONSOLE_UNIT = ROOT / "systemd" / "edge-trainer-console.service"
+
+
+def test_console_unit_verifies_and_is_confined(tmp_path: Path) -> None:
+    _verifies_silently(CONSOLE_UNIT, tmp_path)
+    assert _exposure(CONSOLE_UNIT) <= 2.0
+    text = CONSOLE_UNIT.read_text()
+    assert re.search(
+        rf"^ExecStart={re.escape(CLOUD_EXEC)} console --config /etc/edge-trainer/trainer.yaml$", text, re.M
+    )
+    assert re.search(r"^LoadCredential=console-password:/etc/edge-trainer/credentials/console-password$", text, re.M)
+    install = (ROOT / "deploy" / "install-cloud.sh").read_text()
+    assert "console-password" in install and "edge-trainer-console.service" in install
+
+
 REFRESH_UNIT = ROOT / "systemd" / "edge-trainer-repo-refresh.service"
 REFRESH_TIMER = ROOT / "systemd" / "edge-trainer-repo-refresh.timer"
 

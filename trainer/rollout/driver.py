@@ -22,7 +22,7 @@ from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, Tupl
 
 from agent.protocol import RollbackCommand, Topics, encode_json
 from trainer.rollout.config import RolloutConfig
-from trainer.rollout.plan import Action, DeviceView, Figures, decide_stage, ota_failure
+from trainer.rollout.plan import Action, DeviceView, Figures, decide_stage, ota_failure, quality_signals
 from trainer.rollout.state import COMPLETED, HALTED, RUNNING, RolloutStore, event, new_state
 from trainer.store.queries import DeviceRow, device_quality, fleet
 
@@ -367,6 +367,7 @@ class Rollout:
                     "committed_new": view.committed_new,
                     "problem": view.ota_failed_new,
                     "after_frames": view.after.frames if view.after else 0,
+                    "signals": [signal.as_dict() for signal in quality_signals(view, self.config.bounds)],
                 }
             )
         return {**state, "devices": devices}

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 from trainer.rollout.config import QualityBounds
 
@@ -79,44 +79,96 @@ def ota_failure(phase: Optional[str], detail: Optional[str], version: str) -> Op
     return f"OTA failed on {version}: {detail or ''}".strip()
 
 
-def device_problems(view: DeviceView, bounds: QualityBounds) -> List[str]:
-    """Why this device says the new model is worse (empty: nothing wrong, or not enough seen yet)."""
-    if view.ota_failed_new:
-        return [f"{view.device}: {view.ota_failed_new}"]
+@dataclass(frozen=True)
+class Signal:
+    """One quality signal of a device: its figure under the previous and the new model, against its bound."""
+
+    name: str  # "alerts per frame" | "uncertain frames" | "mean confidence" | "FPS"
+    before: float
+    after: float
+    change: str  # "x1.20", "+0.031", "-0.020", "-12%"
+    bound: str  # the bound it is held to, as written in the messages
+    ok: bool
+    message: str  # what a halt says about it
+
+    def as_dict(self) -> Dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def quality_signals(view: DeviceView, bounds: QualityBounds) -> List[Signal]:
+    """The device's signals against ``bounds`` (empty until both models have seen ``min_frames`` frames)."""
     before, after = view.before, view.after
     if before is None or after is None or before.frames < bounds.min_frames or after.frames < bounds.min_frames:
         return []
-    problems = []
+    signals = []
     # one alert of smoothing on both sides: a device with no alerts before is not halted by its first one
     ratio = ((after.alerts + 1) / after.frames) / ((before.alerts + 1) / before.frames)
     shift = f"{before.alerts_per_frame:.4f} -> {after.alerts_per_frame:.4f}"
-    if ratio > bounds.max_alert_ratio:
-        problems.append(f"{view.device}: alerts per frame x{ratio:.2f} ({shift}), bound x{bounds.max_alert_ratio:g}")
-    elif ratio < bounds.min_alert_ratio:
-        problems.append(f"{view.device}: alerts per frame x{ratio:.2f} ({shift}), bound x{bounds.min_alert_ratio:g}")
+    bound = bounds.max_alert_ratio if ratio > bounds.max_alert_ratio else bounds.min_alert_ratio
+    ok = bounds.min_alert_ratio <= ratio <= bounds.max_alert_ratio
+    signals.append(
+        Signal(
+            "alerts per frame",
+            before.alerts_per_frame,
+            after.alerts_per_frame,
+            f"x{ratio:.2f}",
+            f"x{bounds.min_alert_ratio:g} .. x{bounds.max_alert_ratio:g}",
+            ok,
+            f"alerts per frame x{ratio:.2f} ({shift}), bound x{bound:g}",
+        )
+    )
     rise = after.uncertain_share - before.uncertain_share
     # A frame is uncertain when it holds one borderline detection, so the share also rises when a model starts
     # seeing objects it was blind to (what a round on a drifted camera is for; the loop demo measured 0.56 ->
     # 0.77 with mean confidence 0.45 -> 0.65). More borderline frames are a fault only when the model is not
     # surer on average at the same time.
     surer = bool(before.detections and after.detections) and after.mean_confidence > before.mean_confidence
-    if rise > bounds.max_uncertain_increase and not surer:
-        problems.append(
-            f"{view.device}: uncertain frames {before.uncertain_share:.3f} -> {after.uncertain_share:.3f} "
-            f"(+{rise:.3f}, bound +{bounds.max_uncertain_increase:g})"
+    signals.append(
+        Signal(
+            "uncertain frames",
+            before.uncertain_share,
+            after.uncertain_share,
+            f"{rise:+.3f}",
+            f"+{bounds.max_uncertain_increase:g} (unless surer)",
+            not (rise > bounds.max_uncertain_increase and not surer),
+            f"uncertain frames {before.uncertain_share:.3f} -> {after.uncertain_share:.3f} "
+            f"(+{rise:.3f}, bound +{bounds.max_uncertain_increase:g})",
         )
+    )
     if before.detections and after.detections:
         drop = before.mean_confidence - after.mean_confidence
-        if drop > bounds.max_confidence_drop:
-            problems.append(
-                f"{view.device}: mean confidence {before.mean_confidence:.3f} -> {after.mean_confidence:.3f} "
-                f"(-{drop:.3f}, bound -{bounds.max_confidence_drop:g})"
+        signals.append(
+            Signal(
+                "mean confidence",
+                before.mean_confidence,
+                after.mean_confidence,
+                f"{-drop:+.3f}",
+                f"-{bounds.max_confidence_drop:g}",
+                drop <= bounds.max_confidence_drop,
+                f"mean confidence {before.mean_confidence:.3f} -> {after.mean_confidence:.3f} "
+                f"(-{drop:.3f}, bound -{bounds.max_confidence_drop:g})",
             )
-    if before.fps > 0 and after.fps < before.fps * (1 - bounds.max_fps_drop):
-        problems.append(
-            f"{view.device}: FPS {before.fps:.1f} -> {after.fps:.1f} (more than {bounds.max_fps_drop:.0%} slower)"
         )
-    return problems
+    if before.fps > 0:
+        signals.append(
+            Signal(
+                "FPS",
+                before.fps,
+                after.fps,
+                f"{after.fps / before.fps - 1:+.0%}",
+                f"-{bounds.max_fps_drop:.0%}",
+                after.fps >= before.fps * (1 - bounds.max_fps_drop),
+                f"FPS {before.fps:.1f} -> {after.fps:.1f} (more than {bounds.max_fps_drop:.0%} slower)",
+            )
+        )
+    return signals
+
+
+def device_problems(view: DeviceView, bounds: QualityBounds) -> List[str]:
+    """Why this device says the new model is worse (empty: nothing wrong, or not enough seen yet)."""
+    if view.ota_failed_new:
+        return [f"{view.device}: {view.ota_failed_new}"]
+    return [f"{view.device}: {s.message}" for s in quality_signals(view, bounds) if not s.ok]
 
 
 class Action(str, enum.Enum):

@@ -129,6 +129,7 @@ def list_samples(
     synthetic: Optional[bool] = None,
     sids: Optional[Sequence[int]] = None,
     limit: Optional[int] = 50,
+    before_sid: Optional[int] = None,
     newest_first: bool = True,
     with_labels: bool = True,
 ) -> List[SampleRow]:
@@ -142,6 +143,9 @@ def list_samples(
     if since is not None:
         where.append("received_at >= ?")
         params.append(since)
+    if before_sid is not None:  # the next page, newest first
+        where.append("sid < ?")
+        params.append(int(before_sid))
     if synthetic is not None:
         where.append("synthetic IS NOT NULL" if synthetic else "synthetic IS NULL")
     if sids is not None:
@@ -159,6 +163,22 @@ def list_samples(
     rows = db.execute(sql, params).fetchall()
     labels = _labels(db, [row["sid"] for row in rows]) if with_labels else {}
     return [_sample(row, tuple(labels.get(row["sid"], ()))) for row in rows]
+
+
+def label_tasks(db: sqlite3.Connection, sids: Sequence[int]) -> Dict[int, Tuple[str, int]]:
+    """``sid -> (project, task id)`` of each sample's newest Label Studio export that has a task id."""
+    found: Dict[int, Tuple[str, int]] = {}
+    for start in range(0, len(sids), 800):
+        chunk = list(sids[start : start + 800])
+        rows = db.execute(
+            "SELECT t.sid, e.project, t.task_id FROM label_tasks t JOIN label_exports e USING (export_id) "
+            f"WHERE e.target = 'label-studio' AND t.task_id IS NOT NULL AND t.sid IN ({','.join('?' for _ in chunk)}) "
+            "ORDER BY e.created_at",
+            chunk,
+        )
+        for sid, project, task_id in rows:
+            found[int(sid)] = (str(project), int(task_id))
+    return found
 
 
 def get_sample(db: sqlite3.Connection, key: str) -> Optional[SampleRow]:

@@ -23,7 +23,7 @@ Per-camera FPS limits are applied by the camera sources (``CameraConfig.fps_limi
 most that rate, and the pipeline takes each delivered frame at most once.
 """
 
-from agent.app.pipeline.cameras import CameraRuntime, CameraStats, CameraStatsSnapshot
+from agent.app.pipeline.cameras import CameraRuntime, CameraStats, CameraStatsSnapshot, PreviewFrame
 from agent.app.pipeline.common import (
     FRAME_WAIT_S,
     LATENCY_WINDOW,
@@ -57,6 +57,7 @@ __all__ = [
     "OutputWriter",
     "Pipeline",
     "PipelineCounters",
+    "PreviewFrame",
     "QualitySnapshot",
     "RulesTiming",
     "_RulesStage",

@@ -5,17 +5,19 @@ from __future__ import annotations
 
 import collections
 from dataclasses import dataclass, field
-from typing import Deque, List, Optional, Tuple
+from typing import Deque, Dict, List, Optional, Tuple
 
 import structlog
 
 from agent.app.pipeline.common import LATENCY_WINDOW
 from agent.core.alerts import AlertEvaluator
+from agent.core.detections import Detections
 from agent.core.tracker import IouTracker
 from agent.core.triage import CameraTriage
 from agent.rules_config import CameraRulesConfig
 from agent.sources.camera import CameraSource
 from agent.sources.config import CameraConfig
+from agent.sources.frame import Frame
 
 log = structlog.get_logger(__name__)
 
@@ -38,6 +40,32 @@ class CameraStatsSnapshot:
             return 0.0
         span = max(recent[-1] - recent[0], 1e-6)
         return (len(recent) - 1) / span
+
+
+ZonePolygon = Tuple[str, Tuple[Tuple[float, float], ...]]
+
+
+@dataclass(frozen=True)
+class PreviewFrame:
+    """The newest frame of a camera with what the model saw in it, for the box page's preview.
+
+    The rules thread replaces it after every frame (a reference swap: no copy, no encoding there); the
+    console's thread draws and encodes it at its own capped rate. ``zones`` are the alert rules' polygons.
+    """
+
+    frame: Frame
+    detections: Detections
+    names: Dict[int, str]
+    zones: Tuple[ZonePolygon, ...]
+
+
+def zone_polygons(rules: CameraRulesConfig) -> Tuple[ZonePolygon, ...]:
+    """Every zone named by the camera's alert rules, once each."""
+    seen: Dict[str, ZonePolygon] = {}
+    for rule in rules.alerts:
+        for zone in rule.zones:
+            seen.setdefault(zone.name, (zone.name, tuple((float(x), float(y)) for x, y in zone.points)))
+    return tuple(seen.values())
 
 
 @dataclass
@@ -85,6 +113,8 @@ class CameraRuntime:
         self.last_index = -1
         self.stats = CameraStats()
         self.snapshot_requests: List[str] = []
+        self.zones = zone_polygons(self.rules)
+        self.preview: Optional[PreviewFrame] = None  # written by the rules thread, read by the console
 
     @property
     def name(self) -> str:
@@ -103,3 +133,4 @@ class CameraRuntime:
             for window in windows:
                 self.triage.add_flag_window(window)
         self.rules = rules
+        self.zones = zone_polygons(rules)

@@ -18,7 +18,7 @@ from typing import Callable, Deque, Dict, List, Optional, Sequence, Tuple
 
 import structlog
 
-from agent.app.pipeline.cameras import CameraRuntime
+from agent.app.pipeline.cameras import CameraRuntime, PreviewFrame
 from agent.app.pipeline.common import (
     FRAME_WAIT_S,
     STEP_BUDGET_S,
@@ -461,6 +461,7 @@ class Pipeline:
         stats.latencies_ms.append((done - frame.captured_monotonic) * 1e3)
         stats.fps_window.append(done)
         stats.publish()
+        runtime.preview = PreviewFrame(frame, detections, names, runtime.zones)
 
     # -- commands (queued)
 

@@ -17,6 +17,7 @@ import structlog
 
 from agent.app.pipeline.common import LATENCY_WINDOW, ModelInfo, _synthetic_ref, _utc
 from agent.app.pipeline.output_queue import OutputQueue
+from agent.app.pipeline.recent import RecentOutput, RecentOutputs
 from agent.core.alerts import AlertEvent as CoreAlertEvent
 from agent.core.detections import Detections
 from agent.core.triage import TriageDecision
@@ -105,6 +106,11 @@ def _boxes(detections: Detections, names: Dict[int, str], track_ids: Optional[np
     return out
 
 
+def _summary(boxes: List[Box]) -> str:
+    """``person 0.91, forklift 0.55`` (the page's one-line description of what was seen)."""
+    return ", ".join(f"{b.class_name} {b.confidence:.2f}" for b in boxes[:8]) + (" ..." if len(boxes) > 8 else "")
+
+
 def encode_jpeg(image: npt.NDArray[Any], quality: int) -> bytes:
     import cv2
 
@@ -149,6 +155,7 @@ class OutputWriter:
         # restarted if it dies (the job in hand is lost and counted; the queue is kept)
         self._worker = Worker("output-writer", self._run, SIDE_TASK, supervisor)
         self.spool_latency_ms: Deque[float] = collections.deque(maxlen=LATENCY_WINDOW)
+        self.recent = RecentOutputs()  # written here, after each spooled alert / sample; read as snapshots
 
     def start(self) -> None:
         self._worker.start()
@@ -228,11 +235,11 @@ class OutputWriter:
         if job.kind == "alert":
             assert job.alert is not None and job.rule_ref is not None
             event = job.alert
-            snapshot = None
+            snapshot, snapshot_jpeg = None, None
             if self.alert_snapshots:
                 ref, jpeg = self._snapshot_ref(job, self.snapshot_quality)
                 if self._spool("snapshot", self.topics.snapshots, encode_framed(ref, jpeg), ref.id):
-                    snapshot = ref
+                    snapshot, snapshot_jpeg = ref, jpeg
             boxes = _boxes(Detections(event.xyxy, event.confidence, event.class_id), job.names, event.track_ids)
             message = AlertEvent(
                 id=uuid.uuid4().hex,
@@ -248,6 +255,17 @@ class OutputWriter:
             if self._spool("alert", self.topics.alerts, encode_json(message), message.id):
                 with self._lock:
                     self.counters.alerts_spooled += 1
+                self.recent.add(
+                    RecentOutput(
+                        "alert",
+                        message.id,
+                        job.camera,
+                        job.frame.captured_wall,
+                        event.rule,
+                        _summary(boxes),
+                        snapshot_jpeg,
+                    )
+                )
                 self.spool_latency_ms.append((time.monotonic() - job.frame.captured_monotonic) * 1e3)
         elif job.kind == "sample":
             decision = job.decision
@@ -271,6 +289,12 @@ class OutputWriter:
             if self._spool("sample", self.topics.samples, encode_framed(meta, jpeg), meta.id):
                 with self._lock:
                     self.counters.samples_spooled += 1
+                detail = meta.note or _summary(meta.predictions)
+                self.recent.add(
+                    RecentOutput(
+                        "sample", meta.id, job.camera, job.frame.captured_wall, meta.reason.value, detail, jpeg
+                    )
+                )
         elif job.kind == "snapshot":
             ref, jpeg = self._snapshot_ref(job, self.snapshot_quality)
             if self._spool("snapshot", self.topics.snapshots, encode_framed(ref, jpeg), ref.id):

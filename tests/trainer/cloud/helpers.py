@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import threading
 import time
 import uuid
@@ -372,3 +373,40 @@ def store_config(tmp_path: Path, **labelling: Any) -> Tuple[TrainerConfig, Path]
     )
     tmp_path.mkdir(parents=True, exist_ok=True)
     return config, write_config(config, tmp_path / "trainer.yaml")
+
+
+class RecordedActions:
+    """Stand-in for the broker at the MQTT seam: keeps retained payloads and sent commands."""
+
+    def __init__(self, retained=None):
+        self.retained_topics = dict(retained or {})
+        self.sent = []
+
+    def retained(self, topic):
+        return self.retained_topics.get(topic) or None
+
+    def publish_retained(self, messages):
+        for topic, payload in messages:
+            self.retained_topics[topic] = payload
+
+    def send(self, topic, payload):
+        self.sent.append((topic, json.loads(payload)))
+
+    def close(self):
+        pass
+
+
+def three_stage_rollout(state_dir: Path) -> Any:
+    """Canary group, wide group, then the fleet of site plant-1 (watch 30 s, 30 s, 0 s; judged from 100 frames)."""
+    from trainer.rollout.config import RolloutConfig
+
+    return RolloutConfig(
+        state_dir=state_dir,
+        site="plant-1",
+        stages=[
+            {"name": "canary", "group": "canary", "min_committed": 1, "watch_s": 30},
+            {"name": "wide", "group": "wide", "min_committed": 1, "watch_s": 30},
+            {"name": "fleet", "group": None, "min_committed": 3, "watch_s": 0},
+        ],
+        bounds={"min_frames": 100},
+    )

@@ -13,7 +13,8 @@ import pytest
 
 from agent.protocol import ModelRef, OtaPhase
 from tests.trainer.cloud import helpers as h
-from trainer.rollout.config import QualityBounds, RolloutConfig
+from tests.trainer.cloud.helpers import RecordedActions
+from trainer.rollout.config import QualityBounds
 from trainer.rollout.driver import Rollout, RolloutError, release_of_bundle
 from trainer.rollout.plan import Action, DeviceView, Figures, decide_stage, device_problems, ota_failure
 from trainer.store import open_reader
@@ -77,54 +78,6 @@ def test_stage_decisions(views, ready_since, now, action):
 # ------------------------------------------------------------------------------------------------ the driver
 
 
-class RecordedActions:
-    """Stand-in for the broker at the MQTT seam: keeps retained payloads and sent commands."""
-
-    def __init__(self, retained=None):
-        self.retained_topics = dict(retained or {})
-        self.sent = []
-
-    def retained(self, topic):
-        return self.retained_topics.get(topic) or None
-
-    def publish_retained(self, messages):
-        for topic, payload in messages:
-            self.retained_topics[topic] = payload
-
-    def send(self, topic, payload):
-        self.sent.append((topic, json.loads(payload)))
-
-    def close(self):
-        pass
-
-
-@pytest.fixture(scope="module")
-def bundles(tmp_path_factory, demo_int8_model_path, demo_model_path):
-    """Two signed releases (1.0.0 #1 and 1.1.0 #2) and an online bundle of each."""
-    from trainer.release.build import ReleaseSpec, build_bundle, build_release
-    from trainer.release.keys import init_keys
-    from trainer.release.repo import Repository
-
-    root = tmp_path_factory.mktemp("rel")
-    ring = init_keys(root / "keys")
-    repo = Repository(root / "repo", ring)
-    repo.init()
-    out = {}
-    for version, model in (("1.0.0", demo_model_path), ("1.1.0", demo_int8_model_path)):
-        build_release(
-            repo,
-            ReleaseSpec(
-                name="demo",
-                version=version,
-                channel="stable",
-                files={"onnx": demo_model_path, "onnx_int8": model},
-                health_role="onnx_int8",
-            ),
-        )
-        out[version] = build_bundle(root / "repo", ring, root / f"{version}.tar", "stable", trust="online")
-    return out
-
-
 OLD = ModelRef(name="demo", version="1.0.0", sha256=OLD_SHA)
 
 
@@ -152,16 +105,7 @@ def fleet_setup(tmp_path, bundles):
     config, _ = h.store_config(tmp_path)
     devices = {"c1": ["canary"], "w1": ["wide"], "f1": []}
     h.fill_store(config, [status(d, OLD, g, quality(OLD_SHA)) for d, g in devices.items()])
-    rollout_config = RolloutConfig(
-        state_dir=tmp_path / "rollouts",
-        site="plant-1",
-        stages=[
-            {"name": "canary", "group": "canary", "min_committed": 1, "watch_s": 30},
-            {"name": "wide", "group": "wide", "min_committed": 1, "watch_s": 30},
-            {"name": "fleet", "group": None, "min_committed": 3, "watch_s": 0},
-        ],
-        bounds={"min_frames": 100},
-    )
+    rollout_config = h.three_stage_rollout(tmp_path / "rollouts")
     fleet_push = b'{"previous": "the 1.0.0 push"}'
     actions = RecordedActions({"edge/plant-1/fleet/models": fleet_push})
 

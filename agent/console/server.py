@@ -1,0 +1,115 @@
+"""The box page's server: :class:`~agent.console.http.PageServer` routes over a :class:`ConsoleSource`.
+
+Routes (behind the access rule, ``access.py``)::
+
+    GET  /                         the page (static/box.html, box.js, console.css: no outside resources)
+    GET  /api/state                page_state(): status document, health, recent alerts and samples
+    GET  /api/preview/<camera>.jpg the annotated preview (X-Frame-Index, X-Captured, X-Detections headers)
+    GET  /api/outputs/<id>.jpg     a recent alert's snapshot or sample's image
+    POST /api/commands             a console command (views.command_payload) -> the daemon's command handler
+
+What the page reads comes from the daemon (:class:`ConsoleSource`), never from the broker, so it works while
+the box is offline.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import datetime, timezone
+from typing import Any, Dict, List, Optional
+
+import structlog
+from pydantic import ValidationError
+from typing_extensions import Protocol
+
+from agent.console.config import ConsoleConfig
+from agent.console.http import STATIC, HttpError, PageServer, Response, json_response
+from agent.console.preview import PreviewImage
+from agent.console.views import CommandFormError, command_payload, encode_payload
+from agent.protocol.config import ProtocolLimits
+from agent.protocol.errors import ProtocolError
+from agent.protocol.models import Command, CommandReply
+from agent.protocol.parse import encode_json, parse_command
+from agent.threads import Supervisor
+
+__all__ = ["ConsoleServer", "ConsoleSource"]
+
+log = structlog.get_logger("agent.console")
+
+FILES = {"/": STATIC / "box.html", "/box.js": STATIC / "box.js", "/console.css": STATIC / "console.css"}
+_PREVIEW = re.compile(r"^/api/preview/([A-Za-z0-9_.:-]{1,128})\.jpg$")
+_OUTPUT = re.compile(r"^/api/outputs/([0-9a-f]{32})\.jpg$")
+
+
+class ConsoleSource(Protocol):
+    """What the page reads from and sends to the daemon (:class:`agent.app.console.DaemonConsole`)."""
+
+    def state(self) -> Dict[str, Any]: ...
+
+    def cameras(self) -> List[str]: ...
+
+    def preview(self, camera: str) -> Optional[PreviewImage]: ...
+
+    def output_jpeg(self, output_id: str) -> Optional[bytes]: ...
+
+    def command(self, command: Command) -> CommandReply: ...
+
+
+class ConsoleServer(PageServer):
+    """Serves ``source`` on ``config.host:config.port`` from the ``console-http`` worker."""
+
+    def __init__(
+        self,
+        config: ConsoleConfig,
+        source: ConsoleSource,
+        command_topic: str,
+        limits: Optional[ProtocolLimits] = None,
+        supervisor: Optional[Supervisor] = None,
+    ) -> None:
+        super().__init__(
+            "console-http", config.host, config.port, config.username, config.password, FILES, supervisor=supervisor
+        )
+        self.config = config
+        self.source = source
+        self.command_topic = command_topic
+        self.limits = limits or ProtocolLimits()
+
+    def get(self, path: str, query: Dict[str, str]) -> Response:
+        if path == "/api/state":
+            return json_response(self.source.state())
+        match = _PREVIEW.match(path)
+        if match:
+            camera = match.group(1)
+            if camera not in self.source.cameras():
+                raise HttpError(404, f"no camera {camera!r}")
+            image = self.source.preview(camera)
+            if image is None:
+                raise HttpError(503, f"camera {camera!r} has no processed frame yet")
+            captured = datetime.fromtimestamp(image.captured_wall, timezone.utc).isoformat()
+            headers = (
+                ("X-Frame-Index", str(image.frame_index)),
+                ("X-Captured", captured),
+                ("X-Detections", str(image.detections)),
+            )
+            return Response(200, "image/jpeg", image.jpeg, headers)
+        match = _OUTPUT.match(path)
+        if match:
+            jpeg = self.source.output_jpeg(match.group(1))
+            if jpeg is None:
+                raise HttpError(404, "no such recent alert or sample (only the last few are kept)")
+            return Response(200, "image/jpeg", jpeg)
+        raise HttpError(404, "not found")
+
+    def post(self, path: str, form: Dict[str, Any], peer: str) -> Response:
+        if path != "/api/commands":
+            raise HttpError(404, "not found")
+        request_id = f"console-{uuid.uuid4().hex[:16]}"
+        try:
+            payload = command_payload(form, self.source.cameras(), datetime.now(timezone.utc), request_id)
+            # the MQTT parser itself: a console command is valid exactly when the same MQTT message would be
+            command = parse_command(self.command_topic, encode_payload(payload), self.limits)
+        except (CommandFormError, ProtocolError, ValidationError) as exc:
+            raise HttpError(400, str(exc)) from None
+        log.info("console_command", type=command.type, request_id=request_id, peer=peer)
+        return Response(200, "application/json", encode_json(self.source.command(command)))
