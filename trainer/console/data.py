@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import re
 import time
+import uuid
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Tuple
 
 from trainer.console.views import fleet_view, rollout_view, rounds_view, samples_view
 from trainer.rounds.history import list_rounds
@@ -95,6 +97,65 @@ class ConsoleData:
             return dict(rollout.halt(reason))
         finally:
             rollout.close()
+
+    # ------------------------------------------------------------------ device commands
+
+    def _command_broker(self) -> Optional[Tuple[Any, str]]:
+        console = self.config_console
+        if console.broker is not None:
+            return console.broker, console.topic_prefix
+        if self.config.rollout is not None:
+            return self.config.rollout.broker, self.config.rollout.topic_prefix
+        return None
+
+    def device_command(self, device: str, form: Dict[str, Any]) -> Dict[str, Any]:
+        """Send a box-page command (``agent.console.views.command_payload``) to ``device`` over the site broker
+        and wait for its reply. Raises CommandFormError / ProtocolError for a bad form, NotFound, PushError."""
+        from agent.console.views import command_payload, encode_payload
+        from agent.protocol import ProtocolLimits, Topics
+        from agent.protocol.models import CommandReply
+        from agent.protocol.parse import parse_command
+        from trainer.release.push import Publisher
+
+        target = self._command_broker()
+        if target is None:
+            raise NotFound("no broker for device commands (console.broker or rollout.broker in trainer.yaml)")
+        broker, prefix = target
+        db = self._db()
+        try:
+            rows = fleet(db, now=time.time(), device=device)
+        finally:
+            db.close()
+        if not rows:
+            raise NotFound(f"no device {device!r} in the registry")
+        row = rows[0]
+        topics = Topics(prefix, row.site, row.device)
+        request_id = f"fleet-{uuid.uuid4().hex[:16]}"
+        payload = command_payload(form, [c.camera for c in row.cameras], datetime.now(timezone.utc), request_id)
+        body = encode_payload(payload)
+        parse_command(topics.cmd, body, ProtocolLimits())  # valid exactly when the box would take it
+        publisher = Publisher(
+            broker.host,
+            broker.port,
+            tls_ca=broker.tls.ca_file if broker.tls else None,
+            tls_cert=broker.tls.cert_file if broker.tls else None,
+            tls_key=broker.tls.key_file if broker.tls else None,
+            username=broker.username,
+            password=broker.read_password(),
+            timeout_s=broker.connect_timeout_s,
+        )
+        try:
+            wait_s = self.config_console.command_wait_s
+            raw = publisher.request(topics.cmd, body, topics.cmd_reply, lambda b: request_id.encode() in b, wait_s)
+        finally:
+            publisher.close()
+        reply = None
+        if raw is not None:
+            try:
+                reply = CommandReply.model_validate_json(raw).model_dump(mode="json")
+            except ValueError as exc:
+                reply = {"status": "error", "error": {"code": "bad_reply", "message": str(exc)[:300]}}
+        return {"device": device, "request_id": request_id, "command": payload, "reply": reply, "waited_s": wait_s}
 
     # ------------------------------------------------------------------ rounds
 

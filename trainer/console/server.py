@@ -34,6 +34,7 @@ FILES = {"/": STATIC / "fleet.html", "/fleet.js": STATIC / "fleet.js", "/console
 _PLOT = re.compile(r"^/api/rounds/([A-Za-z0-9_.-]{1,100})/([A-Za-z0-9_-]{1,64}\.png)$")
 _IMAGE = re.compile(r"^/api/samples/([0-9]{1,18})\.jpg$")
 _SAMPLE_FILTERS = ("device", "camera", "reason", "label_state")
+_COMMAND = re.compile(r"^/api/devices/([A-Za-z0-9_.:-]{1,128})/commands$")
 
 
 class CloudConsoleServer(PageServer):
@@ -71,10 +72,16 @@ class CloudConsoleServer(PageServer):
         raise HttpError(404, "not found")
 
     def post(self, path: str, form: Dict[str, Any], peer: str) -> Response:
+        from agent.console.views import CommandFormError
+        from agent.protocol.errors import ProtocolError
         from trainer.release.push import PushError
         from trainer.rollout.driver import RolloutError
 
         try:
+            match = _COMMAND.match(path)
+            if match:
+                log.info("console_device_command", device=match.group(1), type=form.get("type"), peer=peer)
+                return json_response(self.data.device_command(match.group(1), form))
             if path == "/api/rollouts/promote":
                 force = form.get("force", False)
                 if not isinstance(force, bool):
@@ -87,6 +94,10 @@ class CloudConsoleServer(PageServer):
                     raise HttpError(400, "reason: say why (the devices and the record are told)")
                 log.info("console_halt", reason=reason[:500], peer=peer)
                 return json_response(self.data.halt(reason.strip()[:500]))
+        except (CommandFormError, ProtocolError) as exc:
+            raise HttpError(400, str(exc)) from None
+        except NotFound as exc:
+            raise HttpError(404, str(exc)) from None
         except RolloutError as exc:  # nothing to promote or halt, not ready, already halted
             raise HttpError(409, str(exc)) from None
         except (PushError, OSError) as exc:  # the decision is recorded first; `rollout watch` repeats the acts

@@ -33,7 +33,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -244,6 +244,26 @@ class Publisher:
             if not info.is_published():
                 raise PushError(f"no PUBACK for {topic} within {self.timeout_s} s")
         return len(infos)
+
+    def request(
+        self, topic: str, payload: bytes, reply_topic: str, matches: Callable[[bytes], bool], wait_s: float
+    ) -> Optional[bytes]:
+        """Publish ``payload`` (QoS 1, not retained) once subscribed to ``reply_topic``; the first message there
+        that ``matches`` within ``wait_s`` (None when none came: the device is offline or busy)."""
+        subscribed = threading.Event()
+        self.client.on_subscribe = lambda *args: subscribed.set()
+        self.client.subscribe(reply_topic, qos=1)
+        if not subscribed.wait(self.timeout_s):
+            raise PushError(f"no SUBACK for {reply_topic} within {self.timeout_s} s")
+        seen = len(self._retained)
+        self.publish([(topic, payload)], retain=False)
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            for message_topic, body in self._retained[seen:]:
+                if message_topic == reply_topic and matches(body):
+                    return body
+            time.sleep(0.02)
+        return None
 
     def close(self) -> None:
         self.client.disconnect()

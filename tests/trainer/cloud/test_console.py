@@ -179,3 +179,14 @@ def test_the_pages_read_with_the_broker_down(tmp_path, bundles):
         assert status == 503 and "broker" in json.loads(body)["error"], body
     finally:
         server.stop()
+
+
+def test_device_commands_are_checked_before_anything_is_sent(url):
+    status, _, body = request(f"{url}/api/devices/c1/commands", {"type": "set_thresholds", "thresholds": {"x": 0.1}})
+    assert status == 400 and "type must be one of" in json.loads(body)["error"]
+    status, _, body = request(f"{url}/api/devices/c1/commands", {"type": "request_snapshot", "camera": "nope"})
+    assert status == 400 and "camera: one of line-1" in json.loads(body)["error"]
+    assert request(f"{url}/api/devices/ghost/commands", {"type": "rollback"})[0] == 404
+    # valid, but no broker listens where rollout.broker points in this world: said, not hung
+    status, _, body = request(f"{url}/api/devices/c1/commands", {"type": "request_snapshot", "camera": "line-1"})
+    assert status == 503 and "broker" in json.loads(body)["error"]

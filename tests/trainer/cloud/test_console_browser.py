@@ -39,7 +39,7 @@ def confirm(driver):
     wait(lambda: driver.switch_to.alert, 5, "the confirmation").accept()
 
 
-def test_box_page(tmp_path: Path, broker, demo_int8_model_path, driver, shots):  # noqa: F811 - fixture
+def test_box_page_and_a_fleet_command_to_the_box(tmp_path: Path, broker, demo_int8_model_path, driver, shots):  # noqa: F811
     from selenium.webdriver.common.by import By
 
     zone = {"name": "loading-bay", "points": [[20, 60], [400, 60], [400, 330], [20, 330]]}
@@ -84,6 +84,12 @@ def test_box_page(tmp_path: Path, broker, demo_int8_model_path, driver, shots): 
             wait(lambda: driver.find_elements(By.CSS_SELECTOR, "#alerts figure img"), 20, "an alert with its snapshot")
             wait(lambda: driver.find_elements(By.CSS_SELECTOR, "#samples figure img"), 20, "a sample with its reason")
             shots.take(driver, "console-box")
+            # the fleet page sends a command to this box over the broker and shows the box's reply
+            fleet_command(tmp_path, broker.port, driver, shots)
+            driver.get(url)
+            preview = wait(
+                lambda: driver.find_element(By.CSS_SELECTOR, ".preview[data-camera=dock]"), 10, "the box page"
+            )
             # with the broker gone the page still shows the box: the link's state, new frames
             broker.stop()
             mqtt = driver.find_element(By.ID, "mqtt")
@@ -145,5 +151,36 @@ def test_fleet_pages(tmp_path: Path, bundles, driver, shots):
         assert "operator: glare on line 3" in shown and "canary" in shown
         assert any(t == "edge/plant-1/c1/cmd" for t, _ in world.actions.sent)  # the canary was told to roll back
         shots.take(driver, "console-rollout-halted")
+    finally:
+        server.stop()
+
+
+def fleet_command(tmp_path: Path, port: int, driver, shots) -> None:
+    from selenium.webdriver.common.by import By
+
+    from agent.link.config import BrokerConnection
+    from tests.trainer.cloud import helpers as h
+
+    config, _ = h.store_config(tmp_path / "cloud")
+    h.fill_store(
+        config,
+        [
+            h.device_status("dev1", site="site1"),
+            h.camera_status("dev1", site="site1", camera="dock"),
+            h.camera_status("dev1", site="site1", camera="press"),
+        ],
+    )
+    console = CloudConsoleConfig(port=0, broker=BrokerConnection(host="127.0.0.1", port=port))
+    server = CloudConsoleServer(console, ConsoleData(config.model_copy(update={"console": console})))
+    server.start()
+    try:
+        driver.get(f"http://127.0.0.1:{server.port}/#fleet")
+        wait(lambda: driver.find_elements(By.CSS_SELECTOR, "button.cmd-open"), 15, "the device row")[0].click()
+        wait(lambda: driver.find_element(By.ID, "cmd-snapshot"), 5, "the command panel").click()
+        confirm(driver)
+        log = driver.find_element(By.ID, "device-replies")
+        line = wait(lambda: "request_snapshot -> fleet-" in log.text and log.text, 20, "the box's reply")
+        assert ": ok" in line.splitlines()[0], line
+        shots.take(driver, "console-fleet-command")
     finally:
         server.stop()

@@ -15,7 +15,7 @@ const table = (heads, rows) => el("table", {}, el("thead", {}, el("tr", {}, ...h
 const tr = (...cells) => el("tr", {}, ...cells.map((c) => c instanceof Node ? el("td", {}, c) : el("td", {}, c)));
 const badge = (text, kind) => el("span", { className: `badge ${kind || ""}` }, text);
 const phaseKind = (p) => ({ committed: "ok", probation: "warn", downloading: "warn", installing: "warn", rolled_back: "bad", failed: "bad" })[p] || "";
-let timer = null, lastReply = "", filters = { fleet: {}, samples: {} };
+let timer = null, lastReply = "", filters = { fleet: {}, samples: {} }, panel = { device: null, cameras: [], log: [] };
 
 async function api(path, body) {
   const options = body === undefined ? { cache: "no-store" } : { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) };
@@ -37,12 +37,42 @@ async function fleetView() {
   const set = (k) => (v) => { filters.fleet[k] = v; render(); };
   const rows = doc.devices.map((d) => tr(d.device, d.site, d.groups.join(", ") || "-", `${d.model_name || "-"} ${d.model_version || ""}`,
     badge(d.ota_phase || "-", phaseKind(d.ota_phase)), ago(d.last_seen_s), d.state || "-", num(d.alerts_per_hour),
-    num(d.samples_per_hour_total), d.cameras.map((c) => `${c.camera} ${c.state} ${num(c.fps)} fps`).join("; ") || "-"));
-  return [card(`Fleet · ${doc.devices.length} devices`, true,
+    num(d.samples_per_hour_total), d.cameras.map((c) => `${c.camera} ${c.state} ${num(c.fps)} fps`).join("; ") || "-",
+    el("button", { className: "cmd-open", onclick: () => { panel = { device: d.device, cameras: d.cameras.map((c) => c.camera), log: [] }; render(); } }, "commands…")));
+  const out = panel.device ? [commandPanel()] : [];
+  return [...out, card(`Fleet · ${doc.devices.length} devices`, true,
     el("div", { className: "filters" }, select("site", doc.sites, doc.filters.site, set("site")), select("group", doc.groups, doc.filters.group, set("group")),
       select("version", doc.versions, doc.filters.version, set("version"))),
-    table(["device", "site", "groups", "model", "OTA", "last seen", "state", "alerts/h", "samples/h", "cameras"], rows),
+    table(["device", "site", "groups", "model", "OTA", "last seen", "state", "alerts/h", "samples/h", "cameras", ""], rows),
     el("p", { className: "mute" }, `rates over the last ${num((doc.window_s || 3600) / 3600, 1)} h`))];
+}
+
+function commandPanel() {
+  const device = panel.device;
+  const camera = el("select", { id: "cmd-camera" }, ...panel.cameras.map((c) => el("option", { value: c }, c)));
+  const seconds = el("input", { id: "cmd-seconds", type: "number", min: 1, max: 3600, value: 30, style: "width:5em" });
+  const reason = el("input", { id: "cmd-reason", placeholder: "reason" });
+  const log = el("pre", { className: "log", id: "device-replies" }, panel.log.join("\n") || "replies appear here");
+  const send = async (form, question) => {
+    if (!window.confirm(question)) return;
+    log.textContent = `${form.type}: sent, waiting for ${device}'s reply…\n` + log.textContent;
+    try {
+      const doc = await api(`/api/devices/${encodeURIComponent(device)}/commands`, form);
+      const r = doc.reply;
+      const line = r ? `${doc.request_id}: ${r.status}${r.error ? ` (${r.error.code}: ${r.error.message})` : ""} ${r.result ? JSON.stringify(r.result) : ""}`
+        : `${doc.request_id}: no reply within ${doc.waited_s} s (the box may be offline; the broker keeps the command for its session)`;
+      panel.log.unshift(`${new Date().toLocaleTimeString()} ${form.type} -> ${line}`);
+    } catch (e) { panel.log.unshift(`${new Date().toLocaleTimeString()} ${form.type} refused: ${e.message}`); }
+    log.textContent = panel.log.join("\n");
+  };
+  return card(`Commands to ${device} (over the site broker)`, true,
+    el("div", { className: "row" }, el("label", {}, "camera ", camera),
+      el("button", { id: "cmd-snapshot", onclick: () => send({ type: "request_snapshot", camera: camera.value }, `Ask ${device} for a snapshot of ${camera.value}?`) }, "Request snapshot"),
+      el("label", {}, "flag the next ", seconds, " s"),
+      el("button", { id: "cmd-flag", className: "primary", onclick: () => send({ type: "flag_window", camera: camera.value, seconds: Number(seconds.value) }, `Flag the next ${seconds.value} s of ${device}/${camera.value} as misdetections?`) }, "Flag"),
+      reason, el("button", { id: "cmd-rollback", className: "danger", onclick: () => send({ type: "rollback", reason: reason.value }, `Roll ${device}'s model back?`) }, "Roll back"),
+      el("button", { onclick: () => { panel = { device: null, cameras: [], log: [] }; render(); } }, "close")),
+    log);
 }
 
 async function rolloutAction(kind) {
@@ -165,7 +195,8 @@ async function render() {
     if (focused && $(focused)) $(focused).focus();
     $("updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
   } catch (e) { $("page").replaceChildren(card("Error", true, el("p", { className: "bad" }, e.message))); }
-  if (name !== "samples") timer = setTimeout(render, 5000);
+  // the samples view and an open command panel refresh on demand (a redraw would lose what is being typed)
+  if (name !== "samples" && !(name === "fleet" && panel.device)) timer = setTimeout(render, 5000);
 }
 window.addEventListener("hashchange", () => { filters.samples.before = undefined; render(); });
 render();
