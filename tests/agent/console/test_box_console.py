@@ -116,3 +116,13 @@ def test_the_page_keeps_working_with_the_broker_down(box):
     status, _, body = request(f"{url}/api/commands", {"type": "request_snapshot", "camera": "dock"})
     assert status == 200 and json.loads(body)["status"] == "ok"  # the reply waits in the spool
     wait_for(lambda: get_json(f"{url}/api/state")["status"]["spool"]["by_kind"].get("reply"), 10, "reply spooled")
+
+
+def test_the_page_is_off_unless_enabled(tmp_path: Path, broker, daemon_model):
+    from agent.config import AgentConfig
+
+    assert AgentConfig.model_fields["console"].default_factory().enabled is False
+    data = config_dict(tmp_path, broker.port, daemon_model, [synthetic_camera("dock")])
+    with InProcessDaemon(write_config(tmp_path / "agent.yaml", data)) as running:
+        assert running.daemon.console_server is None
+        assert not any(t.name == "console-http" for t in running.daemon.supervisor.states())

@@ -81,6 +81,18 @@ def test_forms_that_are_not_commands(form, error):
         command_payload(form, ["dock"], NOW, "console-1")
 
 
+def test_a_form_carries_nothing_beyond_the_command_it_names():
+    form = {
+        "type": "rollback",
+        "reason": "x",
+        "if_active": {"name": "demo", "version": "1.0.0", "counter": 1},
+        "thresholds": {"conf": 0.01},
+        "request_id": "forged",
+    }
+    payload = command_payload(form, ["dock"], NOW, "console-1")
+    assert set(payload) == {"type", "request_id", "sent_at", "reason"} and payload["request_id"] == "console-1"
+
+
 def test_forms_become_mqtt_commands():
     flag = command_payload(
         {"type": "flag_window", "camera": "dock", "seconds": 30, "note": "glare"}, ["dock"], NOW, "r1"
