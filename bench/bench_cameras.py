@@ -216,7 +216,14 @@ def pipeline_run(
         spool = Spool(SpoolConfig(path=Path(tmp) / "spool.sqlite3", synchronous="NORMAL", max_bytes=256 * 1024 * 1024))
         writer = OutputWriter(spool.put, Topics("edge", "bench", "box"), "box")
         writer.start()
-        pipeline = Pipeline(detector, ModelInfo.of(detector), DecodeParams(), writer, rules_thread=rules_thread)
+        pipeline = Pipeline(
+            detector,
+            ModelInfo.of(detector),
+            DecodeParams(),
+            writer,
+            rules_thread=rules_thread,
+            keep_previews=bool(attach),
+        )
         runtimes = []
         for i, source in enumerate(sources):
             runtime = CameraRuntime(camera_config(i, size, fps, prerender), source, pipeline.class_names)

@@ -54,7 +54,11 @@ class DaemonConsole:
         except RuntimeError:  # closed: the coroutine will never run
             coroutine.close()
             raise
-        return future.result(timeout)
+        try:
+            return future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            future.cancel()  # not wanted any more: the loop drops it when it gets to it
+            raise
 
     def state(self) -> Dict[str, Any]:
         d = self._daemon

@@ -352,7 +352,14 @@ class Daemon:
     def _new_pipeline(self, detector: Detector, release: Optional[Dict[str, str]]) -> Pipeline:
         assert self.writer is not None
         info = ModelInfo.of(detector, release["name"] if release else None, release["version"] if release else None)
-        return Pipeline(detector, info, self.config.model.decode_params(), self.writer, supervisor=self.supervisor)
+        return Pipeline(
+            detector,
+            info,
+            self.config.model.decode_params(),
+            self.writer,
+            supervisor=self.supervisor,
+            keep_previews=self.config.console.enabled,
+        )
 
     def _signals(self, install: bool) -> None:
         assert self._loop is not None

@@ -185,8 +185,12 @@ class Pipeline:
         writer: OutputWriter,
         rules_thread: bool = True,
         supervisor: Optional[Supervisor] = None,
+        keep_previews: bool = False,
     ) -> None:
         self.detector = detector
+        # the box page's preview: each camera's newest frame stays referenced (a 1080p frame is 6 MB), so only
+        # while the page is enabled
+        self.keep_previews = keep_previews
         self.model = model
         self.quality = QualitySnapshot(model.sha256, time.time())  # replaced by the rules' thread only
         self.decode = decode
@@ -461,7 +465,8 @@ class Pipeline:
         stats.latencies_ms.append((done - frame.captured_monotonic) * 1e3)
         stats.fps_window.append(done)
         stats.publish()
-        runtime.preview = PreviewFrame(frame, detections, names, runtime.zones)
+        if self.keep_previews:
+            runtime.preview = PreviewFrame(frame, detections, names, runtime.zones)
 
     # -- commands (queued)
 

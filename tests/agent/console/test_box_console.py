@@ -126,3 +126,6 @@ def test_the_page_is_off_unless_enabled(tmp_path: Path, broker, daemon_model):
     with InProcessDaemon(write_config(tmp_path / "agent.yaml", data)) as running:
         assert running.daemon.console_server is None
         assert not any(t.name == "console-http" for t in running.daemon.supervisor.states())
+        pipeline = running.daemon.pipeline
+        wait_for(lambda: pipeline.cameras["dock"].stats.snapshot.processed > 2, 20, "frames")
+        assert pipeline.cameras["dock"].preview is None  # no frame kept alive for a page nobody serves
