@@ -134,16 +134,7 @@ class ConsoleData:
         payload = command_payload(form, [c.camera for c in row.cameras], datetime.now(timezone.utc), request_id)
         body = encode_payload(payload)
         parse_command(topics.cmd, body, ProtocolLimits())  # valid exactly when the box would take it
-        publisher = Publisher(
-            broker.host,
-            broker.port,
-            tls_ca=broker.tls.ca_file if broker.tls else None,
-            tls_cert=broker.tls.cert_file if broker.tls else None,
-            tls_key=broker.tls.key_file if broker.tls else None,
-            username=broker.username,
-            password=broker.read_password(),
-            timeout_s=broker.connect_timeout_s,
-        )
+        publisher = Publisher.for_broker(broker, timeout_s=broker.connect_timeout_s)
         try:
             wait_s = self.config_console.command_wait_s
             raw = publisher.request(topics.cmd, body, topics.cmd_reply, lambda b: request_id.encode() in b, wait_s)

@@ -214,6 +214,21 @@ class Publisher:
             self.close()
             raise PushError(f"broker {host}:{port} refused the connection: {self._refused or 'no CONNACK'}")
 
+    @classmethod
+    def for_broker(cls, broker: Any, timeout_s: float = 30.0) -> Publisher:
+        """A publisher connected as ``broker`` (an ``agent.link.config.BrokerConnection``) says."""
+        tls = broker.tls
+        return cls(
+            broker.host,
+            broker.port,
+            tls_ca=tls.ca_file if tls else None,
+            tls_cert=tls.cert_file if tls else None,
+            tls_key=tls.key_file if tls else None,
+            username=broker.username,
+            password=broker.read_password(),
+            timeout_s=timeout_s,
+        )
+
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         if getattr(reason, "is_failure", False):
             self._refused = str(reason)

@@ -52,16 +52,7 @@ class MqttActions:
     def __init__(self, config: RolloutConfig) -> None:
         from trainer.release.push import Publisher
 
-        broker = config.broker
-        self.publisher = Publisher(
-            broker.host,
-            broker.port,
-            tls_ca=broker.tls.ca_file if broker.tls else None,
-            tls_cert=broker.tls.cert_file if broker.tls else None,
-            tls_key=broker.tls.key_file if broker.tls else None,
-            username=broker.username,
-            password=broker.read_password(),
-        )
+        self.publisher = Publisher.for_broker(config.broker)
 
     def retained(self, topic: str) -> Optional[bytes]:
         return self.publisher.current(topic)
