@@ -5,6 +5,11 @@
     any other peer, no password configured       403 (refused: never open to the plant network)
     any other peer, password configured          allowed with the right credentials, else 401
 
+Without a password, the request's ``Host`` must also name loopback (``localhost``, ``127.x``, ``[::1]``):
+otherwise a web page elsewhere could rebind its own name to 127.0.0.1 and read the page (or send its
+commands, Origin and Host both being its name) from a browser on the box or at the end of an SSH tunnel
+(DNS rebinding). With a password, the browser never sends this page's credentials to another name.
+
 A password is compared in constant time. The rule holds whatever address the server is bound to, so a
 misconfigured bind never opens the page to the network.
 """
@@ -45,13 +50,25 @@ def _credentials(header: Optional[str]) -> Optional[Tuple[str, str]]:
     return (user, password) if sep else None
 
 
-def decide(peer: str, authorization: Optional[str], username: str, password: Optional[str]) -> Decision:
-    """The decision for a request from ``peer`` (an IP address) carrying ``authorization``."""
+def _host_name(host: Optional[str]) -> str:
+    """``localhost`` of ``localhost:8090``, ``::1`` of ``[::1]:8090``."""
+    host = (host or "").strip()
+    if host.startswith("["):
+        return host[1:].split("]", 1)[0]
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def decide(
+    peer: str, authorization: Optional[str], username: str, password: Optional[str], host: Optional[str] = None
+) -> Decision:
+    """The decision for a request from ``peer`` (an IP address) carrying ``authorization`` and ``Host: host``."""
     local = is_loopback(peer)
     if password is None:
-        if local:
-            return Decision(200, "loopback")
-        return Decision(403, f"{peer} is not loopback and no console password is set")
+        if not local:
+            return Decision(403, f"{peer} is not loopback and no console password is set")
+        if not is_loopback(_host_name(host)):
+            return Decision(403, f"Host {str(host)[:100]!r} does not name loopback (DNS rebinding?)")
+        return Decision(200, "loopback")
     given = _credentials(authorization)
     if given is None:
         return Decision(401, "no credentials")

@@ -127,7 +127,8 @@ class PageServer:
 
     def _serve(self, request: BaseHTTPRequestHandler, method: str) -> None:
         peer = str(request.client_address[0])
-        decision = decide(peer, request.headers.get("Authorization"), self.username, self.password)
+        headers = request.headers
+        decision = decide(peer, headers.get("Authorization"), self.username, self.password, headers.get("Host"))
         if not decision.allowed:
             log.warning("console_refused", peer=peer, path=request.path[:200], reason=decision.reason)
             challenge = 'Basic realm="edge-vision-loop", charset="UTF-8"'

@@ -51,7 +51,30 @@ def basic(user, password):
     ],
 )
 def test_access_rule(peer, header, password, status):
-    assert decide(peer, header, "operator", password).status == status
+    assert decide(peer, header, "operator", password, "127.0.0.1:8090").status == status
+
+
+@pytest.mark.parametrize(
+    ("host", "password", "status"),
+    [
+        ("127.0.0.1:8090", None, 200),
+        ("localhost:8090", None, 200),
+        ("[::1]:8090", None, 200),
+        ("localhost", None, 200),
+        ("evil.example:8090", None, 403),  # a rebound name: refused without a password
+        (None, None, 403),
+        ("evil.example:8090", GOOD, 200),  # with a password the credentials decide
+    ],
+)
+def test_without_a_password_the_host_must_name_loopback(host, password, status):
+    header = basic("operator", GOOD) if password else None
+    assert decide("127.0.0.1", header, "operator", password, host).status == status
+
+
+def test_server_refuses_a_rebound_host_name(served):
+    url, _ = served()
+    assert request(f"{url}/api/state", headers={"Host": "evil.example:8090"})[0] == 403
+    assert request(f"{url}/api/state")[0] == 200
 
 
 def test_an_exposed_console_needs_a_password():
