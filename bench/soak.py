@@ -333,6 +333,12 @@ class Soak:
             self.releases.update(ota_reports(self.observer))
             self.watch()
             time.sleep(1)
+        # a camera fault injected just before the end: see its camera come back before the agent is stopped
+        # (else its recovery was never looked for and read as "never came back")
+        recover_until = time.monotonic() + 60
+        while any(f["back_after_s"] is None for f in self.camera_faults) and time.monotonic() < recover_until:
+            self.watch()
+            time.sleep(0.5)
         if self.fleet is not None:
             self.fleet.stop_traffic()
         self.agent_rc, _ = self.agent.terminate(30)
