@@ -47,6 +47,7 @@ from agent.engine.trt_build import (
     build_options,
     build_serialized_engine,
     calibration_digest,
+    check_builder_version,
     engine_cache_key,
     engine_file_name,
     list_calibration_images,
@@ -467,6 +468,7 @@ class TensorRTBackend:
         images: List[Path],
     ) -> bytes:
         config = self.config
+        check_builder_version(self.trt_version)  # before a calibrator subclasses a class TensorRT 11 lacks
         input_dims = tuple(d if isinstance(d, int) and d > 0 else -1 for d in model.info.inputs[0].dims)
         has_calibration = (files is not None and files.read() is not None) or bool(images)
         options = build_options(config, input_dims, imgsz, has_calibration)

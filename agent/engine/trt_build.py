@@ -31,7 +31,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from agent.engine.config import TensorRTConfig
-from agent.engine.errors import BackendRuntimeError, InputError, ModelFileError
+from agent.engine.errors import BackendRuntimeError, BackendUnavailableError, InputError, ModelFileError
 
 ENGINE_CACHE_FORMAT = 1
 """Bumped when the cache layout or the build recipe changes, so that old engines are rebuilt."""
@@ -51,6 +51,30 @@ def parse_trt_version(version: str) -> Tuple[int, int, int]:
         raise ValueError(f"not a TensorRT version: {version!r}")
     major, minor, patch = (int(part) if part else 0 for part in match.groups())
     return major, minor, patch
+
+
+# The builder API this module drives: TensorRT 8.4 to 10.x (JetPack 5: 8.5, JetPack 6: 10.3).
+MAX_BUILDER_MAJOR = 10
+
+
+def check_builder_version(version: str) -> None:
+    """Refuse a TensorRT whose builder this module cannot drive, before anything is allocated.
+
+    TensorRT 11 builds strongly typed networks only: the FP16/INT8 builder flags, the INT8 calibrator and the
+    calibration profile are gone, and a network's precision comes from the ONNX itself (FP16 weights, Q/DQ
+    nodes). Building through the old calls there fails deep inside with an ``AttributeError``; this says why.
+
+    Raises:
+        BackendUnavailableError: TensorRT 11 or newer.
+    """
+    major = parse_trt_version(version)[0]
+    if major > MAX_BUILDER_MAJOR:
+        raise BackendUnavailableError(
+            "tensorrt",
+            f"TensorRT {version} cannot build engines through this agent: from TensorRT 11 on, networks are "
+            f"strongly typed (no FP16/INT8 builder flags, no INT8 calibrator); engines are built with TensorRT "
+            f"8.4 to {MAX_BUILDER_MAJOR}.x (the JetPack 5 and 6 releases)",
+        )
 
 
 def engine_cache_key(

@@ -12,11 +12,21 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import pytest
 
-from bench.gpu_check import REPO, Check, Detections, Step, match_detections, render_markdown
+from bench.gpu_check import (
+    NEEDS_TRT,
+    REPO,
+    Check,
+    Detections,
+    Step,
+    exit_status,
+    match_detections,
+    render_markdown,
+    strip_option,
+)
 
 REF = Detections([[10.0, 10.0, 50.0, 60.0], [100.0, 20.0, 140.0, 90.0]], [0.9, 0.6], [0, 2])
 
@@ -59,9 +69,9 @@ def test_a_step_that_raises_fails_and_the_others_still_run(tmp_path: Path) -> No
     def fine(step: Step) -> None:
         step.check("two is two", 2 == 2, value=2)
 
-    assert check.run("broken", broken, needs_gpu=False).status == "failed"
-    assert check.run("gpu-only", fine, needs_gpu=True).status == "skipped"
-    assert check.run("fine", fine, needs_gpu=False).status == "passed"
+    assert check.run("broken", broken).status == "failed"
+    assert check.run("gpu-only", fine, needs=("gpu",)).status == "skipped"
+    assert check.run("fine", fine).status == "passed"
     assert "engine exploded" in check.steps[0].note
     report = {
         "started": "now",
@@ -69,6 +79,8 @@ def test_a_step_that_raises_fails_and_the_others_still_run(tmp_path: Path) -> No
         "machine": "here",
         "seconds": 1.0,
         "passed": False,
+        "complete": True,
+        "not_run": [],
         "steps": [vars(s) for s in check.steps],
     }
     text = render_markdown(report)
@@ -90,10 +102,11 @@ def test_dry_run_end_to_end(tmp_path: Path) -> None:
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     report = json.loads((out / "gpu_check.json").read_text())
     steps = {s["name"]: s for s in report["steps"]}
-    assert report["dry_run"] and report["passed"]
+    assert report["dry_run"] and report["passed"] and report["complete"]  # a dry run skips, it is not incomplete
     assert [s["status"] for s in report["steps"]] == [
         "passed",  # environment
         "passed",  # models
+        "skipped",  # cuda_memory: needs a GPU
         "skipped",  # trt_build: needs a GPU
         "passed",  # parity (ORT CPU against itself: the maths)
         "passed",  # map (FP32 and the INT8 QDQ model through ORT CPU)
@@ -117,3 +130,50 @@ def test_bad_arguments_are_refused() -> None:
         check=False,
     )
     assert run.returncode == 2 and "must be positive" in run.stderr
+
+
+def test_a_step_whose_package_is_missing_is_not_run_and_says_why(tmp_path: Path) -> None:
+    """On a GPU machine a missing TensorRT skips its steps with the reason; the check is then incomplete (3)."""
+    args = argparse.Namespace(out=tmp_path, work=tmp_path / "work", dry_run=False, budget_s=60.0)
+    check = Check(args)
+    check.have = {"gpu", "cuda"}
+    check.missing = {"tensorrt": "not installable: not in the carried wheels"}
+    ran = []
+    step = check.run("trt_build", lambda s: ran.append(s), needs=NEEDS_TRT)
+    assert step.status == "skipped" and step.not_run and not ran
+    assert step.note == "needs tensorrt: not installable: not in the carried wheels"
+    assert check.run("cuda_memory", lambda s: s.check("ok", True), needs=("gpu", "cuda")).status == "passed"
+    report = {
+        "started": "now",
+        "dry_run": False,
+        "machine": "here",
+        "seconds": 1.0,
+        "passed": True,
+        "complete": False,
+        "not_run": ["trt_build"],
+        "steps": [vars(s) for s in check.steps],
+    }
+    assert exit_status(report) == 3
+    assert "**INCOMPLETE (not run: trt_build)**" in render_markdown(report)
+
+
+@pytest.mark.parametrize(
+    "passed, complete, status",
+    [(True, True, 0), (True, False, 3), (False, True, 1), (False, False, 1)],  # a failure outranks a gap
+)
+def test_exit_status(passed: bool, complete: bool, status: int) -> None:
+    assert exit_status({"passed": passed, "complete": complete}) == status
+
+
+@pytest.mark.parametrize(
+    "argv, out",
+    [
+        (["--out", "x", "--budget-s", "480"], ["--out", "x"]),
+        (["--budget-s=480", "--dry-run"], ["--dry-run"]),
+        (["--budget-s", "10", "--budget-s", "20", "--wheels", "w"], ["--wheels", "w"]),
+        (["--budget-seconds", "5"], ["--budget-seconds", "5"]),  # another option, kept
+        ([], []),
+    ],
+)
+def test_strip_option(argv: List[str], out: List[str]) -> None:
+    assert strip_option(argv, "--budget-s") == out

@@ -46,6 +46,7 @@ from agent.engine.trt_build import (
     atomic_write,
     build_options,
     calibration_digest,
+    check_builder_version,
     engine_cache_key,
     engine_file_name,
     format_parser_errors,
@@ -696,6 +697,32 @@ def test_int8_without_calibration_source_fails_clearly(tmp_path: Path, trt: Any,
     before = set(fake.DEVICE)
     with pytest.raises(ModelFileError, match="int8 needs a calibration cache"):
         TensorRTBackend(_raw_model(tmp_path), _config(tmp_path, precision="int8"), cuda=cuda_factory())
+    assert set(fake.DEVICE) == before and not trt.builds
+
+
+@pytest.mark.parametrize(
+    "version, ok", [("8.4.1", True), ("8.5.2.2", True), ("10.3.0.26", True), ("10.13.3", True), ("11.0.0", False)]
+)
+def test_builder_versions(version: str, ok: bool) -> None:
+    if ok:
+        check_builder_version(version)
+    else:
+        with pytest.raises(BackendUnavailableError, match="strongly typed"):
+            check_builder_version(version)
+
+
+@pytest.mark.parametrize("precision", ["fp16", "int8"])
+def test_tensorrt_11_is_refused_before_anything_is_built_or_allocated(
+    tmp_path: Path, cuda_factory: Any, monkeypatch: pytest.MonkeyPatch, precision: str
+) -> None:
+    """TensorRT 11 has no precision flags and no calibrator (the FAKE module still has them: the refusal must
+    come from the version, before the first call that would fail on the real one)."""
+    trt = fake.make_fake_tensorrt("11.4.0", api="named")
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    before = set(fake.DEVICE)
+    config = _config(tmp_path, precision=precision, calibration_images=str(tmp_path))
+    with pytest.raises(BackendUnavailableError, match=r"TensorRT 11\.4\.0 cannot build engines"):
+        TensorRTBackend(_raw_model(tmp_path), config, cuda=cuda_factory())
     assert set(fake.DEVICE) == before and not trt.builds
 
 
