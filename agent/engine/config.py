@@ -36,6 +36,12 @@ class OnnxRuntimeConfig(BaseModel):
     )
     inter_op_threads: int = Field(0, ge=0, le=256, description="Threads across operators (0: default).")
     max_batch: int = Field(4, ge=1, le=64, description="Largest batch for a model with a dynamic batch dimension.")
+    graph_optimization: Literal["all", "none"] = Field(
+        "all",
+        description="'none': every operator as the graph defines it (a QDQ INT8 model computes its quantisation in "
+        "float, with no fused integer kernel), the same on every CPU; the OTA health check's portable run and the "
+        "golden recording use it. 'all': ONNX Runtime's optimised graph (what the daemon serves).",
+    )
     trt_fp16: bool = Field(True, description="TensorRT EP: allow FP16 kernels.")
     trt_int8: bool = Field(False, description="TensorRT EP: INT8 (needs a calibration table or a QDQ model).")
     trt_engine_cache_dir: Optional[str] = Field(

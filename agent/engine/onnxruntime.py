@@ -50,6 +50,10 @@ class OnnxRuntimeBackend:
         session_options.intra_op_num_threads = config.intra_op_threads
         session_options.inter_op_num_threads = config.inter_op_threads
         session_options.log_severity_level = 3
+        if config.graph_optimization == "none":
+            # no fusion into QLinearConv & co: the integer kernels differ per CPU (AVX2 u8s8 saturates, VNNI does
+            # not); the unfused graph's float arithmetic does not (agent/ota/health.py)
+            session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         try:
             self._session = ort.InferenceSession(model, sess_options=session_options, providers=providers)
         except Exception as exc:  # ORT raises its own Fail / InvalidProtobuf / RuntimeException types

@@ -88,6 +88,15 @@ class HealthCheckConfig(BaseModel):
         "decoded at half of it (a retrained model may be less sure and still agree).",
     )
     agreement_iou: float = Field(0.5, gt=0, le=1, description="IoU at which a candidate box matches a reference box.")
+    runtime_agreement: float = Field(
+        0.9,
+        ge=0,
+        le=1,
+        description="Share of the candidate's own confident detections (>= agreement_conf) in its portable run "
+        "(graph optimisations off: the same on every CPU, what the golden expectations are recorded in) that its "
+        "optimised run, what the daemon serves, must find on the golden images (same class, IoU >= "
+        "agreement_iou); 0 disables it. Measured on the shipped INT8 demo model under AVX2 without VNNI: 888 of 888.",
+    )
 
 
 class OtaConfig(BaseModel):

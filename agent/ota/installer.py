@@ -45,7 +45,7 @@ from agent.ota.config import OtaConfig
 from agent.ota.errors import HealthCheckFailed, OtaError, ReleaseRejected, StateError, VerificationError
 from agent.ota.fetchers import DirectoryFetcher, Fetcher, HttpFetcher, TransferPace
 from agent.ota.fsutil import fsync_dir, remove_tree
-from agent.ota.health import HealthReport, ReferenceCheck, run_health_check
+from agent.ota.health import HealthReport, ReferenceCheck, RuntimeCheck, run_health_check
 from agent.ota.state import InstallState, Pending, Phase, SlotRecord, StateFile, Trial, utcnow
 from agent.ota.trust import TimeFloor, TrustClient, read_root
 
@@ -699,7 +699,13 @@ class Installer:
     def _default_health(self, slot_dir: Path, manifest: ReleaseManifest) -> HealthReport:
         h = self.config.health
         return run_health_check(
-            slot_dir, manifest, h.model_role, h.intra_op_threads, h.latency_repeats, self._reference(slot_dir)
+            slot_dir,
+            manifest,
+            h.model_role,
+            h.intra_op_threads,
+            h.latency_repeats,
+            self._reference(slot_dir),
+            RuntimeCheck(h.runtime_agreement, h.agreement_conf, h.agreement_iou),
         )
 
     def _reference(self, candidate_dir: Path) -> Optional[ReferenceCheck]:

@@ -93,12 +93,18 @@ def default_golden_images(directory: Path, count: int = 2, size: Tuple[int, int]
 
 
 def record_expected(model: Path, images: Sequence[Path], conf: float, iou: float) -> List[List[Dict[str, object]]]:
-    """Run the release's own model on the golden images with the agent's engine (what devices will run)."""
+    """Run the release's own model on the golden images with the agent's engine, in its portable arithmetic.
+
+    Portable: ONNX Runtime with graph optimisations off, every operator as the graph defines it, which is what
+    the device's health check compares with (agent/ota/health.py). The optimised run of a QDQ INT8 model uses
+    integer kernels that differ per CPU (AVX2 without VNNI saturates where this host's VNNI does not), so what
+    it gives here would only hold on CPUs like this one; the portable run gives the same on every CPU.
+    """
     import cv2
 
     from agent.engine import DecodeParams, Detector, OnnxRuntimeConfig
 
-    detector = Detector.open(model, OnnxRuntimeConfig(intra_op_threads=1))
+    detector = Detector.open(model, OnnxRuntimeConfig(intra_op_threads=1, graph_optimization="none"))
     try:
         out = []
         for path in images:
