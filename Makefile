@@ -16,7 +16,7 @@ LABEL_STUDIO_VERSION := 1.23.2
 export YOLO_OFFLINE := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup demo loop-demo test test-slow lint typecheck pytest pytest38 bench bench-fleet clean demo-model
+.PHONY: setup demo loop-demo test test-slow test-system lint typecheck pytest pytest38 bench bench-fleet clean demo-model
 
 setup: .stamps/apt $(VENV)/.installed $(VENV38)/.installed $(VENV_LS)/.installed
 
@@ -91,6 +91,28 @@ test: lint typecheck pytest38 pytest
 test-slow: setup
 	$(VENV38)/bin/python -m pytest -q -m slow tests/agent tests/deploy
 	$(VENV)/bin/python -m pytest -q -m slow
+
+# The box as it is installed (tests/system, docs/OPERATIONS.md §1): a clean Debian 12 root file system made by
+# debootstrap, booted with systemd as PID 1 (systemd-nspawn; QEMU with software emulation for udev, USB sticks and
+# power cuts), the agent installed by deploy/install-x86.sh from a local wheelhouse, the shipped units unchanged.
+# Root on Linux; says SKIPPED and succeeds elsewhere. The root file system, the VM image and the wheelhouse are
+# cached outside the repository ($$XDG_CACHE_HOME/edge-vision-loop/system, keyed by what they are built from):
+# the first run downloads Debian packages and wheels, later ones run offline.
+SYSTEM_APT := debootstrap systemd-container qemu-system-x86 qemu-utils mtools dosfstools zstd util-linux e2fsprogs
+.stamps/apt-system:
+	@mkdir -p .stamps
+	@if [ "$$(uname -s)" = Linux ] && [ "$$(id -u)" = 0 ]; then \
+		missing=$$(for p in $(SYSTEM_APT); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+		if [ -n "$$missing" ]; then echo "setup: installing $$missing (apt, for make test-system)"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi; \
+	fi
+	@touch $@
+
+test-system: .stamps/apt $(VENV)/.installed .stamps/apt-system
+	@if [ "$$(uname -s)" != Linux ] || [ "$$(id -u)" != 0 ]; then \
+		echo "test-system: SKIPPED: needs root on Linux (systemd-nspawn, QEMU)"; exit 0; fi; \
+	$(VENV)/bin/python -m tests.system.images && \
+	$(VENV)/bin/python -m pytest -q -p no:cacheprovider tests/system
 
 # Benchmarks write their sections of docs/BENCHMARKS.md; run them on an otherwise idle machine.
 bench: setup

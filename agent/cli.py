@@ -32,15 +32,21 @@ def build_parser() -> argparse.ArgumentParser:
     else:
         run.add_run_parser(sub)
         status.add_status_parser(sub)
+    from agent.app import config_example
+
+    config_example.add_config_parser(sub)
     return parser
 
 
 def _run_ota(args: argparse.Namespace) -> int:
-    from agent.config import ConfigError, OtaCommandConfig, load_settings
+    from agent.config import CREDENTIALS_SOURCE, ConfigError, OtaCommandConfig, load_settings
     from agent.ota import cli as ota_cli
 
     try:
-        config = load_settings(args.config, OtaCommandConfig)
+        # the ota commands use no secret: run by a person or edge-agent-usb@, they check the file without them
+        config = load_settings(
+            args.config, OtaCommandConfig, credentials="optional", credential_source=CREDENTIALS_SOURCE
+        )
     except ConfigError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 2

@@ -7,7 +7,13 @@ Sources, in order (later wins)::
                                          addressed by index (``EDGE_AGENT__CAMERAS__0__FPS_LIMIT=5``); the
                                          value is read as a YAML scalar (``true``, ``5``, ``0.3``, text)
     !credential NAME                     a YAML tag: the value is the content of ``$CREDENTIALS_DIRECTORY/NAME``
-                                         (systemd ``LoadCredential=``), trailing newline removed
+                                         (systemd ``LoadCredential=``), trailing newline removed; an empty one
+                                         is an error (the unit's ``SetCredential=NAME:`` default stands in for
+                                         a missing file: the agent then says which secret is missing)
+
+Commands that use no secret (``status``, ``ota``) load the file with ``credentials="optional"``: a credential
+they cannot read (no ``$CREDENTIALS_DIRECTORY`` outside the unit, a file only root may read) is given a
+stand-in value, so they still check every other key, and the file's secrets stay where they are.
 
 Every model forbids unknown keys; a mistake is reported with the key's path, e.g.
 ``cameras.0.source.rtsp.urll: Extra inputs are not permitted``. Sections are the other packages' own models
@@ -26,7 +32,7 @@ from __future__ import annotations
 import os
 from collections.abc import Hashable
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Type, TypeVar, Union, cast
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Type, TypeVar, Union, cast
 
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator
@@ -192,6 +198,13 @@ class AgentConfig(StrictModel):
 # ------------------------------------------------------------------------------------------------ loading
 
 
+CREDENTIALS_SOURCE = Path("/etc/edge-agent/credentials")
+"""Where the shipped units load the agent's credentials from (``LoadCredential=NAME:/etc/edge-agent/credentials/
+NAME``): named in the messages that tell the operator what to put where."""
+
+CredentialMode = Literal["required", "optional"]
+
+
 def _credentials_dir() -> Path:
     base = os.environ.get("CREDENTIALS_DIRECTORY")
     if not base:
@@ -199,15 +212,66 @@ def _credentials_dir() -> Path:
     return Path(base)
 
 
-def read_credential(name: str) -> str:
-    """The content of credential ``name`` from ``$CREDENTIALS_DIRECTORY`` (trailing newline removed)."""
+def _missing_hint(name: str, source: Optional[Path]) -> str:
+    where = f"write it to {source / name} (root, mode 0600)" if source is not None else "write it to the file"
+    return (
+        f"credential {name} is empty: the unit's LoadCredential={name}: file is missing or empty; "
+        f"{where}, then restart the service"
+    )
+
+
+def read_credential(name: str, source: Optional[Path] = None) -> str:
+    """The content of credential ``name`` from ``$CREDENTIALS_DIRECTORY`` (trailing newline removed).
+
+    An empty credential is an error: systemd hands the unit's empty ``SetCredential=`` default over when the
+    file ``LoadCredential=`` names is missing, and a secret is never empty. ``source``: the directory the
+    unit loads credentials from, named in that error (:data:`CREDENTIALS_SOURCE` for the agent).
+    """
     if not name or "/" in name or name in (".", ".."):
         raise CredentialError([f"{CREDENTIAL_TAG} {name!r}: a credential name is one path component"])
     path = _credentials_dir() / name
     try:
-        return path.read_text(encoding="utf-8").rstrip("\r\n")
+        value = path.read_text(encoding="utf-8").rstrip("\r\n")
     except OSError as exc:
-        raise CredentialError([f"{CREDENTIAL_TAG} {name}: cannot read {path}: {exc.strerror}"]) from exc
+        hint = ""
+        if isinstance(exc, FileNotFoundError) and source is not None:
+            hint = f" (the unit loads no credential {name}: add LoadCredential={name}:{source / name} with " + (
+                "`systemctl edit`)"
+            )
+        raise CredentialError([f"{CREDENTIAL_TAG} {name}: cannot read {path}: {exc.strerror}{hint}"]) from exc
+    if not value.strip():
+        raise CredentialError([f"{CREDENTIAL_TAG} {name}: {_missing_hint(name, source)}"])
+    return value
+
+
+def credential_file_problems(config: AgentConfig, source: Optional[Path] = CREDENTIALS_SOURCE) -> List[str]:
+    """The secrets the configuration names by a relative path (``mqtt.password_file``, ``mqtt.tls.key_file``:
+    files in ``$CREDENTIALS_DIRECTORY``) that are missing or empty, one "path: reason" line each.
+
+    ``edge-agent run`` checks them before it starts: the MQTT link would otherwise fail at every connection
+    attempt with an empty password or key, which reads as a broker problem.
+    """
+    named: List[Tuple[str, Path]] = []
+    if config.mqtt.password_file is not None:
+        named.append(("mqtt.password_file", config.mqtt.password_file))
+    if config.mqtt.tls is not None and config.mqtt.tls.key_file is not None:
+        named.append(("mqtt.tls.key_file", config.mqtt.tls.key_file))
+    problems = []
+    for key, path in named:
+        if path.is_absolute():
+            continue  # the operator's own file, readable or not as they chose
+        base = os.environ.get("CREDENTIALS_DIRECTORY")
+        if not base:
+            problems.append(f"{key}: {path} is relative (a credential) but $CREDENTIALS_DIRECTORY is not set")
+            continue
+        try:
+            empty = not (Path(base) / path).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            problems.append(f"{key}: cannot read credential {path}: {exc.strerror}")
+            continue
+        if empty:
+            problems.append(f"{key}: {_missing_hint(str(path), source)}")
+    return problems
 
 
 class _Credential:
@@ -246,18 +310,61 @@ _Loader.add_constructor(CREDENTIAL_TAG, _credential_constructor)
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_constructor)
 
 
-def _resolve_credentials(value: Any, path: str, problems: List[str]) -> Any:
-    if isinstance(value, _Credential):
-        try:
-            return read_credential(value.name)
-        except CredentialError as exc:
-            problems.extend(f"{path}: {p}" for p in exc.problems)
-            return None
-    if isinstance(value, dict):
-        return {k: _resolve_credentials(v, f"{path}.{k}" if path else str(k), problems) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_resolve_credentials(v, f"{path}.{i}" if path else str(i), problems) for i, v in enumerate(value)]
-    return value
+# Values a command that uses no secret validates in place of a credential it cannot read: the first plain text,
+# then the URL forms camera sources require (their patterns), tried in turn for that key alone.
+STAND_INS = (
+    "credential-not-read",
+    "rtsp://credential-not-read.invalid/",
+    "http://credential-not-read.invalid/",
+)
+
+
+class _Resolver:
+    """Replaces ``!credential`` placeholders by their values; records the keys given a stand-in instead."""
+
+    def __init__(self, mode: CredentialMode, source: Optional[Path]) -> None:
+        self.mode = mode
+        self.source = source
+        self.problems: List[str] = []
+        self.stand_ins: Dict[Tuple[str, ...], str] = {}  # key path -> credential name
+
+    def resolve(self, value: Any, path: Tuple[str, ...]) -> Any:
+        if isinstance(value, _Credential):
+            try:
+                return read_credential(value.name, self.source)
+            except CredentialError as exc:
+                if self.mode == "optional":
+                    self.stand_ins[path] = value.name
+                    return STAND_INS[0]
+                dotted = ".".join(path)
+                self.problems.extend(f"{dotted}: {p}" for p in exc.problems)
+                return None
+        if isinstance(value, dict):
+            return {k: self.resolve(v, (*path, str(k))) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.resolve(v, (*path, str(i))) for i, v in enumerate(value)]
+        return value
+
+
+def _stand_in_key(location: Tuple[Any, ...], stand_ins: Dict[Tuple[str, ...], str]) -> Optional[Tuple[str, ...]]:
+    """The stand-in key an error is about: its path, read through the union tags pydantic adds to a location
+    (``cameras.0.source.rtsp.url`` for the key ``cameras.0.source.url``)."""
+    parts = [str(p) for p in location]
+    for key in stand_ins:
+        rest = iter(parts)  # the key's parts, in order, within the location's (a subsequence)
+        if parts and parts[-1] == key[-1] and all(any(p == k for p in rest) for k in key):
+            return key
+    return None
+
+
+def _set_path(data: Any, path: Tuple[str, ...], value: Any) -> None:
+    node = data
+    for part in path[:-1]:
+        node = node[int(part)] if isinstance(node, list) else node[part]
+    if isinstance(node, list):
+        node[int(path[-1])] = value
+    else:
+        node[path[-1]] = value
 
 
 def _parse_scalar(text: str) -> Any:
@@ -315,25 +422,43 @@ def parse_settings(
     source: str = "",
     environ: Optional[Mapping[str, str]] = None,
     env_prefix: str = ENV_PREFIX,
+    credentials: CredentialMode = "required",
+    credential_source: Optional[Path] = None,
 ) -> SettingsT:
     """Validate already-parsed YAML (``dict``) as ``model`` after environment overrides and credentials.
 
     The one loader of the agent's and the cloud services' configuration files (each with its own model and
-    environment prefix), so both read YAML, ``!credential`` and overrides the same way.
+    environment prefix), so both read YAML, ``!credential`` and overrides the same way. ``credentials``:
+    ``required`` (a service: every credential must be there and not empty) or ``optional`` (a command that
+    uses none: unreadable ones get a stand-in, see the module docstring). ``credential_source``: the
+    directory the unit loads them from, named in the error about an empty one.
     """
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError([f"(top level): expected a mapping, got {type(data).__name__}"], source)
     apply_env_overrides(data, os.environ if environ is None else environ, env_prefix)
-    problems: List[str] = []
-    data = _resolve_credentials(data, "", problems)
-    if problems:
-        raise CredentialError(problems, source)
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc), source) from None
+    resolver = _Resolver(credentials, credential_source)
+    data = resolver.resolve(data, ())
+    if resolver.problems:
+        raise CredentialError(resolver.problems, source)
+    tried = dict.fromkeys(resolver.stand_ins, 0)
+    while True:
+        try:
+            return model.model_validate(data)
+        except ValidationError as exc:
+            errors = exc.errors()
+            keys = [_stand_in_key(tuple(error.get("loc", ())), resolver.stand_ins) for error in errors]
+            if not errors or None in keys:
+                raise ConfigError(format_validation_error(exc), source) from None
+            for key in dict.fromkeys(k for k in keys if k is not None):
+                tried[key] += 1
+                if tried[key] >= len(STAND_INS):
+                    name = resolver.stand_ins[key]
+                    raise CredentialError(
+                        [f"{'.'.join(key)}: {CREDENTIAL_TAG} {name} cannot be read by this command"], source
+                    ) from None
+                _set_path(data, key, STAND_INS[tried[key]])
 
 
 def loads_settings(
@@ -342,13 +467,15 @@ def loads_settings(
     source: str = "<string>",
     environ: Optional[Mapping[str, str]] = None,
     env_prefix: str = ENV_PREFIX,
+    credentials: CredentialMode = "required",
+    credential_source: Optional[Path] = None,
 ) -> SettingsT:
     """Parse YAML text as ``model`` (see :func:`load_settings`)."""
     try:
         data = yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as exc:
         raise ConfigError([f"YAML: {exc}"], source) from None
-    return parse_settings(data, model, source, environ, env_prefix)
+    return parse_settings(data, model, source, environ, env_prefix, credentials, credential_source)
 
 
 def load_settings(
@@ -356,6 +483,8 @@ def load_settings(
     model: Type[SettingsT],
     environ: Optional[Mapping[str, str]] = None,
     env_prefix: str = ENV_PREFIX,
+    credentials: CredentialMode = "required",
+    credential_source: Optional[Path] = None,
 ) -> SettingsT:
     """Read, override and validate a configuration file as ``model``.
 
@@ -373,17 +502,17 @@ def load_settings(
         raise ConfigError([f"cannot read: {exc.strerror}"], str(path)) from None
     except UnicodeDecodeError as exc:
         raise ConfigError([f"not UTF-8 at byte {exc.start}"], str(path)) from None
-    return loads_settings(text, model, str(path), environ, env_prefix)
+    return loads_settings(text, model, str(path), environ, env_prefix, credentials, credential_source)
 
 
 def parse_config(data: Any, source: str = "", environ: Optional[Mapping[str, str]] = None) -> AgentConfig:
     """Validate already-parsed YAML (``dict``) after environment overrides and credential resolution."""
-    return parse_settings(data, AgentConfig, source, environ)
+    return parse_settings(data, AgentConfig, source, environ, credential_source=CREDENTIALS_SOURCE)
 
 
 def loads_config(text: str, source: str = "<string>", environ: Optional[Mapping[str, str]] = None) -> AgentConfig:
     """Parse YAML text into an :class:`AgentConfig` (see :func:`load_config`)."""
-    return loads_settings(text, AgentConfig, source, environ)
+    return loads_settings(text, AgentConfig, source, environ, credential_source=CREDENTIALS_SOURCE)
 
 
 class OtaCommandConfig(AgentConfig):
@@ -410,12 +539,15 @@ def add_config_argument(parser: Any, purpose: str = "", default: Any = None) -> 
     )
 
 
-def load_config(path: Union[str, Path], environ: Optional[Mapping[str, str]] = None) -> AgentConfig:
+def load_config(
+    path: Union[str, Path], environ: Optional[Mapping[str, str]] = None, credentials: CredentialMode = "required"
+) -> AgentConfig:
     """Read, override and validate the agent's configuration file (see :func:`load_settings`)."""
-    return load_settings(path, AgentConfig, environ)
+    return load_settings(path, AgentConfig, environ, credentials=credentials, credential_source=CREDENTIALS_SOURCE)
 
 
 __all__ = [
+    "CREDENTIALS_SOURCE",
     "AgentConfig",
     "ConfigError",
     "CredentialError",
@@ -426,6 +558,7 @@ __all__ = [
     "OtaCommandConfig",
     "OutputConfig",
     "apply_env_overrides",
+    "credential_file_problems",
     "format_validation_error",
     "load_config",
     "load_settings",

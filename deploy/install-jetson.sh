@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Install (or update) the edge agent on an NVIDIA Jetson (JetPack 5: Python 3.8; JetPack 6: Python 3.10).
 #
-#   sudo deploy/install-jetson.sh [SOURCE]   SOURCE: wheel file or project dir (default: this checkout)
+#   sudo deploy/install-jetson.sh [--wheelhouse DIR] [SOURCE]
+#       SOURCE: wheel file or project dir (default: this checkout)
+#       --wheelhouse DIR: pip installs from DIR alone, with no index (an offline plant; see --help)
 #
 # The virtualenv is created with --system-site-packages so the agent sees JetPack's own builds:
 # TensorRT (python3-libnvinfer), OpenCV with GStreamer (nvarguscamerasrc for CSI cameras) and, if
@@ -11,7 +13,6 @@
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-SOURCE=${1:-$(dirname "$HERE")}
 PREFIX=/opt/edge-agent
 VENV=$PREFIX/venv
 PYTHON=${PYTHON:-/usr/bin/python3}
@@ -21,6 +22,7 @@ VENV_ARGS=(--system-site-packages)
 # shellcheck source=deploy/install-lib.sh
 . "$HERE/install-lib.sh"
 
+parse_args "$@"
 require_root
 if [[ ! -e /etc/nv_tegra_release ]]; then
     echo "install-jetson: /etc/nv_tegra_release missing; this is not a Jetson (use install-x86.sh)" >&2
@@ -39,7 +41,7 @@ print("TensorRT", tensorrt.__version__, "| OpenCV", cv2.__version__, "|", gst[0]
 if not gst or "YES" not in gst[0]:
     raise SystemExit("OpenCV in the venv has no GStreamer: a pip opencv wheel shadows the JetPack build")
 PY
+install_factory_model
 ensure_config
-install_unit "$HERE/../systemd/edge-agent.service"
-echo "edge-agent installed: edit /etc/edge-agent/config.yaml, put secrets in /etc/edge-agent/credentials/,"
-echo "then: systemctl restart edge-agent && journalctl -u edge-agent -f"
+install_unit "$HERE/../systemd"
+print_next_steps

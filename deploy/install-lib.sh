@@ -1,5 +1,58 @@
 # shellcheck shell=bash
 # Functions shared by install-x86.sh and install-jetson.sh. Every step is idempotent.
+# Run on a box as root, from an unpacked checkout or release tarball of this repository (the scripts install
+# the units, the udev rule, the factory model and the docs from it).
+
+usage_common() {
+    cat <<EOF
+usage: sudo $0 [--wheelhouse DIR] [SOURCE]
+
+  SOURCE            wheel file or project directory to install (default: this checkout)
+  --wheelhouse DIR  install from the wheels in DIR only, never from an index (offline plants): DIR must hold
+                    every wheel the install needs, pip included, and the build backend when SOURCE is a
+                    directory. Make one on a machine with network and the box's Python version:
+                      python3 -m pip download --dest DIR pip 'hatchling>=1.26' '.[edge]'
+EOF
+}
+
+parse_args() { # parse_args "$@": sets SOURCE (default: the checkout) and WHEELHOUSE
+    WHEELHOUSE=""
+    SOURCE=""
+    while [[ $# -gt 0 ]]; do
+        case "$1" in
+        --wheelhouse)
+            [[ $# -ge 2 ]] || { usage_common >&2; exit 2; }
+            WHEELHOUSE=$2
+            shift 2
+            ;;
+        --wheelhouse=*)
+            WHEELHOUSE=${1#--wheelhouse=}
+            shift
+            ;;
+        -h | --help)
+            usage_common
+            exit 0
+            ;;
+        -*)
+            echo "unknown option $1" >&2
+            usage_common >&2
+            exit 2
+            ;;
+        *)
+            SOURCE=$1
+            shift
+            ;;
+        esac
+    done
+    SOURCE=${SOURCE:-$(dirname "$HERE")}
+    if [[ -n "$WHEELHOUSE" ]]; then
+        [[ -d "$WHEELHOUSE" ]] || { echo "--wheelhouse $WHEELHOUSE: no such directory" >&2; exit 2; }
+        # every pip below (and the isolated build of SOURCE) reads these: wheels from DIR, no index at all
+        export PIP_NO_INDEX=1 PIP_FIND_LINKS
+        PIP_FIND_LINKS=$(cd "$WHEELHOUSE" && pwd)
+    fi
+    export PIP_DISABLE_PIP_VERSION_CHECK=1
+}
 
 require_root() {
     if [[ $(id -u) -ne 0 ]]; then
@@ -49,28 +102,74 @@ install_agent() { # install_agent VENV SOURCE EXTRAS
     "$venv/bin/edge-agent" --help >/dev/null
 }
 
-ensure_config() {
-    install -d -m 0750 -o root -g edge-agent /etc/edge-agent
-    install -d -m 0700 -o root -g root /etc/edge-agent/credentials
-    if [[ ! -e /etc/edge-agent/config.yaml ]]; then
-        if [[ -x /opt/edge-agent/venv/bin/edge-agent ]] &&
-            /opt/edge-agent/venv/bin/edge-agent config example >/etc/edge-agent/config.yaml.new 2>/dev/null; then
-            mv /etc/edge-agent/config.yaml.new /etc/edge-agent/config.yaml
-        else
-            rm -f /etc/edge-agent/config.yaml.new
-            echo "# edge-agent configuration: see docs/OPERATIONS.md" >/etc/edge-agent/config.yaml
-        fi
-        chown root:edge-agent /etc/edge-agent/config.yaml
-        chmod 0640 /etc/edge-agent/config.yaml
+install_factory_model() { # the model examples and `edge-agent config example` name: /opt/edge-agent/models
+    local models=$HERE/../models/demo
+    install -d -m 0755 /opt/edge-agent/models
+    if [[ -f "$models/demo-int8.onnx" ]]; then
+        install -m 0644 "$models/demo-int8.onnx" "$models/demo.onnx" /opt/edge-agent/models/
+    else
+        echo "note: no factory model in $models; set model.path in /etc/edge-agent/config.yaml" >&2
+    fi
+    if [[ -d "$HERE/../docs" ]]; then
+        install -d /opt/edge-agent/docs && cp -r "$HERE/../docs/." /opt/edge-agent/docs/
     fi
 }
 
-install_unit() { # install_unit UNIT_FILE
-    install -m 0644 "$1" /etc/systemd/system/edge-agent.service
+ensure_config() {
+    # root-owned and only readable by the agent: the unit mounts /etc read-only for the agent anyway, so
+    # neither the configuration nor the trust roots can be changed by the agent's own process
+    install -d -m 0750 -o root -g edge-agent /etc/edge-agent
+    install -d -m 0750 -o root -g edge-agent /etc/edge-agent/trust
+    install -d -m 0700 -o root -g root /etc/edge-agent/credentials
+    if [[ ! -e /etc/edge-agent/config.yaml ]]; then
+        # a commented configuration that runs as written (the factory model and a synthetic camera); a
+        # failure here is a broken install, not a reason to leave an empty file behind
+        /opt/edge-agent/venv/bin/edge-agent config example >/etc/edge-agent/config.yaml.new
+        /opt/edge-agent/venv/bin/edge-agent run --check --config /etc/edge-agent/config.yaml.new >/dev/null
+        chown root:edge-agent /etc/edge-agent/config.yaml.new
+        chmod 0640 /etc/edge-agent/config.yaml.new
+        mv /etc/edge-agent/config.yaml.new /etc/edge-agent/config.yaml
+        CONFIG_WRITTEN=1
+    fi
+}
+
+install_unit() { # install_unit SYSTEMD_DIR: the agent's unit, the USB update unit and its udev rule
+    local units=$1
+    install -m 0644 "$units/edge-agent.service" /etc/systemd/system/edge-agent.service
+    install -m 0644 "$units/edge-agent-usb@.service" /etc/systemd/system/edge-agent-usb@.service
+    install -m 0644 "$HERE/udev/99-edge-agent-usb.rules" /etc/udev/rules.d/99-edge-agent-usb.rules
     if [[ -d /run/systemd/system ]]; then
         systemctl daemon-reload
         systemctl enable edge-agent.service
+        udevadm control --reload || true
     else
         echo "systemd is not running here: unit installed, enable it with 'systemctl enable edge-agent'" >&2
     fi
+}
+
+print_next_steps() {
+    local host
+    host=$(hostname)
+    cat <<EOF
+
+edge-agent installed (/opt/edge-agent/venv, unit edge-agent.service enabled).
+EOF
+    if [[ ${CONFIG_WRITTEN:-0} -eq 1 ]]; then
+        cat <<EOF
+/etc/edge-agent/config.yaml was written from 'edge-agent config example': it runs as written, with the
+factory model and a synthetic demo camera, as device '$host' for a broker on localhost:1883.
+EOF
+    else
+        echo "/etc/edge-agent/config.yaml was kept as it was."
+    fi
+    cat <<EOF
+Next (docs/OPERATIONS.md §2):
+  1. edit /etc/edge-agent/config.yaml: mqtt (broker, site, device), cameras, their alert rules
+  2. secrets it names, one file each, root-only:  install -m 0600 /dev/stdin /etc/edge-agent/credentials/NAME
+     (mqtt-password and mqtt-client.key are loaded by the unit; an empty or missing one the file names stops
+     the agent with that reason in the journal)
+  3. the release keys' roots, for model updates: /etc/edge-agent/trust/root.json and offline-root.json
+  4. check:  /opt/edge-agent/venv/bin/edge-agent run --check --config /etc/edge-agent/config.yaml
+  5. start:  systemctl restart edge-agent && journalctl -u edge-agent -f
+EOF
 }

@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
 # Install (or update) the edge agent on a plain x86-64 box (Debian/Ubuntu).
 #
-#   sudo deploy/install-x86.sh [SOURCE]      SOURCE: wheel file or project dir (default: this checkout)
+#   sudo deploy/install-x86.sh [--wheelhouse DIR] [SOURCE]
+#       SOURCE: wheel file or project dir (default: this checkout)
+#       --wheelhouse DIR: pip installs from DIR alone, with no index (an offline plant; see --help)
 #
 # Idempotent: re-running upgrades the package in place and keeps config, credentials and state.
 # Creates: user edge-agent (groups video), /opt/edge-agent/venv (pip wheels incl. OpenCV headless and
-# ONNX Runtime CPU), /etc/edge-agent/config.yaml (example, only if absent), /etc/edge-agent/credentials/,
-# and installs + enables systemd/edge-agent.service.
+# ONNX Runtime CPU), the factory model in /opt/edge-agent/models, /etc/edge-agent/config.yaml (from
+# `edge-agent config example`, only if absent), /etc/edge-agent/credentials/ and trust/, installs and enables
+# systemd/edge-agent.service, installs edge-agent-usb@.service and its udev rule (USB update sticks).
+# Tested as a new user runs it, on a clean Debian 12 with systemd as PID 1: tests/system/ (make test-system).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-SOURCE=${1:-$(dirname "$HERE")}
 PREFIX=/opt/edge-agent
 VENV=$PREFIX/venv
 PYTHON=${PYTHON:-python3}
@@ -20,12 +23,13 @@ VENV_ARGS=()
 # shellcheck source=deploy/install-lib.sh
 . "$HERE/install-lib.sh"
 
+parse_args "$@"
 require_root
 ensure_packages python3 python3-venv
 ensure_user
 ensure_venv "$PYTHON" "$VENV" "${VENV_ARGS[@]}"
 install_agent "$VENV" "$SOURCE" "$EXTRAS"
+install_factory_model
 ensure_config
-install_unit "$HERE/../systemd/edge-agent.service"
-echo "edge-agent installed: edit /etc/edge-agent/config.yaml, put secrets in /etc/edge-agent/credentials/,"
-echo "then: systemctl restart edge-agent && journalctl -u edge-agent -f"
+install_unit "$HERE/../systemd"
+print_next_steps

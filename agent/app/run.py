@@ -6,6 +6,7 @@ factory model without starting anything. Exit codes are the daemon's (docs/DAEMO
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from pathlib import Path
 from typing import Any, List, Optional
@@ -13,7 +14,15 @@ from typing import Any, List, Optional
 import structlog
 
 from agent.app.daemon import EXIT_CONFIG, EXIT_OK, Daemon
-from agent.config import AgentConfig, ConfigError, add_config_argument, load_config
+from agent.config import (
+    CREDENTIALS_SOURCE,
+    AgentConfig,
+    ConfigError,
+    CredentialError,
+    add_config_argument,
+    credential_file_problems,
+    load_config,
+)
 from agent.observability.logs import setup_logging
 from agent.observability.native_stderr import capture_native_stderr
 from agent.threads import Supervisor
@@ -27,6 +36,9 @@ def run_daemon(config_path: Path) -> int:
     """Load the configuration, set up logging, run until SIGTERM. Returns the exit code."""
     try:
         config = load_config(config_path)
+        problems = credential_file_problems(config)
+        if problems:  # an empty password or key would otherwise fail every connection as if the broker were down
+            raise CredentialError(problems, str(config_path))
     except ConfigError as exc:
         setup_logging("info", "json")
         log.error("config_invalid", source=exc.source, problems=exc.problems)
@@ -66,11 +78,23 @@ def add_run_parser(subparsers: Any) -> Any:
     parser = subparsers.add_parser("run", help="Run the edge agent daemon (under systemd: Type=notify).")
     add_config_argument(parser)
     parser.add_argument("--check", action="store_true", help="Validate the configuration and exit.")
+    parser.add_argument(
+        "--credentials-dir",
+        type=Path,
+        default=None,
+        help="With --check: where the credentials the file names are read (default: $CREDENTIALS_DIRECTORY, "
+        f"else {CREDENTIALS_SOURCE}, where the unit loads them from: a root shell checks what the unit will get).",
+    )
 
     def handler(args: Any) -> int:
         if args.check:
+            credentials = args.credentials_dir or os.environ.get("CREDENTIALS_DIRECTORY") or CREDENTIALS_SOURCE
+            os.environ["CREDENTIALS_DIRECTORY"] = str(credentials)  # this process only checks, then exits
             try:
                 config = load_config(args.config)
+                problems = credential_file_problems(config)
+                if problems:
+                    raise CredentialError(problems, str(args.config))
             except ConfigError as exc:
                 print(str(exc))
                 return EXIT_CONFIG

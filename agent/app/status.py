@@ -206,7 +206,7 @@ def status_main(
     out = out or sys.stdout
 
     try:
-        config = load_config(config_path)
+        config = load_config(config_path, credentials="optional")  # reads no secret
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_NO_STATUS

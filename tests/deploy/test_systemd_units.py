@@ -81,6 +81,26 @@ def test_unit_has_the_required_settings() -> None:
     assert re.search(r"^LoadCredential=mqtt-password:", text, re.M)
 
 
+def test_unit_fixes_from_the_installed_box() -> None:
+    """What booting the unit under a real systemd showed (issue 31; tests/system/test_agent_unit.py runs it)."""
+    text = UNIT.read_text()
+    # a missing credential file: SetCredential= is the fallback, so no 243/CREDENTIALS restart storm ...
+    loaded = re.findall(r"^LoadCredential=([^:]+):", text, re.M)
+    assert loaded and all(re.search(rf"^SetCredential={re.escape(name)}:\S", text, re.M) for name in loaded)
+    # ... and the agent's exit code for an unusable configuration is not restarted
+    daemon = (ROOT / "agent" / "app" / "daemon.py").read_text()
+    exit_config = re.search(r"^EXIT_CONFIG = (\d+)", daemon, re.M).group(1)
+    assert re.search(rf"^RestartPreventExitStatus={exit_config}$", text, re.M)
+    # /etc/edge-agent stays read-only to the agent; /proc/cpuinfo stays visible to ONNX Runtime
+    assert not re.search(r"^ConfigurationDirectory=", text, re.M)
+    assert not re.search(r"^ProcSubset=pid", text, re.M)
+    assert re.search(r"^ReadOnlyPaths=/run /dev/shm -/dev/mqueue$", text, re.M)
+    assert re.search(r"^PrivateIPC=true$", text, re.M)
+    # a minimal Debian has no /bin/kill (procps): reload through the shell's builtin
+    reload = re.search(r"^ExecReload=(.*)$", text, re.M).group(1)
+    assert reload.startswith("/bin/sh -c ") and "/bin/kill" not in reload
+
+
 CLOUD_UNIT = ROOT / "systemd" / "edge-trainer-ingest@.service"
 CLOUD_EXEC = "/opt/edge-trainer/venv/bin/edge-trainer"
 

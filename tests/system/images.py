@@ -1,0 +1,187 @@
+"""What the system tests boot and install, built once and cached outside the repository.
+
+Cache (``$EVL_SYSTEM_CACHE``, else ``${XDG_CACHE_HOME:-~/.cache}/edge-vision-loop/system``), every entry keyed
+by what it was built from, so a fresh clone on the same machine (CI) reuses it::
+
+    debs/                       debootstrap's and apt's downloads (rebuilds need no network for them)
+    rootfs-<key>.tar.zst        the clean Debian bookworm root file system (key: suite, packages, recipe)
+    rootfs-<key>/               the same, unpacked (booted read-only: every test writes to an overlay)
+    wheelhouse-<key>/           every wheel `.[cloud]` needs on the guest's Python, plus the build backend
+                                (key: pyproject.toml and the guest's Python version)
+
+Run ``python -m tests.system.images`` to build them ahead of a test run (the Makefile's ``test-system`` does).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Iterable, Sequence
+
+REPO = Path(__file__).resolve().parents[2]
+SUITE = "bookworm"
+MIRROR = os.environ.get("EVL_DEBIAN_MIRROR", "http://deb.debian.org/debian")
+# The box as a customer installs it: Debian minbase, systemd as init, udev, Python with venv (what
+# deploy/install-x86.sh expects to find; it would apt-get them otherwise, and the box has no network here).
+BOX_PACKAGES = ("systemd", "systemd-sysv", "udev", "python3", "python3-venv")
+# Added for the tests, not for the product: the MQTT broker the guest's agent publishes to (on the guest's own
+# loopback, as a site broker would be on the plant network), and Debian's kernel for the QEMU boots (its
+# modules must be inside the root file system: usb-storage, xhci, vfat are loaded by udev on hot-plug).
+TEST_PACKAGES = ("mosquitto", "linux-image-amd64")
+# Bump when _post_configure changes: part of the key, so an old tarball is never reused for a new recipe.
+ROOTFS_RECIPE = 1
+GUEST_PYTHON = "3.11"  # bookworm's python3: the wheelhouse is built for it
+
+
+def cache_dir() -> Path:
+    explicit = os.environ.get("EVL_SYSTEM_CACHE")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "edge-vision-loop" / "system"
+
+
+def _key(parts: object) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _log(message: str) -> None:
+    print(f"[system-images] {message}", file=sys.stderr, flush=True)
+
+
+def _run(cmd: Sequence[str], **kwargs: object) -> None:
+    _log("$ " + " ".join(cmd))
+    subprocess.run(list(cmd), check=True, **kwargs)  # type: ignore[call-overload]
+
+
+# ------------------------------------------------------------------------------------------- root file system
+
+
+def rootfs_key(packages: Iterable[str] = BOX_PACKAGES + TEST_PACKAGES) -> str:
+    return _key({"suite": SUITE, "packages": sorted(packages), "recipe": ROOTFS_RECIPE})
+
+
+def _post_configure(root: Path) -> None:
+    """What debootstrap leaves undone for a bootable box: a host name, an fstab for the VM's disk, no apt
+    downloads kept. Nothing of the product: the install script does that in each test."""
+    (root / "etc" / "hostname").write_text("box\n")
+    (root / "etc" / "hosts").write_text("127.0.0.1\tlocalhost\n127.0.1.1\tbox\n::1\tlocalhost ip6-localhost\n")
+    # QEMU boots /dev/vda as the root; systemd-remount-fs applies these options (nspawn ignores the file)
+    (root / "etc" / "fstab").write_text("/dev/vda / ext4 rw,errors=remount-ro 0 1\n")
+    for leftover in (root / "var" / "cache" / "apt" / "archives").glob("*.deb"):
+        leftover.unlink()
+    # An empty machine-id: each boot of the read-only tree gets a fresh one, as a freshly imaged box does.
+    (root / "etc" / "machine-id").write_text("")
+    # No first-boot questions on a console nobody reads (systemd-firstboot would prompt for a locale).
+    for unit in ("systemd-firstboot.service",):
+        link = root / "etc" / "systemd" / "system" / unit
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if not link.is_symlink():
+            link.symlink_to("/dev/null")
+
+
+def build_rootfs(packages: Sequence[str] = BOX_PACKAGES + TEST_PACKAGES) -> Path:
+    """The unpacked root file system (built by debootstrap on the first call, then from the cached tarball)."""
+    cache = cache_dir()
+    key = rootfs_key(packages)
+    tarball = cache / f"rootfs-{key}.tar.zst"
+    unpacked = cache / f"rootfs-{key}"
+    if (unpacked / ".complete").exists():
+        return unpacked
+    cache.mkdir(parents=True, exist_ok=True)
+    if not tarball.exists():
+        debs = cache / "debs"
+        debs.mkdir(exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=cache, prefix="debootstrap-") as tmp:
+            root = Path(tmp) / "root"
+            _run(
+                [
+                    "debootstrap",
+                    "--variant=minbase",
+                    f"--include={','.join(sorted(packages))}",
+                    f"--cache-dir={debs}",
+                    SUITE,
+                    str(root),
+                    MIRROR,
+                ]
+            )
+            _post_configure(root)
+            partial = tarball.with_suffix(".partial")
+            _run(
+                [
+                    "tar",
+                    "--numeric-owner",
+                    "--xattrs",
+                    "--acls",
+                    "-C",
+                    str(root),
+                    "-I",
+                    "zstd -T0 -3",
+                    "-cf",
+                    str(partial),
+                    ".",
+                ]
+            )
+            partial.rename(tarball)
+    if unpacked.exists():
+        shutil.rmtree(unpacked)
+    unpacked.mkdir()
+    _run(["tar", "--numeric-owner", "--xattrs", "--acls", "-C", str(unpacked), "-I", "zstd", "-xf", str(tarball)])
+    (unpacked / ".complete").write_text(key + "\n")
+    return unpacked
+
+
+# ------------------------------------------------------------------------------------------------ wheelhouse
+
+
+def wheelhouse_key() -> str:
+    return _key({"pyproject": hashlib.sha256((REPO / "pyproject.toml").read_bytes()).hexdigest(), "py": GUEST_PYTHON})
+
+
+def build_wheelhouse(python: str = sys.executable) -> Path:
+    """Every wheel the `cloud` extra (which includes `edge`) pulls for the guest's Python, plus pip and the
+    project's build backend, so that the install scripts run with ``--wheelhouse`` and no index at all."""
+    if sys.version_info[:2] != tuple(int(p) for p in GUEST_PYTHON.split(".")):
+        raise RuntimeError(f"the wheelhouse is built by Python {GUEST_PYTHON} (the guest's); this is {sys.version}")
+    cache = cache_dir()
+    house = cache / f"wheelhouse-{wheelhouse_key()}"
+    if (house / ".complete").exists():
+        return house
+    partial = house.with_name(house.name + ".partial")
+    if partial.exists():
+        shutil.rmtree(partial)
+    partial.mkdir(parents=True)
+    pip = [python, "-m", "pip", "--disable-pip-version-check"]
+    build_backend = _build_requirements()
+    _run([*pip, "download", "--quiet", "--only-binary=:all:", "--dest", str(partial), "pip", *build_backend])
+    # the project's own dependencies (its own wheel is built per run: it follows the working tree)
+    _run([*pip, "download", "--quiet", "--prefer-binary", "--dest", str(partial), f"{REPO}[cloud]"])
+    for stray in partial.glob("edge_vision_loop-*"):
+        stray.unlink()
+    (partial / ".complete").write_text(wheelhouse_key() + "\n")
+    partial.rename(house)
+    return house
+
+
+def _build_requirements() -> list[str]:
+    text = (REPO / "pyproject.toml").read_text()
+    start = text.index("requires = [", text.index("[build-system]")) + len("requires = [")
+    return [item.strip().strip('"') for item in text[start : text.index("]", start)].split(",") if item.strip()]
+
+
+def main(argv: Sequence[str] = ()) -> int:
+    rootfs = build_rootfs()
+    _log(f"root file system: {rootfs}")
+    house = build_wheelhouse()
+    _log(f"wheelhouse: {house} ({len(list(house.glob('*.whl')))} wheels)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -1,0 +1,199 @@
+"""A clean Debian box with systemd as PID 1, booted by ``systemd-nspawn -b``, and a root shell into it.
+
+The host has no systemd (``--register=no --keep-unit``). Its cgroups are hybrid: ``SYSTEMD_NSPAWN_UNIFIED_
+HIERARCHY=1`` gives the container a cgroup2 tree of its own, where systemd attaches its BPF device programs
+(``DevicePolicy=``), and ``--system-call-filter`` lets the container's systemd use ``bpf`` and the keyring calls
+(``KeyringMode=``), which nspawn forbids by default. ``--private-network``: the box has its own loopback and
+nothing else, so no test reaches the host's network or services.
+
+The root file system is never written: the box boots an overlay of read-only layers (the clean OS, then for
+most tests the layer the install left) plus an upper directory of its own, so every test starts from the same
+state, and the install runs once on a truly clean OS.
+
+Commands run through ``nsenter`` into every namespace of the container's PID 1: the equivalent of a root
+shell on the box (an operator's SSH session), outside the unit under test. ``systemd-run`` is no way in:
+the box has no D-Bus, as a minimal Debian has none.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+NSPAWN_FILTER = "bpf keyctl add_key request_key"
+
+
+class BoxError(AssertionError):
+    """A command on the box failed, or the box did not come up."""
+
+
+class Box:
+    """One booted container.
+
+    Args:
+        lowers: read-only layers, bottom first (the root file system first).
+        upper: where this boot writes (an empty directory for a clean start).
+        binds: ``{host path: box path}``, bound read-only (the checkout, the wheelhouse).
+        log: the container's console output goes here.
+    """
+
+    def __init__(self, lowers: Sequence[Path], upper: Path, binds: Dict[Path, str], log: Path) -> None:
+        self.lowers = list(lowers)
+        self.upper = upper
+        self.binds = dict(binds)
+        self.log = log
+        self.process: Optional[subprocess.Popen[bytes]] = None
+        self.leader = 0
+        self.booted_s = 0.0
+
+    # ------------------------------------------------------------------ life cycle
+
+    def command(self) -> List[str]:
+        overlay = ":".join(str(p) for p in [*self.lowers, self.upper]) + ":/"
+        cmd = [
+            "systemd-nspawn",
+            "--quiet",
+            f"--directory={self.lowers[0]}",
+            f"--overlay={overlay}",
+            "--private-network",
+            "--register=no",
+            "--keep-unit",
+            f"--system-call-filter={NSPAWN_FILTER}",
+            "--machine=box",
+        ]
+        cmd += [f"--bind-ro={host}:{inside}" for host, inside in self.binds.items()]
+        return [*cmd, "--boot"]
+
+    def start(self, timeout: float = 120.0) -> float:
+        """Boot; returns the seconds until ``systemctl is-system-running --wait`` answered."""
+        self.upper.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ, SYSTEMD_NSPAWN_UNIFIED_HIERARCHY="1")
+        started = time.monotonic()
+        with self.log.open("ab") as console:
+            self.process = subprocess.Popen(
+                self.command(), stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT, env=env
+            )
+        self.leader = self._wait_leader(timeout)
+        deadline = time.monotonic() + timeout
+        state = ""
+        while not state and time.monotonic() < deadline:  # empty until PID 1 listens on its private socket
+            state = self.sh("systemctl is-system-running --wait", check=False, timeout=timeout).stdout.strip()
+            if not state:
+                time.sleep(0.1)
+        self.booted_s = time.monotonic() - started
+        if state not in ("running", "degraded"):
+            raise BoxError(f"the box did not boot: {state!r}; console: {self.log}")
+        return self.booted_s
+
+    def _wait_leader(self, timeout: float) -> int:
+        assert self.process is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise BoxError(f"systemd-nspawn exited with {self.process.returncode}; console: {self.log}")
+            try:
+                children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children").read_text().split()
+            except OSError:
+                children = []
+            for child in children:
+                # the container's init: PID 1 in its own PID namespace, running systemd
+                status = Path(f"/proc/{child}/status").read_text()
+                nspid = next((line.split()[1:] for line in status.splitlines() if line.startswith("NSpid:")), [])
+                comm = Path(f"/proc/{child}/comm").read_text().strip()
+                if nspid[-1:] == ["1"] and len(nspid) > 1 and comm == "systemd":
+                    return int(child)
+            time.sleep(0.05)
+        raise BoxError(f"no container init after {timeout} s; console: {self.log}")
+
+    def stop(self, timeout: float = 60.0) -> None:
+        """Shut the box down cleanly (poweroff), SIGKILL nspawn if it does not go."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.sh("systemctl poweroff --no-block", check=False, timeout=10)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+
+    def __enter__(self) -> Box:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ a root shell on the box
+
+    def sh(
+        self, script: str, check: bool = True, timeout: float = 120.0, input: Optional[str] = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``script`` with bash as root on the box (all its namespaces, a clean environment)."""
+        cmd = [
+            "nsenter",
+            f"--target={self.leader}",
+            "--all",
+            "env",
+            "-i",
+            f"PATH={PATH}",
+            "HOME=/root",
+            "LANG=C.UTF-8",
+            "SYSTEMD_PAGER=",
+            "SYSTEMD_COLORS=0",
+            "bash",
+            "-c",
+            script,
+        ]
+        try:
+            result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, input=input, check=False)
+        except subprocess.TimeoutExpired as exc:
+            raise BoxError(f"timed out after {timeout} s on the box: {script}") from exc
+        if check and result.returncode != 0:
+            raise BoxError(
+                f"on the box: {script}\nexit {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+            )
+        return result
+
+    def write(self, path: str, text: str, mode: str = "0644", owner: str = "root:root") -> None:
+        """Write a file on the box (through the shell, so it lands in the box's overlay)."""
+        user, group = owner.split(":", 1)
+        self.sh(f"install -D -m {mode} -o {user} -g {group} /dev/stdin {shlex.quote(path)}", input=text)
+
+    def read(self, path: str) -> str:
+        return self.sh(f"cat {shlex.quote(path)}").stdout
+
+    # ------------------------------------------------------------------ systemd
+
+    def show(self, unit: str, *props: str) -> Dict[str, str]:
+        out = self.sh(f"systemctl show {shlex.quote(unit)} " + " ".join(f"-p {p}" for p in props)).stdout
+        return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+    def journal(self, unit: str, since_cursor: str = "") -> str:
+        after = f" --after-cursor={shlex.quote(since_cursor)}" if since_cursor else ""
+        return self.sh(f"journalctl --no-pager -o cat -u {shlex.quote(unit)}{after}", check=False).stdout
+
+    def cursor(self) -> str:
+        out = self.sh("journalctl -n 0 --show-cursor --no-pager", check=False).stdout
+        return next((line.split("cursor: ", 1)[1] for line in out.splitlines() if "cursor: " in line), "")
+
+    def wait_for(
+        self, script: str, timeout: float, what: str, interval: float = 0.2
+    ) -> Tuple[float, subprocess.CompletedProcess[str]]:
+        """Poll ``script`` until it exits 0; returns (seconds waited, its result)."""
+        started = time.monotonic()
+        deadline = started + timeout
+        while True:
+            result = self.sh(script, check=False, timeout=max(5.0, timeout))
+            if result.returncode == 0:
+                return time.monotonic() - started, result
+            if time.monotonic() > deadline:
+                raise BoxError(
+                    f"timed out after {timeout} s waiting for {what}: {script}\n{result.stdout}{result.stderr}"
+                )
+            time.sleep(interval)
