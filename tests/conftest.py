@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["tests.agent.broker_fixtures"]
+pytest_plugins = ["tests.agent.broker_fixtures", "tests.rtsp.fixtures"]
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_DIR = REPO / "models" / "demo"

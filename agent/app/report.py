@@ -18,7 +18,14 @@ from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional
 from agent import __version__
 from agent.app.pipeline import percentile
 from agent.observability.metrics import Sample, counter, gauge
-from agent.protocol.models import CameraState, CameraStatus, CameraSummary, DeviceStatus, ModelQuality
+from agent.protocol.models import (
+    CameraDecode,
+    CameraState,
+    CameraStatus,
+    CameraSummary,
+    DeviceStatus,
+    ModelQuality,
+)
 from agent.sources.frame import SourceState, SourceStatus
 
 if TYPE_CHECKING:
@@ -69,19 +76,44 @@ class Reporter:
 
     # ---------------------------------------------------------------- MQTT
 
+    def camera_stale(self, name: str) -> int:
+        pipeline = self._d.pipeline
+        runtime = pipeline.cameras.get(name) if pipeline else None
+        return runtime.stale_frames if runtime else 0
+
     def camera_message(self, status: SourceStatus) -> CameraStatus:
+        decode = status.decode
+        last_frame = None
+        if status.last_frame_monotonic is not None:  # monotonic -> wall, for a reader elsewhere
+            last_frame = datetime.fromtimestamp(
+                time.time() - (time.monotonic() - status.last_frame_monotonic), timezone.utc
+            )
         return CameraStatus(
             device=self._d.config.mqtt.device,
             camera=status.camera,
             state=CAMERA_STATE[status.state],
-            source=status.kind,
+            source=(status.address or status.kind)[:512],
             fps=round(self.camera_fps(status.camera), 3),
             frames=status.frames,
             drops=status.dropped,
             reconnects=status.reconnects,
             reconnect_attempts=status.reconnect_attempts,
-            last_frame_at=None,
+            last_frame_at=last_frame,
             error=status.reason[:1024] or None,
+            width=status.width or None,
+            height=status.height or None,
+            stale=self.camera_stale(status.camera),
+            decode=None
+            if decode is None
+            else CameraDecode(
+                codec=decode.codec[:16],
+                decoder=decode.decoder[:256],
+                received=decode.received,
+                decoded=decode.decoded,
+                decode_errors=decode.decode_errors,
+                waited_for_keyframe=decode.waited,
+                decode_ms=decode.decode_ms,
+            ),
             ts=_now(),
         )
 
@@ -130,12 +162,14 @@ class Reporter:
             status = d.camera_status.get(camera.name)
             if status is not None:
                 record.update(status.as_record())
+                record["source"] = status.address or camera.source.type
             runtime = pipeline.cameras.get(camera.name) if pipeline else None
             if runtime is not None:
                 st = runtime.stats.snapshot
                 lat = list(st.latencies_ms)
                 record.update(
                     processed=st.processed,
+                    stale=runtime.stale_frames,
                     alerts=st.alerts,
                     samples=st.samples,
                     fps=round(st.fps(now), 3),
@@ -293,6 +327,30 @@ class Reporter:
             )
             streaming = 1.0 if status.state == SourceState.STREAMING else 0.0
             yield gauge("camera_streaming", streaming, "1 while streaming.", camera=name)
+            yield counter("camera_frames_total", status.frames, "Frames delivered by the camera.", camera=name)
+            yield counter(
+                "camera_frames_stale_total",
+                self.camera_stale(name),
+                "Frames refused as older than the camera's stall limit.",
+                camera=name,
+            )
+            decode = status.decode
+            if decode is not None:
+                yield counter(
+                    "camera_frames_decoded_total", decode.decoded, "Frames the video decoder produced.", camera=name
+                )
+                yield counter(
+                    "camera_decode_errors_total",
+                    decode.decode_errors,
+                    "Access units the decoder dropped as undecodable.",
+                    camera=name,
+                )
+                yield counter(
+                    "camera_decode_cpu_seconds_total",
+                    decode.decode_cpu_s,
+                    "CPU seconds spent decoding (CPU decoder).",
+                    camera=name,
+                )
         yield from self._spool_samples()
         if d.writer is not None:
             oc = d.writer.snapshot()

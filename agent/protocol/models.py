@@ -133,8 +133,26 @@ class DeviceStatus(_Message):
     ts: AwareDatetime = Field(description="When this status was produced (UTC, ISO 8601).")
 
 
+class CameraDecode(_Message):
+    """What a camera's video decoder did since the agent started (GStreamer-read cameras: RTSP)."""
+
+    codec: str = Field(default="", max_length=16, description="h264 / h265 (empty until a stream was described).")
+    decoder: str = Field(
+        default="", max_length=256, description="Which decoder and why (cpu, nvv4l2, nvdec, vaapi; auto's reason)."
+    )
+    received: int = Field(ge=0, description="Access units that reached the decoder.")
+    decoded: int = Field(ge=0, description="Frames the decoder produced.")
+    decode_errors: int = Field(ge=0, description="Access units the decoder dropped as undecodable.")
+    waited_for_keyframe: int = Field(
+        default=0, ge=0, description="Access units dropped before a connection's first keyframe (mid-GOP joins)."
+    )
+    decode_ms: Optional[float] = Field(
+        default=None, ge=0.0, description="Mean CPU milliseconds per decoded frame (null: decoded in hardware)."
+    )
+
+
 class CameraStatus(_Message):
-    """Retained status of one camera, on its own topic."""
+    """Retained status of one camera, on its own topic (republished at every status interval)."""
 
     device: str = Field(pattern=_ID_PATTERN, description="Device id.")
     camera: str = Field(pattern=_ID_PATTERN, description="Camera id.")
@@ -149,6 +167,12 @@ class CameraStatus(_Message):
     )
     last_frame_at: Optional[AwareDatetime] = Field(default=None, description="Time of the last frame.")
     error: Optional[str] = Field(default=None, max_length=1024, description="Last error, if any.")
+    width: Optional[int] = Field(default=None, ge=0, description="Width of the newest frame.")
+    height: Optional[int] = Field(default=None, ge=0, description="Height of the newest frame.")
+    stale: int = Field(
+        default=0, ge=0, description="Frames the pipeline refused as older than the camera's stall limit."
+    )
+    decode: Optional[CameraDecode] = Field(default=None, description="The video decoder's figures, if it has one.")
     ts: AwareDatetime = Field(description="When this status was produced.")
 
 

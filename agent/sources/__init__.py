@@ -4,11 +4,12 @@ Public surface::
 
     build_source(CameraConfig) -> CameraSource      # agent.sources.factory
     CameraSource.start() / stop() / status() / latest() / wait_frame() / await next_frame()
-    Frame, SourceState, SourceStatus, Backoff        # agent.sources.frame (pure)
+    Frame, SourceState, SourceStatus, DecodeStats    # agent.sources.frame (pure)
+    decode_branch, choose_decoder, csi_pipeline      # agent.sources.pipelines (pure: GStreamer pipelines)
     CameraConfig and the per-type source models      # agent.sources.config (pydantic)
     SourceError and subclasses                       # agent.sources.errors
 
-OpenCV is imported only when a reader opens.
+OpenCV and GStreamer (agent.sources.gst) are imported only when a reader opens.
 """
 
 from __future__ import annotations
@@ -36,9 +37,10 @@ from agent.sources.errors import (
     SourceStoppedError,
     SourceUnavailableError,
 )
-from agent.sources.factory import build_source, make_opener
-from agent.sources.frame import Frame, SourceState, SourceStatus, SyntheticOrigin
-from agent.sources.readers import FrameReader, Opener, csi_pipeline, gstreamer_available
+from agent.sources.factory import build_source, make_opener, source_address
+from agent.sources.frame import DecodeStats, Frame, SourceState, SourceStatus, SyntheticOrigin
+from agent.sources.pipelines import DecoderChoice, MachineFacts, choose_decoder, csi_pipeline, decode_branch
+from agent.sources.readers import FrameReader, Opener
 
 __all__ = [
     "Backoff",
@@ -46,6 +48,8 @@ __all__ = [
     "CameraConfig",
     "CameraSource",
     "CsiSourceConfig",
+    "DecodeStats",
+    "DecoderChoice",
     "FileSourceConfig",
     "Frame",
     "FrameListener",
@@ -53,6 +57,7 @@ __all__ = [
     "GStreamerSourceConfig",
     "HttpSourceConfig",
     "ImageFolderSourceConfig",
+    "MachineFacts",
     "Opener",
     "RtspSourceConfig",
     "SourceConfig",
@@ -69,8 +74,10 @@ __all__ = [
     "UsbSourceConfig",
     "build_source",
     "check_unique_names",
+    "choose_decoder",
     "csi_pipeline",
+    "decode_branch",
     "default_stall_timeout",
-    "gstreamer_available",
     "make_opener",
+    "source_address",
 ]

@@ -34,8 +34,8 @@ from typing import Any, Callable, List, Optional, Set, Tuple
 import structlog
 
 from agent.core.backoff import Backoff
-from agent.sources.errors import SourceConfigError, SourceStoppedError
-from agent.sources.frame import Frame, SourceState, SourceStatus, SyntheticOrigin
+from agent.sources.errors import SourceConfigError, SourceStoppedError, SourceUnavailableError
+from agent.sources.frame import DecodeStats, Frame, SourceState, SourceStatus, SyntheticOrigin
 from agent.sources.readers import FrameReader, Image, Opener
 from agent.threads import CAMERA, Supervisor, Worker, WorkerDeath
 
@@ -70,6 +70,7 @@ class CameraSource:
         stall_timeout_s: one read blocking this long is a stall; ``None``: :func:`default_stall_timeout`
             of the expected rate.
         rng: jitter source (tests pass a seeded one).
+        address: where the frames come from, without credentials (status and reasons show it).
     """
 
     def __init__(
@@ -84,11 +85,13 @@ class CameraSource:
         stall_timeout_s: Optional[float] = None,
         rng: Optional[random.Random] = None,
         supervisor: Optional[Supervisor] = None,
+        address: str = "",
     ) -> None:
         if fps_limit is not None and fps_limit <= 0:
             raise ValueError(f"fps_limit must be > 0, got {fps_limit}")
         self.name = name
         self.kind = kind
+        self.address = address
         self._opener = opener
         self._loop_source = loop
         self._fps_limit = fps_limit
@@ -119,6 +122,9 @@ class CameraSource:
         self._reason = ""
         self._changed_monotonic = time.monotonic()
         self._changed_wall = time.time()
+        # decode figures: the closed connections' sum and the open reader (asked for its own at each status)
+        self._decode_closed: Optional[DecodeStats] = None
+        self._reader: Optional[FrameReader] = None
 
         self._supervisor = supervisor
         self._thread: Optional[Worker] = None
@@ -181,6 +187,13 @@ class CameraSource:
         with self._cond:
             return self._status_locked()
 
+    def _decode_locked(self) -> Optional[DecodeStats]:
+        stats = getattr(self._reader, "stats", None)
+        current: Optional[DecodeStats] = stats() if callable(stats) else None
+        if current is None:
+            return self._decode_closed
+        return current if self._decode_closed is None else self._decode_closed + current
+
     def _status_locked(self) -> SourceStatus:
         latest = self._latest
         return SourceStatus(
@@ -200,7 +213,16 @@ class CameraSource:
             last_frame_monotonic=latest.captured_monotonic if latest else None,
             width=latest.width if latest else 0,
             height=latest.height if latest else 0,
+            address=self.address,
+            decode=self._decode_locked(),
         )
+
+    def _set_reason(self, reason: str) -> None:
+        """A new reason without a new state (what the source is trying now, why the last try failed). Not a
+        state change: listeners are not called; :meth:`status` (read at every status interval) shows it."""
+        with self._cond:
+            if not self._state.terminal:
+                self._reason = reason
 
     def _set_state(self, state: SourceState, reason: str = "") -> None:
         with self._cond:
@@ -286,9 +308,14 @@ class CameraSource:
             )
         return None
 
-    def _deliver(self, image: Image, origin: Optional[SyntheticOrigin] = None) -> None:
-        now = time.monotonic()
-        wall = time.time()
+    def _deliver(
+        self,
+        image: Image,
+        origin: Optional[SyntheticOrigin] = None,
+        capture: Optional[Tuple[float, float]] = None,
+    ) -> None:
+        # the moment the frame's data reached the box when the reader knows it (before decoding), else now
+        now, wall = capture if capture is not None else (time.monotonic(), time.time())
         with self._cond:
             frame = Frame(self.name, self._next_index, now, wall, image, origin)
             self._next_index += 1
@@ -330,6 +357,8 @@ class CameraSource:
                     with self._cond:
                         self._reconnect_attempts += 1
                 tried_before = True
+                if self.address and not looping:
+                    self._set_reason(f"opening {self.address}")
                 try:
                     reader = self._opener()
                 except SourceConfigError as exc:
@@ -339,10 +368,13 @@ class CameraSource:
                     looping = False  # the next successful open is a reconnect, not the next loop
                     with self._cond:
                         self._failed_attempts += 1
-                    if self._sleep_backoff(attempt, f"open failed: {exc}"):
+                    at_least = exc.retry_after_s if isinstance(exc, SourceUnavailableError) else None
+                    if self._sleep_backoff(attempt, f"open failed: {exc}", at_least):
                         break
                     attempt += 1
                     continue
+                with self._cond:
+                    self._reader = reader
                 if opened_before and not looping:
                     with self._cond:
                         self._reconnects += 1
@@ -354,6 +386,9 @@ class CameraSource:
                         reader.close()
                     except Exception:
                         log.exception("camera_reader_close_failed", camera=self.name)
+                    with self._cond:
+                        self._decode_closed = self._decode_locked()
+                        self._reader = None
                 if delivered:
                     attempt = 0
                 if outcome == _STOPPED:
@@ -381,10 +416,12 @@ class CameraSource:
         """A reader (or its watchdog) kept dying: the camera is failed, with the last error."""
         self._set_state(SourceState.FAILED, f"internal error: {death.error}")
 
-    def _sleep_backoff(self, attempt: int, reason: str) -> bool:
-        """RECONNECTING, then wait the backoff delay; True when stop() was called meanwhile."""
+    def _sleep_backoff(self, attempt: int, reason: str, at_least: Optional[float] = None) -> bool:
+        """RECONNECTING, then wait the backoff delay (``at_least`` when the failure asks for a longer wait: a
+        refused login); True when stop() was called meanwhile."""
         self._set_state(SourceState.RECONNECTING, reason)
-        delay = self._backoff.delay(attempt, self._rng)
+        self._set_reason(reason)  # already reconnecting: the newest failure is the reason, not the first one
+        delay = max(self._backoff.delay(attempt, self._rng), at_least or 0.0)
         log.info("camera_reconnect_wait", camera=self.name, attempt=attempt, delay_s=round(delay, 3), reason=reason)
         return self._stop.wait(delay)
 
@@ -429,8 +466,8 @@ class CameraSource:
                 return _LOST, delivered, f"read failed: {exc}"
             if image is None:
                 return _END, delivered, "end of stream"
-            # only the synthetic reader knows what it rendered; every other reader has no such attribute
-            self._deliver(image, getattr(reader, "last_origin", None))
+            # only the synthetic reader knows what it rendered, only stream readers when the data arrived
+            self._deliver(image, getattr(reader, "last_origin", None), getattr(reader, "last_capture", None))
             delivered += 1
             interval = pace_interval or limit_interval
             if interval:

@@ -5,7 +5,7 @@ Example::
     cameras:
       - name: press-1
         fps_limit: 10
-        source: {type: rtsp, url: "rtsp://10.0.0.21:554/stream1", transport: tcp}
+        source: {type: rtsp, url: "rtsp://10.0.0.21:554/stream2", main_url: "rtsp://10.0.0.21:554/stream1"}
       - name: bench
         source: {type: usb, device: /dev/video0, width: 1280, height: 720, fps: 30, fourcc: MJPG}
       - name: jetson-csi
@@ -15,9 +15,10 @@ Example::
       - name: demo
         source: {type: synthetic, domain: factory, seed: 1, width: 1920, height: 1080, fps: 10}
 
-CSI and raw GStreamer sources need an OpenCV built with GStreamer: on a Jetson that is the system OpenCV
-from JetPack (``python3-opencv``), made visible to the agent's virtualenv (``--system-site-packages``); the
-pip wheels have no GStreamer. The source fails at start with a clear error when the OpenCV in use lacks it.
+RTSP, CSI and raw GStreamer sources are read through GStreamer (agent/sources/gst.py): its Python bindings
+(PyGObject) and plugins come from the system (``python3-gi`` and the GStreamer packages; on a Jetson, JetPack's
+own, with its hardware decoders), seen by the agent's virtualenv through ``--system-site-packages``. The camera
+fails at start with a clear error naming what to install when they are missing.
 """
 
 from __future__ import annotations
@@ -33,10 +34,14 @@ from agent.strict import FrozenModel
 
 
 class BackoffConfig(FrozenModel):
-    """Reconnect delays: capped exponential backoff with jitter."""
+    """Reconnect delays: capped exponential backoff with jitter.
+
+    The cap is short on purpose: a camera that reboots is back within seconds and should stream again within
+    seconds, and a try costs one TCP connection (a refused login or a wrong path waits a minute instead:
+    agent/sources/gst.py ``AUTH_RETRY_S``)."""
 
     initial_s: float = Field(default=0.5, gt=0, le=3600, description="Delay before the first retry.")
-    max_s: float = Field(default=30.0, gt=0, le=3600, description="Longest delay between retries.")
+    max_s: float = Field(default=2.0, gt=0, le=3600, description="Longest delay between retries.")
     multiplier: float = Field(default=2.0, ge=1, le=10, description="Growth of the delay per failed attempt.")
     jitter: float = Field(default=0.2, ge=0, lt=1, description="Delays are scaled by a random 1-jitter..1.")
 
@@ -45,15 +50,60 @@ class BackoffConfig(FrozenModel):
 
 
 class RtspSourceConfig(FrozenModel):
-    """An RTSP stream read by OpenCV's FFmpeg backend."""
+    """An RTSP camera (H.264 or H.265), read through GStreamer.
+
+    ``url`` is the stream the model sees (a camera's substream where it has one: 640x360 costs a tenth of
+    1080p to decode, and the model letterboxes to its input size anyway); ``main_url`` the full-resolution
+    stream, used only for what a person or the trainer looks at (alert snapshots, samples): it is received
+    but not decoded, and a still is decoded from its last keyframe only when one is needed."""
 
     type: Literal["rtsp"] = Field(description="Source kind.")
-    url: str = Field(pattern=r"^rtsps?://", description="rtsp:// or rtsps:// URL (credentials may be inline).")
-    transport: Literal["tcp", "udp"] = Field(
-        default="tcp", description="RTSP transport; tcp survives lossy networks without smeared frames."
+    url: str = Field(
+        pattern=r"^rtsps?://",
+        description="The detect stream: rtsp:// or rtsps:// URL (credentials may be inline, or the whole URL a "
+        "!credential). The model runs on every frame of it.",
     )
-    open_timeout_s: float = Field(default=10.0, gt=0, le=300, description="Give up opening after this long.")
-    read_timeout_s: float = Field(default=5.0, gt=0, le=300, description="A read blocking this long fails.")
+    main_url: Optional[str] = Field(
+        default=None,
+        pattern=r"^rtsps?://",
+        description="The camera's main (full-resolution) stream for alert snapshots and samples; null: they "
+        "come from the detect stream.",
+    )
+    transport: Literal["tcp", "udp"] = Field(
+        default="tcp",
+        description="RTSP transport: tcp (interleaved; a lossy network slows it down but never smears frames) "
+        "or udp (lower overhead; lost packets cost whole frames, dropped by the decoder and counted).",
+    )
+    decoder: Literal["auto", "cpu", "nvv4l2", "nvdec", "vaapi"] = Field(
+        default="auto",
+        description="Video decoder: auto (Jetson nvv4l2decoder, then NVDEC on an NVIDIA GPU, then VA-API, else "
+        "the CPU; the camera's status says which and why), cpu (GStreamer's libav decoder), nvv4l2 (Jetson), "
+        "nvdec (NVIDIA dGPU, gst-plugins-bad nvcodec), vaapi (Intel/AMD, gst-plugins-bad va).",
+    )
+    decoder_threads: int = Field(
+        default=1,
+        ge=0,
+        le=16,
+        description="CPU decoder threads per camera; 1 adds no latency (each extra frame thread holds back a "
+        "frame), 0 lets the decoder choose (for one high-resolution camera on a many-core box).",
+    )
+    latency_ms: int = Field(
+        default=200,
+        ge=0,
+        le=5000,
+        description="Jitter buffer: how long a late or reordered packet is waited for (matters for udp; an "
+        "in-order stream is not delayed by it).",
+    )
+    open_timeout_s: float = Field(
+        default=10.0, gt=0, le=300, description="Give up an open that has not delivered a frame after this long."
+    )
+    read_timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=300,
+        description="No frame for this long drops the connection and reconnects (the camera shows stalled "
+        "from the stall limit on, sooner).",
+    )
 
 
 class HttpSourceConfig(FrozenModel):
@@ -89,7 +139,7 @@ class UsbSourceConfig(FrozenModel):
 
 
 class CsiSourceConfig(FrozenModel):
-    """A MIPI CSI camera on a Jetson, through nvarguscamerasrc (needs OpenCV with GStreamer)."""
+    """A MIPI CSI camera on a Jetson, through nvarguscamerasrc (GStreamer, JetPack's plugins)."""
 
     type: Literal["csi"] = Field(description="Source kind.")
     sensor_id: int = Field(default=0, ge=0, le=15, description="nvarguscamerasrc sensor-id.")
@@ -109,7 +159,7 @@ class CsiSourceConfig(FrozenModel):
 
 
 class GStreamerSourceConfig(FrozenModel):
-    """Any GStreamer pipeline ending in an appsink delivering BGR (needs OpenCV with GStreamer)."""
+    """Any GStreamer pipeline ending in an appsink delivering BGR (``video/x-raw,format=BGR``)."""
 
     type: Literal["gstreamer"] = Field(description="Source kind.")
     pipeline: str = Field(min_length=1, max_length=4096, description="gst-launch syntax, ending in appsink.")

@@ -3,7 +3,7 @@
 ::
 
     SourceError                      base; ``camera`` names the camera
-    ├── SourceConfigError            cannot work as configured (no GStreamer in this OpenCV, bad pipeline):
+    ├── SourceConfigError            cannot work as configured (GStreamer or an element missing, a bad pipeline):
     │                                the source goes to FAILED and is not retried
     ├── SourceUnavailableError       cannot open now (device unplugged, stream down, folder missing): retried
     │                                with backoff
@@ -12,6 +12,8 @@
 """
 
 from __future__ import annotations
+
+from typing import Optional
 
 
 class SourceError(Exception):
@@ -31,7 +33,17 @@ class SourceConfigError(SourceError):
 
 
 class SourceUnavailableError(SourceError):
-    """The source cannot be opened right now; it is retried with backoff."""
+    """The source cannot be opened right now; it is retried with backoff.
+
+    Attributes:
+        retry_after_s: wait at least this long before the next try (a camera that refused the credentials or
+            has no such stream: retrying at once would not help and may lock the account), ``None`` for the
+            usual backoff.
+    """
+
+    def __init__(self, message: str, camera: str = "", retry_after_s: Optional[float] = None) -> None:
+        super().__init__(message, camera)
+        self.retry_after_s = retry_after_s
 
 
 class SourceReadError(SourceError):

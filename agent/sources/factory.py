@@ -18,14 +18,13 @@ from agent.sources.config import (
     SyntheticSourceConfig,
     UsbSourceConfig,
 )
+from agent.sources.pipelines import csi_pipeline, redact_url
 from agent.sources.readers import (
     FrameReader,
     ImageFolderReader,
     Opener,
     SyntheticReader,
-    csi_pipeline,
     open_ffmpeg,
-    open_gstreamer,
     open_usb,
     open_video_file,
 )
@@ -38,13 +37,17 @@ def make_opener(source: SourceConfig, camera: str = "") -> Opener:
         cfg_rtsp = source
 
         def open_rtsp() -> FrameReader:
-            return open_ffmpeg(
+            from agent.sources.gst import open_rtsp as open_gst_rtsp
+
+            return open_gst_rtsp(
                 cfg_rtsp.url,
-                live=True,
+                transport=cfg_rtsp.transport,
+                latency_ms=cfg_rtsp.latency_ms,
+                decoder=cfg_rtsp.decoder,
+                threads=cfg_rtsp.decoder_threads,
                 open_timeout_s=cfg_rtsp.open_timeout_s,
                 read_timeout_s=cfg_rtsp.read_timeout_s,
-                capture_options=f"rtsp_transport;{cfg_rtsp.transport}",
-                what=f"camera {camera} (rtsp)",
+                what=f"camera {camera} ({redact_url(cfg_rtsp.url)})",
             )
 
         return open_rtsp
@@ -75,10 +78,9 @@ def make_opener(source: SourceConfig, camera: str = "") -> Opener:
             output_height=source.output_height,
         )
         fps = float(source.fps)
-        return lambda: open_gstreamer(pipeline, live=True, fps=fps)
+        return _gst_pipeline_opener(pipeline, f"camera {camera} (csi sensor {source.sensor_id})", fps)
     if isinstance(source, GStreamerSourceConfig):
-        cfg_gst = source
-        return lambda: open_gstreamer(cfg_gst.pipeline, live=cfg_gst.live, fps=cfg_gst.fps)
+        return _gst_pipeline_opener(source.pipeline, f"camera {camera} (gstreamer)", source.fps, source.live)
     if isinstance(source, FileSourceConfig):
         cfg_file = source
         return lambda: open_video_file(cfg_file.path, cfg_file.realtime)
@@ -91,6 +93,32 @@ def make_opener(source: SourceConfig, camera: str = "") -> Opener:
             cfg_syn.domain, cfg_syn.seed, (cfg_syn.height, cfg_syn.width), cfg_syn.fps, prerender=cfg_syn.prerender
         )
     raise TypeError(f"unknown source configuration {type(source).__name__}")  # pragma: no cover
+
+
+def _gst_pipeline_opener(description: str, what: str, fps: Optional[float], live: bool = True) -> Opener:
+    def open_pipeline() -> FrameReader:
+        from agent.sources.gst import open_pipeline as open_gst_pipeline
+
+        reader = open_gst_pipeline(description, what=what, nominal_fps=fps)
+        reader.live = live
+        return reader
+
+    return open_pipeline
+
+
+def source_address(source: SourceConfig) -> str:
+    """Where a source's frames come from, as its status may show it (never credentials)."""
+    if isinstance(source, (RtspSourceConfig, HttpSourceConfig)):
+        return redact_url(source.url)
+    if isinstance(source, UsbSourceConfig):
+        return str(source.device)
+    if isinstance(source, CsiSourceConfig):
+        return f"csi:{source.sensor_id}"
+    if isinstance(source, GStreamerSourceConfig):
+        return "gstreamer pipeline"
+    if isinstance(source, (FileSourceConfig, ImageFolderSourceConfig)):
+        return source.path
+    return f"synthetic:{source.domain}/{source.seed}"
 
 
 def build_source(
@@ -109,4 +137,5 @@ def build_source(
         stall_timeout_s=config.stall_timeout_s,
         rng=rng,
         supervisor=supervisor,
+        address=source_address(source),
     )

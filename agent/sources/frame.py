@@ -63,6 +63,61 @@ class Frame:
         return int(self.image.shape[1])
 
 
+@dataclass(frozen=True)
+class DecodeStats:
+    """What a camera's decoder did: one connection's figures, or the sum over every connection of a camera.
+
+    Attributes:
+        received: access units that reached the decoder (after the first keyframe of each connection).
+        waited: access units dropped before the first keyframe of a connection (a reader joining mid-GOP
+            must not hand grey or smeared frames to the model).
+        decoded: frames that came out of the decoder and its colour conversion.
+        decode_errors: access units the decoder dropped as undecodable (corrupt, or references lost).
+        decode_cpu_s: CPU seconds spent decoding and converting the ``timed_frames`` frames.
+        timed_frames: frames whose decode CPU time is counted (the CPU decoder; a hardware decoder's frames
+            are decoded off the CPU and not timed).
+        codec: ``h264`` / ``h265`` (the latest connection's).
+        decoder: which decoder, and why it was chosen (the latest connection's).
+    """
+
+    received: int = 0
+    waited: int = 0
+    decoded: int = 0
+    decode_errors: int = 0
+    decode_cpu_s: float = 0.0
+    timed_frames: int = 0
+    codec: str = ""
+    decoder: str = ""
+
+    def __add__(self, other: DecodeStats) -> DecodeStats:
+        return DecodeStats(
+            self.received + other.received,
+            self.waited + other.waited,
+            self.decoded + other.decoded,
+            self.decode_errors + other.decode_errors,
+            self.decode_cpu_s + other.decode_cpu_s,
+            self.timed_frames + other.timed_frames,
+            other.codec or self.codec,
+            other.decoder or self.decoder,
+        )
+
+    @property
+    def decode_ms(self) -> Optional[float]:
+        """Mean CPU milliseconds per decoded frame, ``None`` before any frame was timed."""
+        return round(1000.0 * self.decode_cpu_s / self.timed_frames, 2) if self.timed_frames else None
+
+    def as_record(self) -> Dict[str, Any]:
+        return {
+            "codec": self.codec,
+            "decoder": self.decoder,
+            "received": self.received,
+            "waited_for_keyframe": self.waited,
+            "decoded": self.decoded,
+            "decode_errors": self.decode_errors,
+            "decode_ms": self.decode_ms,
+        }
+
+
 class SourceState(str, Enum):
     """Life cycle of a camera source.
 
@@ -112,6 +167,10 @@ class SourceStatus:
         last_frame_monotonic: ``time.monotonic()`` of the newest frame, ``None`` before the first.
         width: width of the newest frame (0 before the first).
         height: height of the newest frame (0 before the first).
+        address: where the frames come from, without credentials (``rtsp://10.0.0.5:554/stream1``, a file
+            path, ``synthetic:factory``).
+        decode: the decoder's figures summed over every connection (``None`` for sources without a counted
+            decoder: files, folders, USB, synthetic).
     """
 
     camera: str
@@ -130,6 +189,8 @@ class SourceStatus:
     last_frame_monotonic: Optional[float]
     width: int
     height: int
+    address: str = ""
+    decode: Optional[DecodeStats] = None
 
     def as_record(self) -> Dict[str, Any]:
         """JSON-ready dict for the retained status message (no monotonic times: meaningless elsewhere)."""
@@ -148,4 +209,6 @@ class SourceStatus:
             "failed_attempts": self.failed_attempts,
             "width": self.width,
             "height": self.height,
+            "address": self.address,
+            "decode": None if self.decode is None else self.decode.as_record(),
         }

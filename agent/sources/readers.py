@@ -1,4 +1,4 @@
-"""Frame readers: one open connection to a camera, file, folder or renderer.
+"""Frame readers: one open connection to a camera, file, folder or renderer (GStreamer's are in gst.py).
 
 A reader is opened by an *opener* (a zero-argument callable) and used by exactly one
 :class:`agent.sources.camera.CameraSource` thread. OpenCV is imported when a reader is opened, never at
@@ -34,7 +34,8 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 _PRERENDER_LOCK = threading.Lock()
 
 # OPENCV_FFMPEG_CAPTURE_OPTIONS is process-wide and read by FFmpeg when a capture opens: every FFmpeg open
-# holds this lock while the variable holds that open's options.
+# holds this lock while the variable holds that open's options. Only files and HTTP cameras open through
+# FFmpeg; RTSP cameras, which a site has many of, open through GStreamer (agent/sources/gst.py) in parallel.
 _FFMPEG_OPEN_LOCK = threading.Lock()
 
 
@@ -88,46 +89,8 @@ def as_bgr(image: Image) -> Image:
 # ---------------------------------------------------------------------------------------------- OpenCV
 
 
-def gstreamer_available(build_information: str) -> bool:
-    """Whether ``cv2.getBuildInformation()`` text says OpenCV was built with GStreamer."""
-    for line in build_information.splitlines():
-        key, _, value = line.strip().partition(":")
-        if key.strip() == "GStreamer":
-            return value.strip().upper().startswith("YES")
-    return False
-
-
-def csi_pipeline(
-    *,
-    sensor_id: int = 0,
-    width: int = 1920,
-    height: int = 1080,
-    fps: int = 30,
-    flip_method: int = 0,
-    output_width: Optional[int] = None,
-    output_height: Optional[int] = None,
-) -> str:
-    """The GStreamer pipeline for a Jetson CSI camera, delivering BGR frames to OpenCV.
-
-    nvarguscamerasrc captures NV12 into NVMM (GPU) memory through the ISP; nvvidconv flips/scales and copies
-    to system memory as BGRx (the only packed RGB format it can write); videoconvert drops the x;
-    ``appsink drop=1 max-buffers=1`` keeps only the newest frame so a slow consumer never sees stale ones.
-    """
-    out_w = output_width or width
-    out_h = output_height or height
-    return (
-        f"nvarguscamerasrc sensor-id={sensor_id} ! "
-        f"video/x-raw(memory:NVMM), width=(int){width}, height=(int){height}, "
-        f"framerate=(fraction){fps}/1, format=(string)NV12 ! "
-        f"nvvidconv flip-method={flip_method} ! "
-        f"video/x-raw, width=(int){out_w}, height=(int){out_h}, format=(string)BGRx ! "
-        "videoconvert ! video/x-raw, format=(string)BGR ! "
-        "appsink drop=1 max-buffers=1"
-    )
-
-
 class OpenCvReader:
-    """A ``cv2.VideoCapture`` (FFmpeg, V4L2 or GStreamer backend)."""
+    """A ``cv2.VideoCapture`` (FFmpeg or V4L2 backend)."""
 
     def __init__(self, capture: Any, live: bool, nominal_fps: Optional[float], what: str) -> None:
         self._capture = capture
@@ -241,22 +204,6 @@ def open_usb(
         capture.set(cv2.CAP_PROP_FPS, fps)
     capture.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # newest frame, not a queue of old ones (where supported)
     return OpenCvReader(capture, live=True, nominal_fps=_reported_fps(capture), what=f"V4L2 device {device}")
-
-
-def open_gstreamer(pipeline: str, live: bool = True, fps: Optional[float] = None) -> OpenCvReader:
-    """A GStreamer pipeline ending in an appsink; needs an OpenCV built with GStreamer."""
-    cv2 = cv2_module()
-    if not gstreamer_available(cv2.getBuildInformation()):
-        raise SourceConfigError(
-            "this OpenCV has no GStreamer support (cv2.getBuildInformation() shows 'GStreamer: NO'); CSI and "
-            "GStreamer sources need the system OpenCV from JetPack visible to the agent's virtualenv "
-            "(create it with --system-site-packages and do not install opencv-python into it)"
-        )
-    capture = cv2.VideoCapture(pipeline, cv2.CAP_GSTREAMER)
-    if not capture.isOpened():
-        capture.release()
-        raise SourceUnavailableError(f"GStreamer pipeline did not start: {pipeline}")
-    return OpenCvReader(capture, live=live, nominal_fps=fps or _reported_fps(capture), what="GStreamer pipeline")
 
 
 # ----------------------------------------------------------------------------------------- image folder

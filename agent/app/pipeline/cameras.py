@@ -111,6 +111,7 @@ class CameraRuntime:
         self.alerts = AlertEvaluator(config.name, self.rules.alert_rules(class_names))
         self.triage = CameraTriage(config.name, self.rules.triage.to_core())
         self.last_index = -1
+        self.stale_frames = 0  # written by the inference thread only; frames older than the stall limit
         self.stats = CameraStats()
         self.snapshot_requests: List[str] = []
         self.zones = zone_polygons(self.rules)

@@ -294,6 +294,10 @@ class Pipeline:
             if frame is None or frame.index <= runtime.last_index:
                 continue
             runtime.last_index = frame.index
+            if time.monotonic() - frame.captured_monotonic > runtime.source.stall_timeout_s:
+                # older than the camera's stall limit: an alert on it would describe a moment long gone
+                runtime.stale_frames += 1
+                continue
             picked.append((runtime, frame))
             if len(picked) >= limit:
                 self._rr = (start + k + 1) % n

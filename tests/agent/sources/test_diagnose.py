@@ -131,8 +131,9 @@ def test_not_a_network_url(url: str) -> None:
 
 
 def test_a_failed_open_says_why() -> None:
+    # an HTTP camera (OpenCV's FFmpeg); RTSP cameras open through GStreamer: test_rtsp_camera.py
     port = free_port()
     with pytest.raises(SourceUnavailableError) as info:
-        open_ffmpeg(f"rtsp://127.0.0.1:{port}/x", live=True, open_timeout_s=2, what="camera door (rtsp)")
+        open_ffmpeg(f"http://127.0.0.1:{port}/mjpeg", live=True, open_timeout_s=2, what="camera door (http)")
     message: Optional[str] = str(info.value)
-    assert message is not None and "camera door (rtsp): cannot open: connection refused by 127.0.0.1" in message
+    assert message is not None and "camera door (http): cannot open: connection refused by 127.0.0.1" in message

@@ -15,9 +15,7 @@ from agent.sources import (
     SyntheticSourceConfig,
     UsbSourceConfig,
     check_unique_names,
-    csi_pipeline,
     default_stall_timeout,
-    gstreamer_available,
 )
 
 
@@ -80,26 +78,6 @@ def test_duplicate_camera_names() -> None:
     cams = [CameraConfig.model_validate({"name": n, "source": {"type": "synthetic"}}) for n in ("a", "b", "a")]
     with pytest.raises(ValueError, match=r"\['a'\]"):
         check_unique_names(cams)
-
-
-def test_csi_pipeline() -> None:
-    pipeline = csi_pipeline(sensor_id=1, width=1280, height=720, fps=60, flip_method=2, output_width=640)
-    assert pipeline.startswith("nvarguscamerasrc sensor-id=1 ! ")
-    assert "width=(int)1280, height=(int)720, framerate=(fraction)60/1" in pipeline
-    assert "nvvidconv flip-method=2 ! video/x-raw, width=(int)640, height=(int)720, format=(string)BGRx" in pipeline
-    assert pipeline.endswith("videoconvert ! video/x-raw, format=(string)BGR ! appsink drop=1 max-buffers=1")
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("  Video I/O:\n    FFMPEG:  YES\n    GStreamer:                   NO\n", False),
-        ("    GStreamer:                   YES (1.16.3)\n", True),
-        ("  Video I/O:\n    FFMPEG: YES\n", False),
-    ],
-)
-def test_gstreamer_available(text: str, expected: bool) -> None:
-    assert gstreamer_available(text) is expected
 
 
 @pytest.mark.parametrize(("fps", "expected"), [(None, 2.0), (30.0, 2.0), (2.0, 5.0), (0.5, 20.0)])
