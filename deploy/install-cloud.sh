@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Install (or update) the cloud side's ingest service on a Debian/Ubuntu host (Python 3.10+).
 #
-#   sudo deploy/install-cloud.sh [SOURCE]    SOURCE: wheel file or project dir (default: this checkout)
+#   sudo deploy/install-cloud.sh [--wheelhouse DIR] [SOURCE]
+#       SOURCE: wheel file or project dir (default: this checkout)
+#       --wheelhouse DIR: pip installs from DIR alone, with no index (see --help)
 #
 # Idempotent: re-running upgrades in place; config, credentials and the store are kept.
 # Creates: user edge-trainer, /opt/edge-trainer/venv with the `cloud` extra (ingest, store, labelling: no
@@ -14,15 +16,16 @@
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-SOURCE=${1:-$(dirname "$HERE")}
 PREFIX=/opt/edge-trainer
 VENV=$PREFIX/venv
 PYTHON=${PYTHON:-python3}
+PROJECT_EXTRA=cloud
 
-if [[ $(id -u) -ne 0 ]]; then
-    echo "run as root (sudo $0)" >&2
-    exit 1
-fi
+# shellcheck source=deploy/install-lib.sh
+. "$HERE/install-lib.sh"
+
+parse_args "$@"
+require_root
 "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))' || {
     echo "the cloud side needs Python 3.10+ (set PYTHON=/path/to/python3.11)" >&2
     exit 1

@@ -1,5 +1,6 @@
 # shellcheck shell=bash
-# Functions shared by install-x86.sh and install-jetson.sh. Every step is idempotent.
+# Functions shared by install-x86.sh, install-jetson.sh (and, for its options, install-cloud.sh). Every step
+# is idempotent.
 # Run on a box as root, from an unpacked checkout or release tarball of this repository (the scripts install
 # the units, the udev rule, the factory model and the docs from it).
 
@@ -11,7 +12,7 @@ usage: sudo $0 [--wheelhouse DIR] [SOURCE]
   --wheelhouse DIR  install from the wheels in DIR only, never from an index (offline plants): DIR must hold
                     every wheel the install needs, pip included, and the build backend when SOURCE is a
                     directory. Make one on a machine with network and the box's Python version:
-                      python3 -m pip download --dest DIR pip 'hatchling>=1.26' '.[edge]'
+                      python3 -m pip download --dest DIR pip 'hatchling>=1.26' '.[${PROJECT_EXTRA:-edge}]'
 EOF
 }
 
