@@ -20,6 +20,14 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 setup: .stamps/apt $(VENV)/.installed $(VENV38)/.installed $(VENV_LS)/.installed
 
+# Cameras: GStreamer (the agent's RTSP / CSI reader, with its Python bindings and the headers PyGObject builds
+# against in the test venvs), GStreamer's RTSP server and Debian's python3-gi / python3-gst-1.0 (the tests' RTSP
+# server runs under Debian's python3), ffmpeg with x264 / x265 (the test clips), nftables (loss on a test camera
+# network), python3-opencv (the reader comparison's GStreamer-in-OpenCV row, as on a Jetson).
+CAMERA_APT := gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad \
+	gstreamer1.0-libav gstreamer1.0-rtsp gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0 gir1.2-gst-rtsp-server-1.0 \
+	python3-gi python3-gst-1.0 python3-numpy python3-opencv libgirepository1.0-dev libcairo2-dev pkg-config \
+	meson ninja-build patchelf ffmpeg nftables iproute2
 .stamps/apt:
 	@mkdir -p .stamps
 	@if { ! command -v mosquitto >/dev/null && [ ! -x /usr/sbin/mosquitto ]; } || ! command -v systemd-analyze >/dev/null \
@@ -29,22 +37,25 @@ setup: .stamps/apt $(VENV)/.installed $(VENV38)/.installed $(VENV_LS)/.installed
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto mosquitto-clients systemd ejabberd chromium chromium-driver >/dev/null; \
 		systemctl disable --now ejabberd >/dev/null 2>&1 || true; \
 	fi
+	@missing=$$(for p in $(CAMERA_APT); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then echo "setup: installing $$missing (apt: GStreamer, its RTSP server, ffmpeg for the camera tests)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
 	@touch $@
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml .stamps/apt
 	@test -x "$(PY311)" || { echo "setup: Python 3.11 not found (pyenv prefix 3.11); set PY311=/path/to/python3.11" >&2; exit 1; }
 	@test -d $(VENV) || $(PY311) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	# torch first, pinned: it lies on this machine's disk; nothing later may pull another build.
 	$(VENV)/bin/pip install -q torch==2.14.1 torchvision==0.29.1
-	$(VENV)/bin/pip install -q -e '.[trainer,dev]'
+	$(VENV)/bin/pip install -q -e '.[trainer,dev,gstreamer]'
 	@touch $@
 
-$(VENV38)/.installed: pyproject.toml
+$(VENV38)/.installed: pyproject.toml .stamps/apt
 	@test -x "$(PY38)" || { echo "setup: Python 3.8 NOT FOUND (pyenv prefix 3.8): the agent must be tested on 3.8; set PY38=" >&2; exit 1; }
 	@test -d $(VENV38) || $(PY38) -m venv $(VENV38)
 	$(VENV38)/bin/pip install -q --upgrade pip
-	$(VENV38)/bin/pip install -q -e '.[edge,dev]'
+	$(VENV38)/bin/pip install -q -e '.[edge,dev,gstreamer]'
 	@! $(VENV38)/bin/python -c "import torch" 2>/dev/null || { echo "setup: torch leaked into the agent's venv" >&2; exit 1; }
 	@touch $@
 
@@ -78,6 +89,10 @@ typecheck: setup
 # The agent's own tests run on Python 3.8 (pytest38: the oldest interpreter it ships on); here, on 3.11, the
 # cloud's tests (which run the agent's daemon, pipeline and OTA in-process too) and the one agent test that needs
 # the trainer's environment (the onnx package).
+# EVL_REQUIRE_GSTREAMER / EVL_REQUIRE_RTSP: the camera tests fail instead of skipping without GStreamer or the RTSP
+# server.
+export EVL_REQUIRE_GSTREAMER := 1
+export EVL_REQUIRE_RTSP := 1
 pytest: setup
 	EVL_REQUIRE_LABEL_STUDIO=1 EVL_REQUIRE_BROWSER=1 $(VENV)/bin/python -m pytest -q -m "not slow" tests/trainer tests/agent/core/test_onnx_proto.py
 
