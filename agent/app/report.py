@@ -20,6 +20,7 @@ from agent.app.pipeline import percentile
 from agent.observability.metrics import Sample, counter, gauge
 from agent.protocol.models import (
     CameraDecode,
+    CameraMainStream,
     CameraState,
     CameraStatus,
     CameraSummary,
@@ -47,6 +48,23 @@ RECENT_DEATHS_S = 600.0  # a restarted thread stays among the problems this long
 
 def _now() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def _main_stream(status: SourceStatus) -> CameraMainStream:
+    main = status.main
+    assert main is not None
+    return CameraMainStream(
+        address=main.address[:512],
+        state=CAMERA_STATE[main.state],
+        error=None if main.state is SourceState.STREAMING else main.reason[:1024] or None,
+        codec=main.codec[:16],
+        received_bytes=main.received_bytes,
+        stills=main.stills,
+        still_failures=main.still_failures,
+        still_ms=main.still_ms,
+        width=main.width or None,
+        height=main.height or None,
+    )
 
 
 class Reporter:
@@ -114,6 +132,7 @@ class Reporter:
                 waited_for_keyframe=decode.waited,
                 decode_ms=decode.decode_ms,
             ),
+            main=None if status.main is None else _main_stream(status),
             ts=_now(),
         )
 

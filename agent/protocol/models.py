@@ -151,6 +151,21 @@ class CameraDecode(_Message):
     )
 
 
+class CameraMainStream(_Message):
+    """A camera's main (full-resolution) stream: received, decoded only for snapshots and samples."""
+
+    address: str = Field(max_length=512, description="Its address, without credentials.")
+    state: CameraState = Field(description="State of the main stream's connection.")
+    error: Optional[str] = Field(default=None, max_length=1024, description="Why it is not receiving, if so.")
+    codec: str = Field(default="", max_length=16, description="h264 / h265.")
+    received_bytes: int = Field(ge=0, description="Bytes received since the agent started.")
+    stills: int = Field(ge=0, description="Stills decoded from it (snapshots, samples).")
+    still_failures: int = Field(default=0, ge=0, description="Stills that could not be decoded.")
+    still_ms: Optional[float] = Field(default=None, ge=0.0, description="Mean milliseconds to decode a still.")
+    width: Optional[int] = Field(default=None, ge=0, description="Width of its stills.")
+    height: Optional[int] = Field(default=None, ge=0, description="Height of its stills.")
+
+
 class CameraStatus(_Message):
     """Retained status of one camera, on its own topic (republished at every status interval)."""
 
@@ -173,6 +188,7 @@ class CameraStatus(_Message):
         default=0, ge=0, description="Frames the pipeline refused as older than the camera's stall limit."
     )
     decode: Optional[CameraDecode] = Field(default=None, description="The video decoder's figures, if it has one.")
+    main: Optional[CameraMainStream] = Field(default=None, description="The camera's main stream, if it has one.")
     ts: AwareDatetime = Field(description="When this status was produced.")
 
 

@@ -29,7 +29,7 @@ import contextlib
 import random
 import threading
 import time
-from typing import Any, Callable, List, Optional, Set, Tuple
+from typing import TYPE_CHECKING, Any, Callable, List, Optional, Set, Tuple
 
 import structlog
 
@@ -38,6 +38,9 @@ from agent.sources.errors import SourceConfigError, SourceStoppedError, SourceUn
 from agent.sources.frame import DecodeStats, Frame, SourceState, SourceStatus, SyntheticOrigin
 from agent.sources.readers import FrameReader, Image, Opener
 from agent.threads import CAMERA, Supervisor, Worker, WorkerDeath
+
+if TYPE_CHECKING:
+    from agent.sources.stills import MainStream, Still
 
 log = structlog.get_logger(__name__)
 
@@ -71,6 +74,7 @@ class CameraSource:
             of the expected rate.
         rng: jitter source (tests pass a seeded one).
         address: where the frames come from, without credentials (status and reasons show it).
+        main: the camera's main stream (decoded only for stills), started and stopped with the source.
     """
 
     def __init__(
@@ -86,12 +90,14 @@ class CameraSource:
         rng: Optional[random.Random] = None,
         supervisor: Optional[Supervisor] = None,
         address: str = "",
+        main: Optional[MainStream] = None,
     ) -> None:
         if fps_limit is not None and fps_limit <= 0:
             raise ValueError(f"fps_limit must be > 0, got {fps_limit}")
         self.name = name
         self.kind = kind
         self.address = address
+        self.main = main
         self._opener = opener
         self._loop_source = loop
         self._fps_limit = fps_limit
@@ -155,6 +161,8 @@ class CameraSource:
         self._notify_listeners(self.status())
         self._thread.start()
         self._watchdog.start()
+        if self.main is not None:
+            self.main.start()
 
     def stop(self, timeout: float = 5.0) -> bool:
         """Stop reading and wait up to ``timeout`` s for the threads; False if the reader is still blocked.
@@ -165,6 +173,8 @@ class CameraSource:
         self._stop.set()
         deadline = time.monotonic() + timeout
         finished = True
+        if self.main is not None:
+            finished = self.main.stop(timeout / 2) and finished
         for worker in (self._thread, self._watchdog):
             if worker is not None and not worker.is_current:
                 worker.cancel_restarts()
@@ -215,6 +225,7 @@ class CameraSource:
             height=latest.height if latest else 0,
             address=self.address,
             decode=self._decode_locked(),
+            main=None if self.main is None else self.main.status(),
         )
 
     def _set_reason(self, reason: str) -> None:
@@ -247,6 +258,15 @@ class CameraSource:
                 log.exception("camera_state_listener_failed", camera=self.name)
 
     # ------------------------------------------------------------------------------------------ frames
+
+    def still_of(self, frame: Frame) -> Optional[Callable[[], Optional[Still]]]:
+        """For a camera with a main stream: a call that decodes its picture of ``frame``'s moment (for the
+        output writer's thread, which makes snapshots and samples); ``None`` without one."""
+        main = self.main
+        if main is None:
+            return None
+        at = frame.captured_monotonic
+        return lambda: main.still(at)
 
     def latest(self) -> Optional[Frame]:
         """The newest frame, marked taken (replacing it is no drop); ``None`` before the first."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from agent.sources.camera import CameraSource
 from agent.sources.config import (
@@ -29,6 +29,10 @@ from agent.sources.readers import (
     open_video_file,
 )
 from agent.threads import Supervisor
+
+if TYPE_CHECKING:
+    from agent.sources.gst import GstUnitReader
+    from agent.sources.stills import MainStream
 
 
 def make_opener(source: SourceConfig, camera: str = "") -> Opener:
@@ -107,17 +111,20 @@ def _gst_pipeline_opener(description: str, what: str, fps: Optional[float], live
 
 
 def source_address(source: SourceConfig) -> str:
-    """Where a source's frames come from, as its status may show it (never credentials)."""
+    """Where a source's frames come from, as its status may show it (never credentials): the URL without user,
+    password or query for network cameras, ``kind:what`` for the others."""
     if isinstance(source, (RtspSourceConfig, HttpSourceConfig)):
         return redact_url(source.url)
     if isinstance(source, UsbSourceConfig):
-        return str(source.device)
+        return f"usb:{source.device}"
     if isinstance(source, CsiSourceConfig):
         return f"csi:{source.sensor_id}"
     if isinstance(source, GStreamerSourceConfig):
-        return "gstreamer pipeline"
-    if isinstance(source, (FileSourceConfig, ImageFolderSourceConfig)):
-        return source.path
+        return "gstreamer:pipeline"
+    if isinstance(source, FileSourceConfig):
+        return f"file:{source.path}"
+    if isinstance(source, ImageFolderSourceConfig):
+        return f"images:{source.path}"
     return f"synthetic:{source.domain}/{source.seed}"
 
 
@@ -127,6 +134,9 @@ def build_source(
     """A stopped source for this camera; call ``start()`` on it. Its threads report to ``supervisor``."""
     source = config.source
     loop = bool(getattr(source, "loop", False))
+    main = None
+    if isinstance(source, RtspSourceConfig) and source.main_url:
+        main = _main_stream(config.name, source, config, supervisor)
     return CameraSource(
         config.name,
         source.type,
@@ -138,4 +148,29 @@ def build_source(
         rng=rng,
         supervisor=supervisor,
         address=source_address(source),
+        main=main,
     )
+
+
+def _main_stream(
+    camera: str, source: RtspSourceConfig, config: CameraConfig, supervisor: Optional[Supervisor]
+) -> MainStream:
+    from agent.sources.stills import MainStream
+
+    url = source.main_url
+    assert url is not None
+    shown = redact_url(url)
+
+    def open_units() -> GstUnitReader:
+        from agent.sources.gst import open_rtsp_units
+
+        return open_rtsp_units(
+            url,
+            transport=source.transport,
+            latency_ms=source.latency_ms,
+            open_timeout_s=source.open_timeout_s,
+            read_timeout_s=source.read_timeout_s,
+            what=f"camera {camera} main stream ({shown})",
+        )
+
+    return MainStream(camera, shown, open_units, backoff=config.reconnect.to_core(), supervisor=supervisor)

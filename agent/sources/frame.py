@@ -118,6 +118,24 @@ class DecodeStats:
         }
 
 
+@dataclass(frozen=True)
+class AccessUnit:
+    """One compressed frame of a stream that is received but not decoded (a camera's main stream).
+
+    Attributes:
+        data: the access unit, Annex B byte stream (parameter sets inline before each keyframe).
+        pts: its presentation time (nanoseconds, the stream's clock).
+        keyframe: decodable on its own (an IDR): a still can start here.
+        arrived_monotonic, arrived_wall: when it reached the box.
+    """
+
+    data: bytes
+    pts: int
+    keyframe: bool
+    arrived_monotonic: float
+    arrived_wall: float
+
+
 class SourceState(str, Enum):
     """Life cycle of a camera source.
 
@@ -146,6 +164,49 @@ class SourceState(str, Enum):
 
 
 @dataclass(frozen=True)
+class MainStreamStatus:
+    """A camera's main stream (received, decoded only for stills: agent/sources/stills.py) for its status."""
+
+    address: str
+    state: SourceState
+    reason: str
+    codec: str
+    units: int
+    buffered_bytes: int
+    received_units: int
+    received_bytes: int
+    reconnects: int
+    stills: int
+    still_failures: int
+    still_ms_total: float
+    width: int
+    height: int
+
+    @property
+    def still_ms(self) -> Optional[float]:
+        """Mean wall milliseconds to decode a still (its keyframe and the units up to the moment)."""
+        return round(self.still_ms_total / self.stills, 1) if self.stills else None
+
+    def as_record(self) -> Dict[str, Any]:
+        return {
+            "address": self.address,
+            "state": self.state.value,
+            "reason": self.reason,
+            "codec": self.codec,
+            "received_units": self.received_units,
+            "received_bytes": self.received_bytes,
+            "buffered_units": self.units,
+            "buffered_bytes": self.buffered_bytes,
+            "reconnects": self.reconnects,
+            "stills": self.stills,
+            "still_failures": self.still_failures,
+            "still_ms": self.still_ms,
+            "width": self.width,
+            "height": self.height,
+        }
+
+
+@dataclass(frozen=True)
 class SourceStatus:
     """A snapshot for the retained camera status message and ``edge-agent status``.
 
@@ -171,6 +232,7 @@ class SourceStatus:
             path, ``synthetic:factory``).
         decode: the decoder's figures summed over every connection (``None`` for sources without a counted
             decoder: files, folders, USB, synthetic).
+        main: the camera's main stream, when it has one (stills for snapshots and samples).
     """
 
     camera: str
@@ -191,6 +253,7 @@ class SourceStatus:
     height: int
     address: str = ""
     decode: Optional[DecodeStats] = None
+    main: Optional[MainStreamStatus] = None
 
     def as_record(self) -> Dict[str, Any]:
         """JSON-ready dict for the retained status message (no monotonic times: meaningless elsewhere)."""
@@ -211,4 +274,5 @@ class SourceStatus:
             "height": self.height,
             "address": self.address,
             "decode": None if self.decode is None else self.decode.as_record(),
+            "main": None if self.main is None else self.main.as_record(),
         }

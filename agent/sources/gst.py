@@ -27,13 +27,13 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional, Set, Tuple
+from typing import Any, Callable, Dict, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
 from agent.sources.diagnose import diagnose_stream_url
 from agent.sources.errors import SourceConfigError, SourceReadError, SourceUnavailableError
-from agent.sources.frame import DecodeStats
+from agent.sources.frame import AccessUnit, DecodeStats
 from agent.sources.pipelines import (
     DECODERS,
     MachineFacts,
@@ -41,19 +41,24 @@ from agent.sources.pipelines import (
     codec_of_encoding,
     decode_branch,
     decoder_element,
+    demux_branch,
     redact_url,
     split_credentials,
+    still_decoder,
 )
 from agent.sources.readers import Image
 
 __all__ = [
     "AUTH_RETRY_S",
     "GstFrameReader",
+    "GstUnitReader",
+    "decode_still",
     "gst_available",
     "gst_modules",
     "machine_facts",
     "open_pipeline",
     "open_rtsp",
+    "open_rtsp_units",
 ]
 
 AUTH_RETRY_S = 60.0
@@ -374,6 +379,81 @@ def _element(gst: Any, factory: str, name: Optional[str] = None) -> Any:
     return element
 
 
+BranchFactory = Callable[[str], Tuple[str, Callable[[Any], None]]]
+"""codec -> (the branch's description, a callback given the built branch bin)."""
+
+
+def _start_rtsp(
+    url: str,
+    *,
+    transport: str,
+    latency_ms: int,
+    open_timeout_s: float,
+    read_timeout_s: float,
+    what: str,
+    branch_for: BranchFactory,
+) -> Tuple[Any, Dict[str, Any], Dict[str, BaseException]]:
+    """An ``rtspsrc`` pipeline whose video branch is built from ``branch_for(codec)`` when the camera describes
+    its stream; returns (pipeline, what was built: ``sink``, failures found while building: ``error``)."""
+    gst, _glib = gst_modules()
+    location, user, password = split_credentials(url)
+    pipeline = gst.Pipeline.new(None)
+    source = _element(gst, "rtspsrc", "src")
+    source.set_property("location", location)
+    if user is not None:
+        source.set_property("user-id", user)
+    if password is not None:
+        source.set_property("user-pw", password)
+    gst.util_set_object_arg(source, "protocols", transport)  # a flags value by nick: no GstRtsp typelib needed
+    source.set_property("latency", int(latency_ms))
+    source.set_property("tcp-timeout", int(open_timeout_s * 1_000_000))
+    source.set_property("timeout", int(read_timeout_s * 1_000_000))  # UDP: no packet this long -> TCP retry
+    source.set_property("drop-on-latency", True)
+    source.set_property("do-rtsp-keep-alive", True)
+    pipeline.add(source)
+    built: Dict[str, Any] = {}
+    failure: Dict[str, BaseException] = {}
+    lock = threading.Lock()
+
+    def pad_added(_src: Any, pad: Any) -> None:
+        caps = pad.get_current_caps() or pad.query_caps(None)
+        structure = caps.get_structure(0)
+        media = structure.get_string("media") or ""
+        with lock:
+            if media != "video" or "sink" in built:
+                sink = gst.ElementFactory.make("fakesink", None)  # audio, metadata, a second video stream
+                sink.set_property("sync", False)
+                pipeline.add(sink)
+                sink.sync_state_with_parent()
+                pad.link(sink.get_static_pad("sink"))
+                return
+            codec = codec_of_encoding(structure.get_string("encoding-name") or "")
+            try:
+                if codec is None:
+                    raise SourceConfigError(
+                        f"{what}: the camera sends {structure.get_string('encoding-name')}; "
+                        "only H.264 and H.265 are decoded"
+                    )
+                description, attach = branch_for(codec)
+                branch = gst.parse_bin_from_description(description, True)
+            except (SourceConfigError, ValueError) as exc:
+                failure["error"] = exc if isinstance(exc, SourceConfigError) else SourceConfigError(str(exc))
+                return
+            except Exception as exc:  # GLib.Error from the parser: an element or property missing
+                failure["error"] = SourceConfigError(f"{what}: cannot build the pipeline: {exc}")
+                return
+            pipeline.add(branch)
+            branch.sync_state_with_parent()
+            pad.link(branch.get_static_pad("sink"))
+            attach(branch)
+            built["codec"] = codec
+            built["sink"] = branch.get_by_name("sink")
+            built["ready"] = True
+
+    source.connect("pad-added", pad_added)
+    return pipeline, built, failure
+
+
 def open_rtsp(
     url: str,
     *,
@@ -398,76 +478,36 @@ def open_rtsp(
             why (``retry_after_s`` is set for a refused login or a wrong path).
     """
     gst, _glib = gst_modules()
-    location, user, password = split_credentials(url)
-    shown = redact_url(url)
-    what = what or shown
-    facts = machine_facts() if decoder == "auto" else None
-    pipeline = gst.Pipeline.new(None)
-    source = _element(gst, "rtspsrc", "src")
-    source.set_property("location", location)
-    if user is not None:
-        source.set_property("user-id", user)
-    if password is not None:
-        source.set_property("user-pw", password)
-    gst.util_set_object_arg(source, "protocols", transport)  # a flags value by nick: no GstRtsp typelib needed
-    source.set_property("latency", int(latency_ms))
-    source.set_property("tcp-timeout", int(open_timeout_s * 1_000_000))
-    source.set_property("timeout", int(read_timeout_s * 1_000_000))  # UDP: no packet this long -> TCP retry
-    source.set_property("drop-on-latency", True)
-    source.set_property("do-rtsp-keep-alive", True)
-    pipeline.add(source)
+    what = what or redact_url(url)
+    facts = machine_facts() if decoder == "auto" else MachineFacts()
     probes = _Probes(gst)
-    built: Dict[str, Any] = {}
-    failure: Dict[str, BaseException] = {}
-    lock = threading.Lock()
 
-    def pad_added(_src: Any, pad: Any) -> None:
-        caps = pad.get_current_caps() or pad.query_caps(None)
-        structure = caps.get_structure(0)
-        media = structure.get_string("media") or ""
-        with lock:
-            if media != "video" or "sink" in built:
-                sink = gst.ElementFactory.make("fakesink", None)  # audio, metadata, a second video stream
-                sink.set_property("sync", False)
-                pipeline.add(sink)
-                sink.sync_state_with_parent()
-                pad.link(sink.get_static_pad("sink"))
-                return
-            codec = codec_of_encoding(structure.get_string("encoding-name") or "")
-            try:
-                if codec is None:
-                    raise SourceConfigError(
-                        f"{what}: the camera sends {structure.get_string('encoding-name')}; "
-                        "only H.264 and H.265 are decoded"
-                    )
-                choice = choose_decoder(decoder, codec, facts or MachineFacts())
-                if gst.ElementFactory.find(choice.element) is None:
-                    raise SourceConfigError(
-                        f"{what}: decoder {choice.decoder!r} needs GStreamer element {choice.element!r}, which "
-                        "this machine lacks (decoder: auto picks what is present)"
-                    )
-                branch = gst.parse_bin_from_description(decode_branch(codec, choice.decoder, threads=threads), True)
-            except (SourceConfigError, ValueError) as exc:
-                failure["error"] = exc if isinstance(exc, SourceConfigError) else SourceConfigError(str(exc))
-                return
-            except Exception as exc:  # GLib.Error from the parser: an element or property missing
-                failure["error"] = SourceConfigError(f"{what}: cannot build the decoder: {exc}")
-                return
-            probes.codec, probes.decoder = codec, choice.describe()
-            pipeline.add(branch)
-            branch.sync_state_with_parent()
-            pad.link(branch.get_static_pad("sink"))
-            probes.attach(branch.get_by_name("depay"), branch.get_by_name("sink"))
-            built["sink"] = branch.get_by_name("sink")
-            built["ready"] = True
+    def branch_for(codec: str) -> Tuple[str, Callable[[Any], None]]:
+        choice = choose_decoder(decoder, codec, facts)
+        if gst.ElementFactory.find(choice.element) is None:
+            raise SourceConfigError(
+                f"{what}: decoder {choice.decoder!r} needs GStreamer element {choice.element!r}, which this "
+                "machine lacks (decoder: auto picks what is present)"
+            )
+        probes.codec, probes.decoder = codec, choice.describe()
+        return decode_branch(codec, choice.decoder, threads=threads), lambda branch: probes.attach(
+            branch.get_by_name("depay"), branch.get_by_name("sink")
+        )
 
-    source.connect("pad-added", pad_added)
+    pipeline, built, failure = _start_rtsp(
+        url,
+        transport=transport,
+        latency_ms=latency_ms,
+        open_timeout_s=open_timeout_s,
+        read_timeout_s=read_timeout_s,
+        what=what,
+        branch_for=branch_for,
+    )
     reader: Optional[GstFrameReader] = None
-    sink_proxy = _LateSink(built)
     try:
         if pipeline.set_state(gst.State.PLAYING) == gst.StateChangeReturn.FAILURE:
             raise SourceUnavailableError(f"{what}: the pipeline did not start")
-        reader = GstFrameReader(pipeline, sink_proxy, what, read_timeout_s=read_timeout_s, probes=probes)
+        reader = GstFrameReader(pipeline, _LateSink(built), what, read_timeout_s=read_timeout_s, probes=probes)
         _wait_first(reader, built, failure, open_timeout_s, url, what, gst)
         return reader
     except BaseException:
@@ -476,6 +516,121 @@ def open_rtsp(
         else:
             pipeline.set_state(gst.State.NULL)
         raise
+
+
+class GstUnitReader(GstFrameReader):
+    """Access units from an RTSP stream's demux-only pipeline (:func:`open_rtsp_units`); ``codec`` is known."""
+
+    def __init__(self, pipeline: Any, sink: Any, what: str, *, read_timeout_s: float, built: Dict[str, Any]) -> None:
+        super().__init__(pipeline, sink, what, read_timeout_s=read_timeout_s)
+        self._built = built
+
+    @property
+    def codec(self) -> str:
+        return str(self._built.get("codec", ""))
+
+    def read_unit(self) -> Optional[AccessUnit]:
+        """The next access unit (blocks up to the read timeout; raises SourceReadError then or on an error)."""
+        sample = self._pull(self._read_timeout)
+        if sample is None:
+            return None
+        buffer = sample.get_buffer()
+        return AccessUnit(
+            buffer.extract_dup(0, buffer.get_size()),
+            int(buffer.pts),
+            not buffer.has_flags(self._gst.BufferFlags.DELTA_UNIT),
+            time.monotonic(),
+            time.time(),
+        )
+
+
+def open_rtsp_units(
+    url: str,
+    *,
+    transport: str = "tcp",
+    latency_ms: int = 200,
+    open_timeout_s: float = 10.0,
+    read_timeout_s: float = 5.0,
+    what: str = "",
+) -> GstUnitReader:
+    """Connect to an RTSP stream and receive its access units without decoding them (a main stream: a still is
+    decoded from its last keyframe only when one is wanted, :func:`decode_still`).
+
+    Raises: as :func:`open_rtsp`.
+    """
+    gst, _glib = gst_modules()
+    what = what or redact_url(url)
+    pipeline, built, failure = _start_rtsp(
+        url,
+        transport=transport,
+        latency_ms=latency_ms,
+        open_timeout_s=open_timeout_s,
+        read_timeout_s=read_timeout_s,
+        what=what,
+        branch_for=lambda codec: (demux_branch(codec), lambda _branch: None),
+    )
+    reader: Optional[GstUnitReader] = None
+    try:
+        if pipeline.set_state(gst.State.PLAYING) == gst.StateChangeReturn.FAILURE:
+            raise SourceUnavailableError(f"{what}: the pipeline did not start")
+        reader = GstUnitReader(pipeline, _LateSink(built), what, read_timeout_s=read_timeout_s, built=built)
+        _wait_first(reader, built, failure, open_timeout_s, url, what, gst)
+        return reader
+    except BaseException:
+        if reader is not None:
+            reader.close()
+        else:
+            pipeline.set_state(gst.State.NULL)
+        raise
+
+
+def decode_still(codec: str, units: Sequence[AccessUnit], timeout_s: float = 10.0) -> Image:
+    """Decode a run of access units that starts at a keyframe; returns the last frame, BGR.
+
+    A pipeline of its own for each still (``appsrc`` → parser → CPU decoder → ``appsink``): made, fed and
+    discarded in the calling thread; a few milliseconds to set up beside the decoding itself.
+
+    Raises:
+        ValueError: an empty run, or one that does not start at a keyframe.
+        SourceReadError: the decoder produced no frame.
+    """
+    if not units or not units[0].keyframe:
+        raise ValueError("a still is decoded from a run of access units that starts at a keyframe")
+    gst, _glib = gst_modules()
+    pipeline = gst.parse_launch(still_decoder(codec, threads=1))
+    source, sink = pipeline.get_by_name("src"), pipeline.get_by_name("sink")
+    last: Any = None
+    try:
+        pipeline.set_state(gst.State.PLAYING)
+        for unit in units:
+            buffer = gst.Buffer.new_wrapped(unit.data)
+            buffer.pts = unit.pts
+            if not unit.keyframe:
+                buffer.set_flags(gst.BufferFlags.DELTA_UNIT)
+            source.emit("push-buffer", buffer)
+        source.emit("end-of-stream")
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            sample = sink.try_pull_sample(int(0.2 * _NS))
+            if sample is not None:
+                last = sample
+                continue
+            if sink.is_eos():
+                break
+            message = pipeline.get_bus().pop_filtered(gst.MessageType.ERROR)
+            if message is not None:
+                raise SourceReadError(f"decoding a still failed: {message.parse_error()[0].message}")
+    finally:
+        pipeline.set_state(gst.State.NULL)
+    if last is None:
+        raise SourceReadError("decoding a still produced no frame")
+    structure = last.get_caps().get_structure(0)
+    width, height = structure.get_value("width"), structure.get_value("height")
+    buffer = last.get_buffer()
+    data = buffer.extract_dup(0, buffer.get_size())
+    stride = (width * 3 + 3) // 4 * 4
+    image: Image = np.ndarray((height, width, 3), np.uint8, data, strides=(stride, 3, 1))
+    return image if stride == width * 3 else np.ascontiguousarray(image)
 
 
 class _LateSink:

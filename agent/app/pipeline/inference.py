@@ -428,14 +428,31 @@ class Pipeline:
             runtime.stats.alerts += 1
             self.writer.submit(
                 OutputJob(
-                    "alert", runtime.name, frame, detections, update.track_ids, self.model, names, event, rule_ref
+                    "alert",
+                    runtime.name,
+                    frame,
+                    detections,
+                    update.track_ids,
+                    self.model,
+                    names,
+                    event,
+                    rule_ref,
+                    still=runtime.source.still_of(frame),
                 )
             )
         if decision is not None:
             runtime.stats.samples += 1
             self.writer.submit(
                 OutputJob(
-                    "sample", runtime.name, frame, detections, update.track_ids, self.model, names, decision=decision
+                    "sample",
+                    runtime.name,
+                    frame,
+                    detections,
+                    update.track_ids,
+                    self.model,
+                    names,
+                    decision=decision,
+                    still=runtime.source.still_of(frame),
                 )
             )
         while runtime.snapshot_requests:
@@ -451,6 +468,7 @@ class Pipeline:
                     self.model,
                     names,
                     request_id=request_id,
+                    still=runtime.source.still_of(frame),
                 )
             )
         quality = self.quality

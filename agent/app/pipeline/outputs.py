@@ -10,7 +10,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, List, Optional, Tuple
 
 import numpy.typing as npt
 import structlog
@@ -36,6 +36,9 @@ from agent.sources.frame import Frame
 from agent.spool.errors import SpoolError, SpoolFullError
 from agent.threads import SIDE_TASK, Supervisor, Worker
 
+if TYPE_CHECKING:
+    from agent.sources.stills import Still
+
 log = structlog.get_logger(__name__)
 
 
@@ -55,6 +58,8 @@ class OutputJob:
     decision: Optional[TriageDecision] = None
     request_id: Optional[str] = None
     enqueued: float = field(default_factory=time.monotonic)
+    # the camera's main stream, for the picture a person or the trainer looks at (CameraSource.still_of)
+    still: Optional[Callable[[], Optional[Still]]] = None
 
 
 @dataclass
@@ -70,6 +75,8 @@ class OutputCounters:
     spool_full: int = 0
     spool_write_errors: int = 0
     encode_errors: int = 0
+    main_stream_stills: int = 0  # pictures taken from a camera's main stream
+    main_stream_fallbacks: int = 0  # the main stream had no picture of the moment: the detect frame was used
     last_error: Optional[str] = None
     last_error_wall: Optional[float] = None
     last_ok_wall: Optional[float] = None
@@ -85,10 +92,18 @@ class OutputCounters:
 SpoolPut = Callable[..., str]
 
 
-def _boxes(detections: Detections, names: Dict[int, str], track_ids: Optional[npt.NDArray[Any]]) -> List[Box]:
+def _boxes(
+    detections: Detections,
+    names: Dict[int, str],
+    track_ids: Optional[npt.NDArray[Any]],
+    scale: Tuple[float, float] = (1.0, 1.0),
+) -> List[Box]:
+    """Protocol boxes; ``scale`` maps the detect frame's pixels to the picture sent (a main-stream still)."""
+    sx, sy = scale
     out = []
     for i in range(len(detections)):
         x1, y1, x2, y2 = (float(v) for v in detections.xyxy[i])
+        x1, x2, y1, y2 = x1 * sx, x2 * sx, y1 * sy, y2 * sy
         cls = int(detections.class_id[i])
         tid = None if track_ids is None or i >= len(track_ids) or track_ids[i] < 0 else int(track_ids[i])
         out.append(
@@ -219,12 +234,30 @@ class OutputWriter:
             self.counters.last_ok_wall = time.time()
         return True
 
-    def _snapshot_ref(self, job: OutputJob, quality: int) -> Tuple[SnapshotRef, bytes]:
-        jpeg = encode_jpeg(job.frame.image, quality)
+    def _picture(self, job: OutputJob) -> Tuple[npt.NDArray[Any], Tuple[float, float]]:
+        """What a person or the trainer gets to see of ``job``'s moment: the camera's main-stream still when it
+        has one of that moment, else the detect frame; and the scale from detect pixels to its pixels."""
+        if job.still is not None:
+            still = job.still()
+            with self._lock:
+                if still is None:
+                    self.counters.main_stream_fallbacks += 1
+                else:
+                    self.counters.main_stream_stills += 1
+            if still is not None:
+                image = still.image
+                return image, (image.shape[1] / job.frame.width, image.shape[0] / job.frame.height)
+        return job.frame.image, (1.0, 1.0)
+
+    def _snapshot_ref(
+        self, job: OutputJob, quality: int, picture: Optional[npt.NDArray[Any]] = None
+    ) -> Tuple[SnapshotRef, bytes]:
+        image = job.frame.image if picture is None else picture
+        jpeg = encode_jpeg(image, quality)
         ref = SnapshotRef(
             id=uuid.uuid4().hex,
             topic=self.topics.snapshots,
-            image=_image_info(job.frame.image, jpeg),
+            image=_image_info(image, jpeg),
             request_id=job.request_id,  # the requester matches the answer by it
             camera=job.camera if job.request_id is not None else None,
         )
@@ -236,11 +269,15 @@ class OutputWriter:
             assert job.alert is not None and job.rule_ref is not None
             event = job.alert
             snapshot, snapshot_jpeg = None, None
+            scale = (1.0, 1.0)
             if self.alert_snapshots:
-                ref, jpeg = self._snapshot_ref(job, self.snapshot_quality)
+                picture, scale = self._picture(job)
+                ref, jpeg = self._snapshot_ref(job, self.snapshot_quality, picture)
                 if self._spool("snapshot", self.topics.snapshots, encode_framed(ref, jpeg), ref.id):
                     snapshot, snapshot_jpeg = ref, jpeg
-            boxes = _boxes(Detections(event.xyxy, event.confidence, event.class_id), job.names, event.track_ids)
+                else:
+                    scale = (1.0, 1.0)  # no snapshot: the boxes describe the detect frame
+            boxes = _boxes(Detections(event.xyxy, event.confidence, event.class_id), job.names, event.track_ids, scale)
             message = AlertEvent(
                 id=uuid.uuid4().hex,
                 device=self.device,
@@ -270,7 +307,8 @@ class OutputWriter:
         elif job.kind == "sample":
             decision = job.decision
             assert decision is not None
-            jpeg = encode_jpeg(job.frame.image, self.sample_quality)
+            picture, scale = self._picture(job)
+            jpeg = encode_jpeg(picture, self.sample_quality)
             track_id = next((t for t in decision.track_ids if t >= 0), None)
             meta = SampleMeta(
                 id=uuid.uuid4().hex,
@@ -278,11 +316,11 @@ class OutputWriter:
                 camera=job.camera,
                 reason=SampleReason(decision.sent_for.value),
                 track_id=track_id,
-                predictions=_boxes(job.detections, job.names, job.track_ids),
+                predictions=_boxes(job.detections, job.names, job.track_ids, scale),
                 thresholds={k: float(v) for k, v in decision.thresholds.items()},
                 model=model,
                 frame_ts=_utc(job.frame.captured_wall),
-                image=_image_info(job.frame.image, jpeg),
+                image=_image_info(picture, jpeg),
                 note=(decision.flag_window.note or None) if decision.flag_window else None,
                 synthetic=_synthetic_ref(job.frame.origin),
             )
@@ -296,7 +334,7 @@ class OutputWriter:
                     )
                 )
         elif job.kind == "snapshot":
-            ref, jpeg = self._snapshot_ref(job, self.snapshot_quality)
+            ref, jpeg = self._snapshot_ref(job, self.snapshot_quality, self._picture(job)[0])
             if self._spool("snapshot", self.topics.snapshots, encode_framed(ref, jpeg), ref.id):
                 with self._lock:
                     self.counters.snapshots_spooled += 1

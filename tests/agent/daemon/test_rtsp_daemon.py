@@ -12,8 +12,11 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List
 
+import cv2
+import numpy as np
 import pytest
 
+from agent.protocol.framing import decode_frame
 from tests.agent.broker import MosquittoBroker
 from tests.agent.daemon.helpers import Collector, InProcessDaemon, config_dict, wait_for, write_config
 from tests.rtsp.clips import Clip
@@ -98,4 +101,49 @@ def test_the_camera_status_follows_the_camera_at_every_interval(
         payload.decode(errors="replace") for _, _, payload in collector.on("")
     )
     assert "s3cret-pw" not in everything
+    collector.close()
+
+
+def test_alert_snapshots_and_samples_come_from_the_main_stream(
+    tmp_path: Path, broker: MosquittoBroker, daemon_model: Path, rtsp_clips: Dict[str, Clip], rtsp_server: Any
+) -> None:
+
+    server: RtspServer = rtsp_server({"/sub": rtsp_clips["h264_sub"], "/main": rtsp_clips["h264"]})
+    camera = _camera(server.url("/sub"))
+    camera["source"]["main_url"] = server.url("/main")
+    camera["rules"]["triage"] = {
+        "random": {"probability": 1.0, "rate": {"per_minute": 60, "burst": 2}},
+        "uncertainty": {"enabled": False},
+        "near_duplicate": {"enabled": False},
+    }
+    collector = Collector(broker.port, topic="edge/site1/dev1/#")
+    cfg = write_config(tmp_path / "c.yaml", config_dict(tmp_path, broker.port, daemon_model, [camera]))
+    with InProcessDaemon(cfg) as daemon:
+        wait_for(lambda: collector.on("/alerts") and collector.on("/samples"), 30, "an alert and a sample")
+        alert = json.loads(collector.on("/alerts")[0][2])
+        snapshot = wait_for(
+            lambda: [
+                m
+                for m in collector.on("/snapshots")
+                if json.loads(decode_frame("t", m[2], 1 << 24)[0])["id"] == alert["snapshot"]["id"]
+            ],
+            10,
+            "the alert's snapshot",
+        )[0]
+        _header, jpeg = decode_frame("t", snapshot[2], 1 << 24)
+        picture = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+        assert picture.shape == (1080, 1920, 3)  # the main stream's, not the 640x360 the model saw
+        assert alert["snapshot"]["image"]["width"] == 1920
+        # the boxes are in the snapshot's pixels: scaled by 3 from the substream's
+        assert all(0 <= b["x1"] <= b["x2"] <= 1920 and 0 <= b["y1"] <= b["y2"] <= 1080 for b in alert["boxes"])
+        assert max(b["x2"] for b in alert["boxes"]) > 640 or max(b["y2"] for b in alert["boxes"]) > 360
+        sample_header, _sample_jpeg = decode_frame("t", collector.on("/samples")[0][2], 1 << 24)
+        sample = json.loads(sample_header)
+        assert (sample["image"]["width"], sample["image"]["height"]) == (1920, 1080)
+        output = daemon.status()["output"]
+        assert output["main_stream_stills"] >= 2
+        main = wait_for(
+            lambda: _camera_doc(daemon)["main"] if _camera_doc(daemon)["main"]["stills"] >= 2 else None, 5, ""
+        )
+        assert main["state"] == "streaming" and main["width"] == 1920
     collector.close()

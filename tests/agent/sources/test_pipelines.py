@@ -107,7 +107,7 @@ def test_decode_branch_threads_and_bad_input() -> None:
 def test_demux_branch_keeps_parameter_sets_and_decodes_nothing() -> None:
     branch = demux_branch("h265")
     assert branch.startswith(
-        "rtph265depay name=depay ! h265parse config-interval=-1 ! video/x-h265,stream-format=byte-stream"
+        "rtph265depay ! h265parse config-interval=-1 ! video/x-h265,stream-format=byte-stream"
     )
     assert "dec" not in branch.replace("depay", "")
     assert "avdec_h264" in still_decoder("h264")

@@ -302,3 +302,49 @@ def test_udp_with_loss_and_jitter_hands_only_clean_frames_to_the_model(
     # the loss cost UDP whole frames (dropped by the decoder, counted); TCP retransmits and loses none
     assert udp_decode.decode_errors > 0, udp_decode
     assert tcp_decode.decode_errors == 0, tcp_decode
+
+
+# ------------------------------------------------------------------------------------ main stream, stills
+
+
+def test_a_main_stream_gives_full_resolution_stills_of_the_detect_frames_moment(
+    rtsp_clips: Dict[str, Clip], rtsp_server: Servers, cameras: Any
+) -> None:
+    # one camera, two streams of the same scene: the substream for the model, the main stream for stills
+    server = rtsp_server({"/sub": rtsp_clips["h264_sub"], "/main": rtsp_clips["h264"]})
+    camera = cameras("press", server.url("/sub"), main_url=server.url("/main"))
+    take(camera, 5)
+
+    def buffered() -> int:
+        main = camera.status().main
+        return 0 if main is None else main.units
+
+    assert wait_until(lambda: buffered() > 15, timeout=10)
+    offsets = []
+    for frame in take(camera, 6):
+        still_of = camera.still_of(frame)
+        assert still_of is not None
+        still = still_of()
+        assert still is not None and still.image.shape == (1080, 1920, 3)
+        detect_index, still_index = read_barcode(frame.image), read_barcode(still.image)
+        assert detect_index is not None and still_index is not None
+        offsets.append(abs(detect_index - still_index))
+    assert max(offsets) <= 1, offsets  # the same moment, give or take a frame
+    main = camera.status().main
+    assert main is not None and main.state is SourceState.STREAMING and main.codec == "h264"
+    assert main.stills == 6 and main.still_failures == 0 and main.width == 1920
+    # received, never decoded continuously: only the stills' runs were
+    decode = camera.status().decode
+    assert decode is not None and decode.codec == "h264" and camera.status().width == 640
+
+
+def test_a_main_stream_that_is_down_leaves_the_detect_frame(
+    rtsp_clips: Dict[str, Clip], rtsp_server: Servers, cameras: Any
+) -> None:
+    server = rtsp_server({"/sub": rtsp_clips["h264_sub"]})
+    camera = cameras("press", server.url("/sub"), main_url=server.url("/missing"))
+    frame = take(camera, 3)[-1]
+    assert wait_until(lambda: "404" in camera.status().main.reason, timeout=5), camera.status().main
+    still_of = camera.still_of(frame)
+    assert still_of is not None and still_of() is None  # the caller (output writer) uses the detect frame
+    assert camera.status().state is SourceState.STREAMING  # the model's stream is not affected
