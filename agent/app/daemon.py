@@ -51,7 +51,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Union
 import structlog
 
 from agent.app.commands import CommandHandler
-from agent.app.model_updates import ModelUpdateService
+from agent.app.model_updates import ModelUpdateService, Serving
 from agent.app.pipeline import CameraRuntime, ModelInfo, OutputWriter, Pipeline
 from agent.app.reload import apply_reload
 from agent.app.report import Reporter
@@ -527,21 +527,24 @@ class Daemon:
 
     # ------------------------------------------------------------------ models
 
-    async def _sync_model(self) -> None:
+    async def _sync_model(self) -> Serving:
         """Swap the detector when the installer's active model differs from the one running (or bring up the
-        pipeline and the cameras when the daemon started without a model)."""
+        pipeline and the cameras when the daemon started without a model). Returns what runs now: the OTA
+        worker starts a trial's probation from it (an install by another process is noticed the same way)."""
         if self.installer is None:
-            return
+            return Serving(self.model_path)
         if self.pipeline is None:
             await self._first_model()
-            return
+            wanted = self.installer.active_model_path()
+            return Serving(self.model_path, wanted, None if self.pipeline is not None else self.model_error)
         assert self._swap_lock is not None
         async with self._swap_lock:
             path = self.installer.active_model_path()
             if path is None or path == self.model_path:
-                return
+                return Serving(self.model_path)
             record = self.installer.state().active
-            await self.swap_model(Path(path), record.name if record else None, record.version if record else None)
+            ok = await self.swap_model(Path(path), record.name if record else None, record.version if record else None)
+            return Serving(self.model_path, Path(path), None if ok else "it did not load or the pipeline refused it")
 
     async def _load_detector(self, path: Path) -> Detector:
         """Build a detector for ``path`` in a loader thread (a model load blocks for seconds)."""

@@ -13,7 +13,18 @@
                                                     early chunks spilled to disk) → finish (bundle
                                                     SHA-256) → Installer.install_bundle(tar)
     every OtaEvent / chunk progress ──► OtaStateReport on {p}/ota/state (through the spool)
-    after any switch or rollback ──► the daemon's swap coroutine (hot swap of the Detector)
+    after any switch or rollback ──► the daemon's swap coroutine (hot swap of the Detector) ──► Serving
+                                     (the model it runs now) ──► _on_served(): Installer.mark_serving
+    every tick: state.json changed? ──► swap request (another process — `edge-agent ota install`, the USB
+                                       unit — may have switched); a queued bundle and no trial left ──►
+                                       Installer.install_queued()
+
+Installs by another process: the CLI holds the installer's lock while it installs and replaces ``state.json``
+atomically; the worker notices the new file at its next tick and asks the daemon to swap, as after a push.
+A trial's probation runs from the moment the daemon serves its model (``mark_serving``), never from the
+switch, and a trial whose model the daemon cannot serve is rolled back (it would otherwise commit a model
+that never ran). The bundle that ``ota install`` queued during a probation is installed here once the trial
+commits or rolls back, before any push (a push is deferred while a trial runs or a bundle waits).
 
 Why one worker thread: the installer takes an exclusive lock on its state directory; running installs,
 commits, rollbacks and chunk writes in one queue means they never collide (a probation commit during an
@@ -39,24 +50,27 @@ that thread; the pure decisions are in ``agent/ota/push.py`` and the chunk assem
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import os
 import threading
 import time
 import uuid
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Dict, List, Optional, Protocol, Tuple
+from typing import Any, Awaitable, Callable, Dict, List, Optional, Protocol, Set, Tuple
 
 import structlog
 
 from agent.core.backoff import Backoff
 from agent.ota.chunks import ChunkTransfer, TransferCounters
 from agent.ota.config import ModelUpdatesConfig, OtaConfig
-from agent.ota.errors import OtaError, TransportError, VerificationError
+from agent.ota.errors import OtaError, StateError, TransportError, VerificationError
 from agent.ota.fetchers import TooSlowError, TransferPace
 from agent.ota.fsutil import remove_tree
 from agent.ota.installer import Installer, OtaEvent, ServingContext
+from agent.ota.probation import served_s
 from agent.ota.push import (
     Decision,
     PushRejected,
@@ -66,7 +80,7 @@ from agent.ota.push import (
     push_key,
     release_ref,
 )
-from agent.ota.state import SlotRecord
+from agent.ota.state import InstallState, SlotRecord, Trial
 from agent.protocol.config import ProtocolLimits
 from agent.protocol.errors import ProtocolError
 from agent.protocol.models import ModelPush, OtaPhase, OtaStateReport, ReleaseRef
@@ -78,9 +92,38 @@ log = structlog.get_logger("agent.model_updates")
 
 SpoolPut = Callable[..., Any]
 """``Spool.put(kind, topic, payload, message_id=...)``."""
-SwapCallback = Callable[[], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Serving:
+    """The daemon's answer to a swap request: what its pipeline runs now.
+
+    Attributes:
+        model: the model file the pipeline runs (``None``: no pipeline).
+        wanted: the installer's active model the daemon tried to bring in (``None``: nothing to change).
+        refused: why ``wanted`` does not run (it does not load, or the pipeline refused it).
+    """
+
+    model: Optional[Path]
+    wanted: Optional[Path] = None
+    refused: Optional[str] = None
+
+
+SwapCallback = Callable[[], Awaitable[Serving]]
 """Coroutine function that makes the pipeline serve the installer's active model (the daemon's)."""
 RawHandler = Callable[[str, bytes], None]
+
+
+@dataclass(frozen=True)
+class UpdatesView:
+    """The worker's view of the installer for the status document (replaced whole by the worker, never changed:
+    ``trial`` is a copy no one writes)."""
+
+    release: Optional[Dict[str, Any]] = None  # the release on probation
+    trial: Optional[Trial] = None
+    served_by_daemon: bool = False
+    queued: Optional[Dict[str, Any]] = None
+    deferred: Optional[Dict[str, Any]] = None  # the push waiting for the trial (or the queued bundle) to end
 
 
 class ChunkSubscriptions(Protocol):
@@ -156,6 +199,15 @@ class ModelUpdateService:
         self._queued_lock = threading.Lock()
         self.installs = 0
         self.last_transfer: Optional[TransferCounters] = None
+        # the installer's state as the worker last saw it (another process may change it), what the daemon
+        # serves, and the releases this worker switched to itself (the others were installed elsewhere)
+        self._state_seen: Optional[Tuple[int, int, int]] = None
+        self._serving: Optional[Serving] = None
+        self._serving_unsettled = False  # mark_serving / the rollback found the lock taken: again next tick
+        self._own_slots: Set[str] = set()
+        self._queue_retry_at = 0.0
+        self._queued_seen: Optional[str] = None  # the queued bundle last reported (slot)
+        self._view = UpdatesView()
 
     # ------------------------------------------------------------------ wiring (event loop)
 
@@ -223,10 +275,27 @@ class ModelUpdateService:
     def status(self) -> Dict[str, Any]:
         """For the daemon's status document."""
         transfer = self._transfer
+        view = self._view
+        probation = None
+        if view.trial is not None:
+            trial = view.trial
+            probation = {
+                "release": view.release,
+                "served_by_daemon": view.served_by_daemon,
+                "serving_since": trial.serving_since,
+                "served_s": round(served_s(trial, datetime.now(timezone.utc)), 1),
+                "period_s": self.ota.probation.period_s,
+                "starts": trial.starts,
+                "crashes": trial.crashes,
+                "power_losses": trial.power_losses,
+            }
         return {
             "installs": self.installs,
             "reports": self.reports_published,
             "desired": {t: p.release.model_dump() for t, p in list(self._desired.items())},
+            "probation": probation,
+            "queued": view.queued,
+            "deferred": view.deferred,
             "transfer": None
             if transfer is None
             else {
@@ -248,17 +317,31 @@ class ModelUpdateService:
 
     async def _swap_now(self) -> None:
         if self._swap is not None:
-            await self._swap()
+            serving = await self._swap()
+            self._worker.submit(lambda: self._on_served(serving))
 
     def _request_swap(self) -> None:
-        """From the worker: let the loop swap the detector to the installer's active model."""
+        """From the worker: let the loop swap the detector to the installer's active model; what it serves
+        then comes back to the worker (:meth:`_on_served`)."""
         loop, swap = self._loop, self._swap
         if loop is None or swap is None or loop.is_closed():
             return
         try:
-            asyncio.run_coroutine_threadsafe(swap(), loop)
+            future = asyncio.run_coroutine_threadsafe(swap(), loop)
         except RuntimeError:  # loop closing
-            pass
+            return
+
+        def done(f: concurrent.futures.Future[Serving]) -> None:
+            if f.cancelled():
+                return
+            error = f.exception()
+            if error is not None:
+                log.error("model_swap_failed", error=f"{type(error).__name__}: {error}")
+                return
+            serving = f.result()
+            self._worker.submit(lambda: self._on_served(serving))
+
+        future.add_done_callback(done)
 
     # ------------------------------------------------------------------ reports (any thread)
 
@@ -352,6 +435,7 @@ class ModelUpdateService:
 
     def _tick(self) -> None:
         self._tick_pending = False
+        self._watch_state()
         transfer = self._transfer
         if transfer is not None and self._too_slow(transfer):
             transfer = None
@@ -397,7 +481,9 @@ class ModelUpdateService:
         if decision == Decision.DEFER:
             if self._deferred_logged != key:
                 self._deferred_logged = key
-                log.info("model_push_deferred", counter=push.release.counter, reason="a release is in probation")
+                reason = "a release is in probation" if state.trial is not None else "a queued bundle installs first"
+                log.info("model_push_deferred", counter=push.release.counter, reason=reason)
+                self._publish_view(state)
             return
         if decision == Decision.STALE:
             log.warning("model_push_stale", counter=push.release.counter, floor=state.floor)
@@ -429,7 +515,9 @@ class ModelUpdateService:
         for url in push.urls:
             try:
                 self._installing = push.release
-                self.installer.install_url(url)
+                record = self.installer.install_url(url)
+                if isinstance(record, SlotRecord):
+                    self._installed(record)
             except TransportError as exc:
                 transport_error = str(exc)
                 log.warning("ota_url_failed", url=url, error=transport_error)
@@ -449,6 +537,10 @@ class ModelUpdateService:
             return
         self.report(OtaPhase.FAILED, push.release, "push_invalid: the push offers neither URLs nor chunks")
         self._mark_handled(key, "invalid")
+
+    def _installed(self, record: SlotRecord) -> None:
+        """A release this worker switched to (its reports are the installer's own events)."""
+        self._own_slots.add(record.slot)
 
     def _finished(self, key: str, error: Optional[OtaError]) -> None:
         if error is None:
@@ -554,7 +646,9 @@ class ModelUpdateService:
         self._transfer = None
         try:
             self._installing = transfer.push.release
-            self.installer.install_bundle(path)
+            record = self.installer.install_bundle(path)
+            if isinstance(record, SlotRecord):
+                self._installed(record)
         except OtaError as exc:
             if not isinstance(exc, TransportError) and exc.reason != "state":
                 transfer.discard()
@@ -589,9 +683,10 @@ class ModelUpdateService:
     def _probation(self, fps: Callable[[], float], min_fps: float) -> None:
         try:
             state = self.installer.state()
-            if state.trial is None:
-                return
-            since = datetime.fromisoformat(state.trial.since)
+            trial = state.trial
+            if trial is None or trial.serving_since is None or not self._serves_trial(state):
+                return  # its probation has not begun: the daemon does not run its model (yet)
+            since = datetime.fromisoformat(trial.serving_since)
             elapsed = (datetime.now(timezone.utc) - since).total_seconds()
             if min_fps > 0 and elapsed > self.config.health_grace_s:
                 current = fps()
@@ -604,5 +699,126 @@ class ModelUpdateService:
         except OtaError as exc:
             log.error("ota_probation_failed", error=str(exc))
 
+    # ------------------------------------------------------------------ the installer's state (worker)
 
-__all__ = ["ChunkSubscriptions", "ModelUpdateService"]
+    def _trial_model(self, state: InstallState) -> Optional[Path]:
+        """The model file of the release on probation (``None``: no trial)."""
+        active, trial = state.active, state.trial
+        if trial is None or active is None or active.slot != trial.slot:
+            return None
+        return self.installer.slot_dir(active.slot) / active.model
+
+    def _serves_trial(self, state: InstallState) -> bool:
+        serving, model = self._serving, self._trial_model(state)
+        return serving is not None and model is not None and serving.model == model
+
+    def _watch_state(self) -> None:
+        """Notice what another process changed in the installer's state: a switch (``ota install``, by hand
+        or from the USB unit), a commit or rollback (``ota commit`` / ``rollback``), a queued bundle."""
+        path = self.installer.state_file.path
+        try:
+            st = path.stat()
+            seen: Optional[Tuple[int, int, int]] = (st.st_ino, st.st_mtime_ns, st.st_size)
+        except FileNotFoundError:
+            seen = None
+        except OSError as exc:
+            log.error("ota_state_unreadable", error=str(exc))
+            return
+        changed = seen != self._state_seen
+        retry_queue = self._queue_retry_at > 0 and time.monotonic() >= self._queue_retry_at
+        if not (changed or retry_queue or self._serving_unsettled):
+            return
+        self._state_seen = seen
+        try:
+            state = self.installer.state()
+        except OtaError as exc:
+            log.error("ota_state_unreadable", error=str(exc))
+            return
+        if changed or self._serving is None:
+            self._request_swap()  # a no-op on the loop when the daemon serves the active model already
+        elif self._serving_unsettled and self._serving is not None:
+            self._on_served(self._serving)
+        self._publish_view(state)
+        queued = state.queued
+        if queued is not None and queued.slot != self._queued_seen:
+            # queued by `edge-agent ota install` (the installer's own event went to that process's output)
+            self.report(
+                OtaPhase.STAGING,
+                release_ref(queued.release),
+                "queued: verified and kept on the box (edge-agent ota install during probation); installs when the "
+                "release on probation commits or rolls back, verified again then",
+            )
+        self._queued_seen = None if queued is None else queued.slot
+        if queued is not None and state.trial is None and self._transfer is None:
+            self._install_queued()
+
+    def _install_queued(self) -> None:
+        self._queue_retry_at = 0.0
+        try:
+            record = self.installer.install_queued()
+        except StateError as exc:  # the lock: another process works on the installer; try again shortly
+            self._queue_retry_at = time.monotonic() + self.config.retry_initial_s
+            log.info("ota_queued_install_later", error=str(exc))
+            return
+        except OtaError as exc:  # refused or failed: the installer reported it and dropped it from the queue
+            log.error("ota_queued_install_failed", error=str(exc))
+            return
+        if record is not None:
+            self.installs += 1
+            self._installed(record)
+            self._request_swap()
+
+    def _on_served(self, serving: Serving) -> None:
+        """What the daemon serves after a swap request: a trial's probation begins when its model runs; a trial
+        whose model cannot be served is rolled back (it would otherwise commit a model that never ran)."""
+        self._serving = serving
+        self._serving_unsettled = False
+        try:
+            state = self.installer.state()
+            model = self._trial_model(state)
+            active = state.active
+            if model is None or active is None:
+                return
+            if serving.model == model:
+                if self.installer.mark_serving(active.slot):
+                    log.info("ota_trial_serving", release=active.ref())
+                    if active.slot not in self._own_slots:
+                        self.report(
+                            OtaPhase.PROBATION,
+                            release_ref(active.ref()),
+                            "installed by another process (edge-agent ota install); served by the daemon from "
+                            "now, its probation counts from here",
+                        )
+            elif (
+                serving.refused is not None
+                and serving.wanted == model
+                and self.installer.report_unhealthy(f"the daemon cannot serve its model: {serving.refused}"[:500])
+            ):
+                self._request_swap()  # back to the known-good release
+        except StateError as exc:  # the lock is taken (a CLI command): settle it at a later tick
+            self._serving_unsettled = True
+            log.info("ota_serving_unsettled", error=str(exc))
+        except OtaError as exc:
+            log.error("ota_serving_failed", error=str(exc))
+        try:
+            self._publish_view(self.installer.state())
+        except OtaError:
+            pass
+
+    def _publish_view(self, state: InstallState) -> None:
+        trial = state.trial
+        deferred = None
+        if self._desired and (trial is not None or state.queued is not None):
+            push = max(self._desired.values(), key=lambda p: p.release.counter)
+            if decide_push(push, state, self.ota.channel, self._handled) == Decision.DEFER:
+                deferred = push.release.model_dump()
+        self._view = UpdatesView(
+            release=None if state.active is None or trial is None else state.active.ref(),
+            trial=None if trial is None else replace(trial),
+            served_by_daemon=self._serves_trial(state),
+            queued=None if state.queued is None else dict(vars(state.queued)),
+            deferred=deferred,
+        )
+
+
+__all__ = ["ChunkSubscriptions", "ModelUpdateService", "Serving", "UpdatesView"]

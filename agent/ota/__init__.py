@@ -23,6 +23,7 @@ from agent.ota.config import DeviceConfig, HealthCheckConfig, ModelUpdatesConfig
 from agent.ota.errors import (
     BundleError,
     HealthCheckFailed,
+    InProbation,
     OtaError,
     ReleaseRejected,
     StateError,
@@ -76,6 +77,7 @@ __all__ = [
     "HealthCheckConfig",
     "HealthCheckFailed",
     "HttpFetcher",
+    "InProbation",
     "Installer",
     "MemoryFetcher",
     "ModelUpdatesConfig",

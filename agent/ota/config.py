@@ -59,7 +59,19 @@ class ProbationConfig(BaseModel):
     max_crashes: int = Field(
         2, ge=1, description="Unclean restarts (crash or watchdog kill) during probation that trigger a rollback."
     )
-    period_s: float = Field(600.0, ge=0, description="Seconds of healthy running after which a trial commits.")
+    period_s: float = Field(
+        600.0,
+        ge=0,
+        description="Seconds of running after which a trial commits (runs that ended cleanly and the current one; "
+        "a run that ended in a crash or a power loss gives no credit).",
+    )
+    max_power_losses: int = Field(
+        5,
+        ge=1,
+        description="Unclean ends on another kernel boot (power cut, hard reset) during probation after which the "
+        "trial is ended by a rollback to the known-good release, without marking the release bad: they are not "
+        "crashes of the model, but a model that takes the whole box down looks the same.",
+    )
 
 
 class HealthCheckConfig(BaseModel):

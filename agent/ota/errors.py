@@ -14,6 +14,8 @@
     ├── HealthCheckFailed              "health_check_failed" (``problems`` lists what did not match)
     ├── BundleError                    "bundle_unsafe" / "bundle_invalid": a USB or pushed archive refused
     └── StateError                     "state": the installer's own state cannot be used (no known-good...)
+          └── InProbation                a release is on probation: an install must wait (``ota install`` of a
+                                         local bundle queues it instead; a push is deferred)
 """
 
 from __future__ import annotations
@@ -74,3 +76,7 @@ class StateError(OtaError):
     """The installer state does not allow the operation (or could not be read)."""
 
     reason = "state"
+
+
+class InProbation(StateError):
+    """A release is on probation: another one may not be switched to before it commits or rolls back."""

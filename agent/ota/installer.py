@@ -12,10 +12,18 @@ Every arrow is one atomic write of ``state.json`` (:mod:`agent.ota.state`). :met
 called by the daemon at every start, finishes what a kill interrupted: an attempt that had not passed its
 health check is abandoned (its downloads stay in staging and resume next time), one that had passed is
 switched; a trial counts the start, and an unclean previous run counts as a crash; ``max_crashes`` crashes
-roll back to the last known-good release. The anti-rollback floor rises only at commit.
+roll back to the last known-good release. The anti-rollback floor rises only at commit. How a run ended
+(crash or power loss) and how much probation is served are :mod:`agent.ota.probation`'s rules; the daemon
+tells the installer when it actually serves a trial's model (:meth:`Installer.mark_serving`).
+
+A local bundle installed while a release is on probation is queued (:meth:`Installer.install_or_queue`):
+verified, copied under ``<state_dir>/queue/`` (the drive can go), and installed by
+:meth:`Installer.install_queued` once the trial commits or rolls back, verified again then.
 
 ``EDGE_AGENT_OTA_FAULT=<point>`` makes the installer SIGKILL itself right after persisting ``<point>``
 (one of :data:`FAULT_POINTS`): the seam the crash-safety tests use, inert unless set.
+``EDGE_AGENT_BOOT_ID_FILE=<path>`` reads the boot id from that file instead of the kernel's (tests that
+simulate a reboot in a child process).
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ import datetime as dt
 import errno
 import hashlib
 import os
+import shutil
 import signal
 import tempfile
 from dataclasses import dataclass, field
@@ -42,14 +51,28 @@ from agent.core.release import (
 )
 from agent.ota.bundle import extract_tar, read_bundle_json, vet_directory
 from agent.ota.config import OtaConfig
-from agent.ota.errors import HealthCheckFailed, OtaError, ReleaseRejected, StateError, VerificationError
+from agent.ota.errors import (
+    BundleError,
+    HealthCheckFailed,
+    InProbation,
+    OtaError,
+    ReleaseRejected,
+    StateError,
+    VerificationError,
+)
 from agent.ota.fetchers import DirectoryFetcher, Fetcher, HttpFetcher, TransferPace
 from agent.ota.fsutil import fsync_dir, remove_tree
 from agent.ota.health import HealthReport, ReferenceCheck, RuntimeCheck, run_health_check
-from agent.ota.state import InstallState, Pending, Phase, SlotRecord, StateFile, Trial, utcnow
+from agent.ota.probation import RunEnd, commit_due, previous_run_end
+from agent.ota.state import InstallState, Pending, Phase, Queued, SlotRecord, StateFile, Trial, utcnow
 from agent.ota.trust import TimeFloor, TrustClient, read_root
 
 FAULT_ENV = "EDGE_AGENT_OTA_FAULT"
+BOOT_ID_ENV = "EDGE_AGENT_BOOT_ID_FILE"
+KERNEL_BOOT_ID = "/proc/sys/kernel/random/boot_id"
+MAX_QUEUED_ATTEMPTS = 2
+"""Install attempts of a queued bundle that a kill may interrupt before it is dropped (one that kills the
+daemon at every try must not do so for ever)."""
 FAULT_POINTS = (
     "downloading",
     "downloaded_one",
@@ -70,6 +93,8 @@ EVENT_KINDS = (
     "rolled_back",
     "rejected",
     "failed",
+    "queued",
+    "already_active",
 )
 PROTOCOL_PHASE = {
     "downloading": "downloading",
@@ -82,6 +107,7 @@ PROTOCOL_PHASE = {
     "rolled_back": "rolled_back",
     "rejected": "failed",
     "failed": "failed",
+    "queued": "staging",  # verified and kept on the box, waiting for the trial to end
 }
 """Event kind → ``agent.protocol.models.OtaPhase`` value, for the daemon's MQTT reports."""
 
@@ -126,6 +152,23 @@ def _fault(point: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+def read_boot_id() -> Optional[str]:
+    """The kernel's id of the current boot (a new one at every boot), ``None`` where it cannot be read."""
+    try:
+        text = Path(os.environ.get(BOOT_ID_ENV) or KERNEL_BOOT_ID).read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return text[:64] or None
+
+
+@dataclass(frozen=True)
+class _Verified:
+    """A dry run's result: the verified manifest and its slot (SHA-256 of the manifest's bytes)."""
+
+    manifest: ReleaseManifest
+    slot: str
+
+
 class _Lock:
     """An exclusive ``flock`` on the state directory: one installer (daemon or CLI) at a time."""
 
@@ -161,6 +204,7 @@ class Installer:
         now: clock for probation (tests).
         serving: what the box serves without a release and what its rules name (``None``: no factory
             model, no rules; the running release is still the reference).
+        boot_id: the current kernel boot's id (default :func:`read_boot_id`; tests simulate reboots).
     """
 
     def __init__(
@@ -171,8 +215,10 @@ class Installer:
         agent_version: str = __version__,
         now: Optional[Callable[[], dt.datetime]] = None,
         serving: Optional[Callable[[], ServingContext]] = None,
+        boot_id: Optional[Callable[[], Optional[str]]] = None,
     ) -> None:
         self.config = config
+        self._boot_id = boot_id or read_boot_id
         self.serving = serving or ServingContext
         self.on_event = on_event or (lambda _e: None)
         self._health = health_check or self._default_health
@@ -181,6 +227,7 @@ class Installer:
         base = config.state_dir
         self.slots_dir = base / "slots"
         self.staging_dir = base / "staging"
+        self.queue_dir = base / "queue"
         self.state_file = StateFile(base / "state.json")
         self.time_floor = TimeFloor(base / "time_floor.json")
         self._lock_path = base / "lock"
@@ -214,6 +261,7 @@ class Installer:
             "last": s.last,
             "time_floor": self.time_floor.get().isoformat(),
             "bad": list(s.bad),
+            "queued": None if s.queued is None else dict(vars(s.queued)),
         }
 
     # ------------------------------------------------------------------ sources
@@ -253,7 +301,10 @@ class Installer:
 
     def install_path(self, path: Path, dry_run: bool = False) -> Union[SlotRecord, ReleaseManifest]:
         """Install from a bundle directory, a bundle tar file, or a local mirror of the online repository."""
-        path = Path(path)
+        with _Lock(self._lock_path):
+            return _public(self._install_path_locked(Path(path), str(path), dry_run))
+
+    def _install_path_locked(self, path: Path, source: str, dry_run: bool) -> Union[SlotRecord, _Verified]:
         limits = self.config.limits
         if path.is_file():
             with tempfile.TemporaryDirectory(dir=self._tmp_parent()) as tmp:
@@ -261,10 +312,10 @@ class Installer:
                 extract_tar(
                     path, root, limits.max_bundle_bytes, limits.max_bundle_members, limits.max_compression_ratio
                 )
-                return self._install_dir(root, str(path), dry_run)
+                return self._install_dir(root, source, dry_run)
         if not path.is_dir():
             raise OtaError(f"{path}: no such bundle file or directory", reason="bundle_invalid")
-        return self._install_dir(path, str(path), dry_run)
+        return self._install_dir(path, source, dry_run)
 
     def install_bundle(self, path: Path) -> Union[SlotRecord, ReleaseManifest]:
         """Install a bundle assembled by another transport (the MQTT push)."""
@@ -274,7 +325,7 @@ class Installer:
         self.staging_dir.mkdir(parents=True, exist_ok=True)
         return self.staging_dir
 
-    def _install_dir(self, root: Path, source: str, dry_run: bool) -> Union[SlotRecord, ReleaseManifest]:
+    def _install_dir(self, root: Path, source: str, dry_run: bool) -> Union[SlotRecord, _Verified]:
         limits = self.config.limits
         vet_directory(root, limits.max_bundle_bytes, limits.max_bundle_members)
         fetcher = DirectoryFetcher(root, chunk=limits.chunk_bytes)
@@ -283,8 +334,8 @@ class Installer:
             trust, manifest = info.trust, info.manifest
         else:
             trust, manifest = "online", channel_target(self.config.channel)
-        return self.install_from(
-            fetcher, fetcher.url("metadata/"), fetcher.url("targets/"), trust, manifest, source=source, dry_run=dry_run
+        return self._install_locked(
+            fetcher, fetcher.url("metadata/"), fetcher.url("targets/"), trust, manifest, source, dry_run
         )
 
     # ------------------------------------------------------------------ install
@@ -305,68 +356,86 @@ class Installer:
         Raises:
             VerificationError / ReleaseRejected / HealthCheckFailed: rejected; the active model untouched.
             TransportError: fetching failed; downloads kept in staging for the next attempt.
-            StateError: another operation runs, or a release is in probation.
+            InProbation: a release is in probation (see :meth:`install_or_queue`).
+            StateError: another operation runs.
         """
         with _Lock(self._lock_path):
-            state = self.state_file.load()
-            if state.trial is not None and not dry_run:
-                raise StateError(f"release {state.trial.slot[:12]} is in probation; commit or roll back first")
-            if state.pending is not None:
-                self._abandon(state, "superseded")
-            release_ref: Optional[Dict[str, Any]] = None
+            return _public(
+                self._install_locked(fetcher, metadata_url, targets_url, trust, manifest_target, source, dry_run)
+            )
+
+    def _install_locked(
+        self,
+        fetcher: Fetcher,
+        metadata_url: str,
+        targets_url: str,
+        trust: str,
+        manifest_target: str,
+        source: str,
+        dry_run: bool,
+    ) -> Union[SlotRecord, _Verified]:
+        state = self.state_file.load()
+        if state.trial is not None and not dry_run:
+            raise InProbation(
+                f"release {_label(state.active)} is in probation; commit or roll back first "
+                "(a bundle from a drive is queued instead: edge-agent ota install PATH)"
+            )
+        if state.pending is not None:
+            self._abandon(state, "superseded")
+        release_ref: Optional[Dict[str, Any]] = None
+        try:
+            if not dry_run:
+                state.pending = Pending(Phase.DOWNLOADING.value, source=source, started=utcnow())
+                self.state_file.store(state)
+                self._emit("downloading")
+                _fault("downloading")
+            client = self._client(trust, fetcher, metadata_url, targets_url)
+            staging = self.staging_dir / "files"
+            if dry_run:
+                tmp = tempfile.mkdtemp(dir=self._tmp_parent())
+                staging = Path(tmp)
             try:
-                if not dry_run:
-                    state.pending = Pending(Phase.DOWNLOADING.value, source=source, started=utcnow())
-                    self.state_file.store(state)
-                    self._emit("downloading")
-                    _fault("downloading")
-                client = self._client(trust, fetcher, metadata_url, targets_url)
-                staging = self.staging_dir / "files"
+                manifest, manifest_bytes = self._verified_manifest(client, manifest_target, staging)
+                release_ref = {"name": manifest.name, "version": str(manifest.version), "counter": manifest.counter}
+                slot = hashlib.sha256(manifest_bytes).hexdigest()
+                self._check_release(state, manifest, slot)
+                if not dry_run and self._is_committed_active(state, slot):
+                    return self._already_active(state, release_ref)
+                staged = self._download_all(client, manifest, staging)
+                self._check_model_interface(state, manifest, staged)
+            finally:
                 if dry_run:
-                    tmp = tempfile.mkdtemp(dir=self._tmp_parent())
-                    staging = Path(tmp)
-                try:
-                    manifest, manifest_bytes = self._verified_manifest(client, manifest_target, staging)
-                    release_ref = {"name": manifest.name, "version": str(manifest.version), "counter": manifest.counter}
-                    slot = hashlib.sha256(manifest_bytes).hexdigest()
-                    self._check_release(state, manifest, slot)
-                    if not dry_run and self._is_committed_active(state, slot):
-                        return self._already_active(state, release_ref)
-                    staged = self._download_all(client, manifest, staging)
-                    self._check_model_interface(state, manifest, staged)
-                finally:
-                    if dry_run:
-                        remove_tree(staging)
-                if dry_run:
-                    return manifest
-                assert state.pending is not None
-                state.pending.phase, state.pending.slot, state.pending.release = Phase.VERIFIED.value, slot, release_ref
-                self.state_file.store(state)
-                self._emit("verified", release_ref)
-                _fault("verified")
+                    remove_tree(staging)
+            if dry_run:
+                return _Verified(manifest, slot)
+            assert state.pending is not None
+            state.pending.phase, state.pending.slot, state.pending.release = Phase.VERIFIED.value, slot, release_ref
+            self.state_file.store(state)
+            self._emit("verified", release_ref)
+            _fault("verified")
 
-                slot_dir = self._install_slot(slot, manifest_bytes, staged)
-                state.pending.phase = Phase.INSTALLED.value
-                self.state_file.store(state)
-                self._emit("installed", release_ref)
-                _fault("installed")
+            slot_dir = self._install_slot(slot, manifest_bytes, staged)
+            state.pending.phase = Phase.INSTALLED.value
+            self.state_file.store(state)
+            self._emit("installed", release_ref)
+            _fault("installed")
 
-                try:
-                    self._health(slot_dir, manifest)
-                except HealthCheckFailed:
-                    state.bad.append(slot)
-                    raise
-                state.pending.phase = Phase.HEALTH_CHECKED.value
-                self.state_file.store(state)
-                self._emit("health_checked", release_ref)
-                _fault("health_checked")
-                return self._switch(state, manifest, slot)
-            except (VerificationError, ReleaseRejected, HealthCheckFailed) as exc:
-                self._finish_failed(state, "rejected", exc, release_ref, keep_staging=False)
+            try:
+                self._health(slot_dir, manifest)
+            except HealthCheckFailed:
+                state.bad.append(slot)
                 raise
-            except OtaError as exc:
-                self._finish_failed(state, "failed", exc, release_ref, keep_staging=True)
-                raise
+            state.pending.phase = Phase.HEALTH_CHECKED.value
+            self.state_file.store(state)
+            self._emit("health_checked", release_ref)
+            _fault("health_checked")
+            return self._switch(state, manifest, slot)
+        except (VerificationError, ReleaseRejected, HealthCheckFailed) as exc:
+            self._finish_failed(state, "rejected", exc, release_ref, keep_staging=False)
+            raise
+        except OtaError as exc:
+            self._finish_failed(state, "failed", exc, release_ref, keep_staging=True)
+            raise
 
     @staticmethod
     def _is_committed_active(state: InstallState, slot: str) -> bool:
@@ -543,6 +612,150 @@ class Installer:
         if pending.slot and pending.slot not in state.slots_in_use():
             remove_tree(self.slot_dir(pending.slot))
 
+    # ------------------------------------------------------------------ the queue (install during probation)
+    def install_or_queue(self, path: Path) -> Union[SlotRecord, Queued]:
+        """``ota install PATH``: install a local bundle; while a release is on probation, queue it instead.
+
+        Queueing verifies the bundle now (TUF, hashes, compatibility, the model interface, the floor as it is
+        now), keeps a copy of it under ``<state_dir>/queue/`` so that the drive can be removed, and records
+        it in the state; :meth:`install_queued` installs it once the trial commits or rolls back (the daemon
+        and ``ota commit`` / ``ota rollback`` call it), verifying it again then. One bundle is queued at a time:
+        a newer release (higher counter) replaces it, an older one is refused (``dequeue`` drops it).
+
+        Returns the new active release, the queued entry, or the active release when the bundle holds the
+        release on probation itself (nothing to do).
+
+        Raises:
+            OtaError: as :meth:`install_path`; ``StateError`` when an older release than the queued one is given.
+        """
+        path = Path(path)
+        with _Lock(self._lock_path):
+            state = self.state_file.load()
+            if state.trial is None:
+                return _installed(self._install_path_locked(path, str(path), dry_run=False))
+            return self._queue_locked(state, path)
+
+    def _queue_locked(self, state: InstallState, path: Path) -> Union[SlotRecord, Queued]:
+        limits = self.config.limits
+        self.queue_dir.mkdir(parents=True, exist_ok=True)
+        self._clean_queue(state)
+        incoming = Path(tempfile.mkdtemp(prefix=".incoming-", dir=str(self.queue_dir)))
+        try:
+            # Copy first, then verify the copy: what is verified is what will be installed, not the drive.
+            if path.is_file():
+                size = path.stat().st_size
+                if size > limits.max_bundle_bytes:
+                    raise BundleError(f"{path}: {size} bytes, above the bundle limit {limits.max_bundle_bytes}")
+                copy = incoming / "bundle.tar"
+                shutil.copyfile(path, copy)
+            elif path.is_dir():
+                # vetted before it is read (links, devices, sizes): the copy must not follow a link off the drive
+                vet_directory(path, limits.max_bundle_bytes, limits.max_bundle_members)
+                copy = incoming / "bundle"
+                shutil.copytree(path, copy, symlinks=True)
+            else:
+                raise OtaError(f"{path}: no such bundle file or directory", reason="bundle_invalid")
+            _fsync_tree(incoming)
+            verified = self._install_path_locked(copy, str(path), dry_run=True)
+            assert isinstance(verified, _Verified)
+            manifest, slot = verified.manifest, verified.slot
+            ref = {"name": manifest.name, "version": str(manifest.version), "counter": manifest.counter}
+            state = self.state_file.load()  # the dry run may have written it (an abandoned attempt)
+            active = state.active
+            if active is not None and active.slot == slot:
+                self._emit("already_active", ref, "already_active", "it is the release on probation: nothing queued")
+                return active
+            old = state.queued
+            if old is not None and old.slot != slot and int(old.release.get("counter", 0)) > manifest.counter:
+                raise StateError(
+                    f"{_label_ref(ref)} is not queued: {_label_ref(old.release)} is queued already "
+                    "(edge-agent ota dequeue drops it)"
+                )
+            name = slot + (".tar" if copy.name.endswith(".tar") else "")
+            final = self.queue_dir / name
+            remove_tree(final)
+            os.replace(copy, final)
+            fsync_dir(self.queue_dir)
+            state.queued = Queued(slot, ref, name, source=str(path), queued_at=utcnow())
+            self._conclude(
+                state,
+                "queued",
+                ref,
+                None,
+                f"verified and kept on the box: installs when {_label(active)} (on probation) commits or rolls "
+                "back, verified again then; the drive can be removed",
+            )
+            if old is not None and old.bundle != name:
+                remove_tree(self.queue_dir / old.bundle)
+            return state.queued
+        finally:
+            remove_tree(incoming)
+
+    def install_queued(self) -> Optional[SlotRecord]:
+        """Install the queued bundle if no release is on probation any more; ``None`` when there is nothing to do.
+
+        The copy is verified again as any bundle is (its metadata against the device's newest, its counter
+        against the floor of now: a trial that committed a newer release makes it stale). Whatever the outcome
+        it leaves the queue; the outcome is the state's ``last`` and the events, as for any install.
+
+        Raises:
+            OtaError: the install failed (the release is dropped from the queue).
+        """
+        with _Lock(self._lock_path):
+            state = self.state_file.load()
+            queued = state.queued
+            if queued is None or state.trial is not None:
+                return None
+            if queued.attempts >= MAX_QUEUED_ATTEMPTS:
+                self._forget_queued(state, queued)
+                self._conclude(
+                    state,
+                    "failed",
+                    queued.release,
+                    "interrupted",
+                    f"queued release dropped: {queued.attempts} install attempts were interrupted",
+                )
+                return None
+            queued.attempts += 1
+            self.state_file.store(state)
+            bundle = self.queue_dir / queued.bundle
+            try:
+                record = _installed(self._install_path_locked(bundle, f"queued from {queued.source}", dry_run=False))
+            except OtaError:
+                self._settle_queued(queued)  # refused or failed: recorded as any install's outcome, not retried
+                raise
+            self._settle_queued(queued)
+            return record
+
+    def _settle_queued(self, queued: Queued) -> None:
+        state = self.state_file.load()
+        if state.queued is not None and state.queued.slot == queued.slot:
+            self._forget_queued(state, state.queued)
+            self.state_file.store(state)
+
+    def dequeue(self) -> Optional[Queued]:
+        """Drop the queued bundle (``ota dequeue``); returns it, or ``None`` when none was queued."""
+        with _Lock(self._lock_path):
+            state = self.state_file.load()
+            queued = state.queued
+            if queued is not None:
+                self._forget_queued(state, queued)
+                self.state_file.store(state)
+            return queued
+
+    def _forget_queued(self, state: InstallState, queued: Queued) -> None:
+        state.queued = None
+        remove_tree(self.queue_dir / queued.bundle)
+
+    def _clean_queue(self, state: InstallState) -> None:
+        """Delete what the queue holds besides the queued bundle (copies a kill interrupted, replaced ones)."""
+        if not self.queue_dir.is_dir():
+            return
+        keep = None if state.queued is None else state.queued.bundle
+        for entry in self.queue_dir.iterdir():
+            if entry.name != keep:
+                remove_tree(entry)
+
     # ------------------------------------------------------------------ daemon lifecycle
     def on_start(self) -> Optional[Path]:
         """Call at every daemon start: finish or abandon an interrupted attempt, count trial starts/crashes.
@@ -565,24 +778,77 @@ class Installer:
                     self._abandon(state, "restart")
             for tmp in self.slots_dir.glob(".tmp-*"):
                 remove_tree(tmp)
+            self._clean_queue(state)
             if state.trial is not None:
-                trial = state.trial
-                if trial.running:
-                    trial.crashes += 1
-                trial.starts += 1
-                trial.running = True
-                if trial.crashes >= self.config.probation.max_crashes:
-                    self._rollback(state, "crash_loop", f"{trial.crashes} unclean restart(s) during probation")
-                else:
-                    self.state_file.store(state)
+                self._count_start(state, state.trial)
         return self.active_model_path()
+
+    def _count_start(self, state: InstallState, trial: Trial) -> None:
+        """A daemon start with a release on probation: judge how the previous run ended, then begin serving."""
+        boot = self._boot_id()
+        end = previous_run_end(trial, boot)
+        if end is RunEnd.CRASH:
+            trial.crashes += 1
+        elif end is RunEnd.POWER_LOSS:
+            trial.power_losses += 1
+        self._begin_serving(trial, boot)
+        probation = self.config.probation
+        if trial.crashes >= probation.max_crashes:
+            self._rollback(state, "crash_loop", f"{trial.crashes} unclean restart(s) during probation")
+        elif trial.power_losses >= probation.max_power_losses:
+            # not the model's crashes: back to the known-good release, but the release is not marked bad
+            self._rollback(
+                state,
+                "power_loss",
+                f"{trial.power_losses} power losses / hard resets during probation: the trial cannot finish",
+                mark_bad=False,
+            )
+        else:
+            self.state_file.store(state)
+            if end is RunEnd.POWER_LOSS:
+                self._emit(
+                    "trial",
+                    self._ref_of(state, trial.slot),
+                    "power_loss",
+                    "the previous run ended with its machine (a new kernel boot): power loss "
+                    f"{trial.power_losses} of {probation.max_power_losses}, not counted as a crash; the time of "
+                    "the run it cut short does not count towards probation",
+                )
+
+    def _begin_serving(self, trial: Trial, boot: Optional[str]) -> None:
+        trial.starts += 1
+        trial.running = True
+        trial.boot_id = boot
+        trial.serving_since = self._now().isoformat()
+
+    @staticmethod
+    def _ref_of(state: InstallState, slot: str) -> Optional[Dict[str, Any]]:
+        active = state.active
+        return active.ref() if active is not None and active.slot == slot else None
+
+    def mark_serving(self, slot: str) -> bool:
+        """The daemon now runs the model of release ``slot``: if it is on probation and this run has not
+        counted it yet (installed by another process, or switched by this daemon while it ran), this run is
+        one of its starts from now: crash mark, boot id, and the probation clock. Returns whether it was."""
+        with _Lock(self._lock_path):
+            state = self.state_file.load()
+            trial = state.trial
+            if trial is None or trial.slot != slot or trial.running:
+                return False
+            self._begin_serving(trial, self._boot_id())
+            self.state_file.store(state)
+            return True
 
     def mark_clean_shutdown(self) -> None:
         """Call when the daemon stops cleanly (so the next start is not counted as a crash)."""
         with _Lock(self._lock_path):
             state = self.state_file.load()
-            if state.trial is not None and state.trial.running:
-                state.trial.running = False
+            trial = state.trial
+            if trial is not None and trial.running:
+                if trial.serving_since is not None:  # the run ended cleanly: its time counts
+                    since = dt.datetime.fromisoformat(trial.serving_since)
+                    trial.served_s += max(0.0, (self._now() - since).total_seconds())
+                trial.running, trial.serving_since = False, None
                 self.state_file.store(state)
 
     def report_unhealthy(self, reason: str) -> bool:
@@ -595,12 +861,11 @@ class Installer:
             return True
 
     def maybe_commit(self) -> bool:
-        """Commit the trial once the probation period has passed (call periodically while healthy)."""
+        """Commit the trial once it has served its probation period (call periodically while healthy)."""
         state = self.state()
         if state.trial is None:
             return False
-        since = dt.datetime.fromisoformat(state.trial.since)
-        if (self._now() - since).total_seconds() < self.config.probation.period_s:
+        if not commit_due(state.trial, self._now(), self.config.probation.period_s):
             return False
         self.commit()
         return True
@@ -637,11 +902,11 @@ class Installer:
                 return None
             return self._rollback(state, reason, "requested")
 
-    def _rollback(self, state: InstallState, reason: str, detail: str) -> SlotRecord:
+    def _rollback(self, state: InstallState, reason: str, detail: str, mark_bad: bool = True) -> SlotRecord:
         failed = state.active
         if state.trial is not None:
             target = state.known_good
-            if failed is not None and failed.slot not in state.bad:
+            if mark_bad and failed is not None and failed.slot not in state.bad:
                 state.bad.append(failed.slot)
         else:
             target = state.previous
@@ -725,6 +990,34 @@ class Installer:
             except (OSError, ReleaseError):
                 images = []
         return ReferenceCheck(model, images, h.min_agreement, h.agreement_conf, h.agreement_iou)
+
+
+def _public(result: Union[SlotRecord, _Verified]) -> Union[SlotRecord, ReleaseManifest]:
+    """What the public install methods return: the new active release, or a dry run's verified manifest."""
+    return result.manifest if isinstance(result, _Verified) else result
+
+
+def _installed(result: Union[SlotRecord, _Verified]) -> SlotRecord:
+    assert isinstance(result, SlotRecord)
+    return result
+
+
+def _label(record: Optional[SlotRecord]) -> str:
+    return "-" if record is None else f"{record.name} {record.version} (#{record.counter})"
+
+
+def _label_ref(ref: Dict[str, Any]) -> str:
+    return f"{ref.get('name')} {ref.get('version')} (#{ref.get('counter')})"
+
+
+def _fsync_tree(root: Path) -> None:
+    """Make a copied tree durable before it is recorded (a power cut must not leave a recorded, empty copy)."""
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and not path.is_symlink():
+            with open(path, "rb") as f:
+                os.fsync(f.fileno())
+    for directory in [root, *(p for p in root.rglob("*") if p.is_dir() and not p.is_symlink())]:
+        fsync_dir(directory)
 
 
 def _interface_of(path: Path) -> ModelInterface:

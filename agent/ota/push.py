@@ -31,7 +31,7 @@ class Decision(str, enum.Enum):
     STALE = "stale"  # counter at or below the anti-rollback floor
     OTHER_CHANNEL = "other_channel"
     HANDLED = "handled"  # this exact push was installed / rejected before
-    DEFER = "defer"  # a release is in probation: wait for commit or rollback
+    DEFER = "defer"  # a release is in probation, or a bundle queued by `ota install` waits: wait for them
 
 
 def push_key(push: ModelPush) -> str:
@@ -50,7 +50,9 @@ def decide_push(push: ModelPush, state: InstallState, channel: str, handled: Dic
         return Decision.STALE if push.release.counter < active.counter else Decision.CURRENT
     if push.release.counter < state.floor:
         return Decision.STALE
-    if state.trial is not None:
+    if state.trial is not None or state.queued is not None:
+        # one release on trial at a time; the bundle queued during the trial (a drive, verified already and
+        # kept on the box) goes first, then this push is decided again against the state it leaves
         return Decision.DEFER
     return Decision.INSTALL
 

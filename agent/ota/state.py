@@ -58,13 +58,32 @@ class Pending:
 
 @dataclass
 class Trial:
-    """The probation of the active release."""
+    """The probation of the active release (the rules are :mod:`agent.ota.probation`)."""
 
     slot: str
-    since: str
-    starts: int = 0
+    since: str  # when it was switched to (by whichever process installed it)
+    starts: int = 0  # daemon runs that served it
     crashes: int = 0
-    running: bool = False  # set at on_start, cleared by a clean shutdown: still set at the next start = crash
+    # set when a daemon starts serving it, cleared by a clean shutdown: still set at the next start = an
+    # unclean end (a crash on the same boot, a power loss on another)
+    running: bool = False
+    boot_id: Optional[str] = None  # the kernel boot on which ``running`` was set (None: unknown)
+    power_losses: int = 0  # unclean ends on another boot: power cut, hard reset (not counted as crashes)
+    serving_since: Optional[str] = None  # when the running daemon began serving it (None: not served now)
+    served_s: float = 0.0  # probation served by earlier runs that ended cleanly
+
+
+@dataclass
+class Queued:
+    """A release verified while another was on probation, kept on the box until that trial ends (``ota install``
+    of a USB bundle during probation). It is verified again, against the floor of that time, when installed."""
+
+    slot: str  # SHA-256 of its manifest: its slot once installed
+    release: Dict[str, Any]  # name, version, counter, from the verified manifest
+    bundle: str  # its copy under <state_dir>/queue/ (a directory or a .tar)
+    source: str = ""  # where it was installed from (the drive's path)
+    queued_at: str = ""
+    attempts: int = 0  # install attempts begun: one that a kill interrupted counts too
 
 
 @dataclass
@@ -79,6 +98,7 @@ class InstallState:
     version: int = STATE_VERSION
     # the last attempt's outcome, for `ota status`: kind, release, reason, detail, at (absent in older files)
     last: Optional[Dict[str, Any]] = None
+    queued: Optional[Queued] = None  # absent in older files
 
     def to_json(self) -> bytes:
         return (json.dumps(asdict(self), indent=2, sort_keys=True) + "\n").encode()
@@ -102,6 +122,7 @@ class InstallState:
                 trial=None if raw["trial"] is None else Trial(**raw["trial"]),
                 bad=[str(b) for b in raw.get("bad", [])],
                 last=raw["last"] if isinstance(raw.get("last"), dict) else None,
+                queued=None if raw.get("queued") is None else Queued(**raw["queued"]),
             )
         except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
             raise StateError(f"install state unreadable: {exc}") from exc

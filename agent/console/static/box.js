@@ -35,10 +35,14 @@ function render(state) {
       el("td", {}, fmt(c.alerts, 0)), el("td", {}, fmt(c.samples, 0)), el("td", {}, c.latency_p99_ms == null ? "-" : `${fmt(c.latency_p99_ms, 0)} ms`));
     return tr;
   }));
-  const m = st.model || {}, ota = state.ota || {}, trial = ota.probation;
+  const m = st.model || {}, ota = state.ota || {}, trial = ota.probation, q = ota.queued;
+  // the daemon's own view of the trial: probation counts from when it serves the release, in running time
+  const live = (st.model_updates || {}).probation;
+  const served = live && live.served_by_daemon ? `served ${fmt(live.served_s, 0)} of ${fmt(live.period_s, 0)} s` : "not served by the daemon yet";
   rows($("model"), [["name", m.name], ["version", m.version], ["sha256", (m.sha256 || "").slice(0, 16)], ["file", m.path],
     ["OTA active", ota.active ? `${ota.active.name} ${ota.active.version}` : (state.ota ? "-" : "OTA not configured")],
-    ["probation", trial ? `on trial since ${trial.since} (${trial.starts} starts, ${trial.crashes} crashes)` : (ota.active ? "committed" : "-")],
+    ["probation", trial ? `on trial: ${served} (${trial.starts} starts, ${trial.crashes} crashes, ${trial.power_losses || 0} power losses)` : (ota.active ? "committed" : "-")],
+    ["queued", q ? `${q.release.name} ${q.release.version}: verified, installs when the probation ends (from ${q.source})` : "-"],
     ["last OTA event", st.ota ? `${st.ota.kind}${st.ota.detail ? ": " + st.ota.detail : ""}` : "-"], ["error", m.error]]);
   const sp = st.spool || {}, byKind = sp.by_kind || {}, oldest = sp.oldest_by_kind || {};
   rows($("spool"), [["items", sp.items], ["bytes", sp.bytes], ...Object.keys(byKind).sort().map((k) => [k, `${byKind[k]} (oldest ${ago(oldest[k])})`])]);

@@ -38,6 +38,14 @@ def model_b(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def model_c(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A third model with other bytes (same graph and behaviour)."""
+    out = tmp_path_factory.mktemp("model-c") / "model-c.onnx"
+    out.write_bytes(TINY_MODEL.read_bytes().replace(b"Ultralytics tiny model", b"Ultralytics tinx model"))
+    return out
+
+
 @dataclass
 class World:
     """Keys, repository, device config and helpers for one test."""
