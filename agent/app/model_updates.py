@@ -763,6 +763,10 @@ class ModelUpdateService:
         except OtaError as exc:  # refused or failed: the installer reported it and dropped it from the queue
             log.error("ota_queued_install_failed", error=str(exc))
             return
+        except OSError as exc:  # the disk: try again later (the installer drops it after MAX_QUEUED_ATTEMPTS)
+            self._queue_retry_at = time.monotonic() + self.config.retry_max_s
+            log.error("ota_queued_install_failed", error=str(exc))
+            return
         if record is not None:
             self.installs += 1
             self._installed(record)

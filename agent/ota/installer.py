@@ -647,15 +647,20 @@ class Installer:
                 if size > limits.max_bundle_bytes:
                     raise BundleError(f"{path}: {size} bytes, above the bundle limit {limits.max_bundle_bytes}")
                 copy = incoming / "bundle.tar"
-                shutil.copyfile(path, copy)
             elif path.is_dir():
                 # vetted before it is read (links, devices, sizes): the copy must not follow a link off the drive
                 vet_directory(path, limits.max_bundle_bytes, limits.max_bundle_members)
                 copy = incoming / "bundle"
-                shutil.copytree(path, copy, symlinks=True)
             else:
                 raise OtaError(f"{path}: no such bundle file or directory", reason="bundle_invalid")
-            _fsync_tree(incoming)
+            try:
+                if copy.name.endswith(".tar"):
+                    shutil.copyfile(path, copy)
+                else:
+                    shutil.copytree(path, copy, symlinks=True)
+                _fsync_tree(incoming)
+            except OSError as exc:  # a full disk, a drive pulled out while copying
+                raise StateError(f"cannot keep a copy of {path} on this box: {exc}") from exc
             verified = self._install_path_locked(copy, str(path), dry_run=True)
             assert isinstance(verified, _Verified)
             manifest, slot = verified.manifest, verified.slot
