@@ -28,7 +28,7 @@ if [[ ! -e /etc/nv_tegra_release ]]; then
     echo "install-jetson: /etc/nv_tegra_release missing; this is not a Jetson (use install-x86.sh)" >&2
     exit 1
 fi
-ensure_packages python3 python3-venv python3-libnvinfer python3-opencv
+ensure_packages python3 python3-venv python3-libnvinfer python3-opencv "${GSTREAMER_PACKAGES[@]}"
 ensure_user
 ensure_venv "$PYTHON" "$VENV" "${VENV_ARGS[@]}"
 install_agent "$VENV" "$SOURCE" "$EXTRAS"
@@ -43,5 +43,5 @@ if not gst or "YES" not in gst[0]:
 PY
 install_factory_model
 ensure_config
-install_unit "$HERE/../systemd"
+install_unit "$HERE/../systemd" jetson.conf # the GPU, ISP/CSI and codec device nodes; the Argus socket
 print_next_steps

@@ -74,6 +74,12 @@ ensure_packages() {
     fi
 }
 
+# GStreamer and its Python bindings: RTSP, CSI and GStreamer cameras are read through them (agent/sources/gst.py),
+# from the system's packages, seen by the agent's venv through --system-site-packages. On a Jetson they are
+# JetPack's (with its hardware decoders); elsewhere Debian's / Ubuntu's.
+GSTREAMER_PACKAGES=(python3-gi gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0 gstreamer1.0-plugins-base
+    gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-libav)
+
 ensure_user() {
     if ! getent group edge-agent >/dev/null; then
         groupadd --system edge-agent
@@ -92,6 +98,9 @@ ensure_venv() { # ensure_venv PYTHON VENV [venv args...]
     if [[ ! -x "$venv/bin/python" ]]; then
         mkdir -p "$(dirname "$venv")"
         "$python" -m venv "$@" "$venv"
+    elif [[ " $* " == *" --system-site-packages "* ]]; then
+        # an older install made the venv without the system's packages (GStreamer's bindings): let it see them
+        sed -i 's/^include-system-site-packages = false$/include-system-site-packages = true/' "$venv/pyvenv.cfg"
     fi
     "$venv/bin/python" -m pip install --quiet --upgrade pip
 }
@@ -134,9 +143,14 @@ ensure_config() {
     fi
 }
 
-install_unit() { # install_unit SYSTEMD_DIR: the agent's unit, the USB update unit and its udev rule
-    local units=$1
+install_unit() { # install_unit SYSTEMD_DIR [DROP_IN...]: the agent's unit (with the drop-ins named, from
+    # SYSTEMD_DIR/edge-agent.service.d/), the USB update unit and its udev rule
+    local units=$1 drop_in
+    shift
     install -m 0644 "$units/edge-agent.service" /etc/systemd/system/edge-agent.service
+    for drop_in in "$@"; do
+        install -D -m 0644 "$units/edge-agent.service.d/$drop_in" "/etc/systemd/system/edge-agent.service.d/$drop_in"
+    done
     install -m 0644 "$units/edge-agent-usb@.service" /etc/systemd/system/edge-agent-usb@.service
     install -m 0644 "$HERE/udev/99-edge-agent-usb.rules" /etc/udev/rules.d/99-edge-agent-usb.rules
     if [[ -d /run/systemd/system ]]; then

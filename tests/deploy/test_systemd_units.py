@@ -42,6 +42,19 @@ def test_unit_verifies(tmp_path: Path) -> None:
     assert (result.stdout + result.stderr).strip() == ""
 
 
+def test_drop_ins_verify_with_the_unit(tmp_path: Path) -> None:
+    """The unit with each shipped drop-in (systemd/edge-agent.service.d/) passes `systemd-analyze verify`."""
+    copy = tmp_path / UNIT.name
+    copy.write_text(UNIT.read_text().replace(EXEC, "/bin/true"))
+    for drop_in in sorted((UNIT.parent / "edge-agent.service.d").glob("*.conf")):
+        combined = tmp_path / f"with-{drop_in.stem}" / UNIT.name
+        combined.parent.mkdir()
+        # a drop-in's [Service] lines appended to the unit: what systemd merges
+        combined.write_text(copy.read_text() + "\n" + drop_in.read_text())
+        result = _run("verify", str(combined))
+        assert result.returncode == 0 and not (result.stdout + result.stderr).strip(), (drop_in, result.stderr)
+
+
 def _exposure(unit: Path) -> float:
     """`systemd-analyze security --offline`'s overall exposure of a unit file (0 safest, 10 worst)."""
     result = _run("security", "--offline=true", "--no-pager", str(unit))
@@ -74,9 +87,18 @@ def test_unit_has_the_required_settings() -> None:
         "SystemCallFilter=@system-service",
         "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX AF_NETLINK",
         "DeviceAllow=char-video4linux rw",
-        "DeviceAllow=/dev/nvmap rw",
     ]:
         assert re.search(rf"^{re.escape(line)}$", text, re.M), line
+    # GPU nodes live in drop-ins the install scripts add where the box has them (no journal noise elsewhere)
+    assert not re.search(r"^DeviceAllow=/dev/nv", text, re.M)
+    jetson = (UNIT.parent / "edge-agent.service.d" / "jetson.conf").read_text()
+    for node in ("/dev/nvmap", "/dev/nvhost-ctrl-gpu", "/dev/nvgpu/igpu0/ctrl", "/dev/nvhost-nvcsi"):
+        assert re.search(rf"^DeviceAllow={re.escape(node)} rw$", jetson, re.M), node
+    assert re.search(r"^BindPaths=-/tmp/argus_socket$", jetson, re.M)
+    assert "jetson.conf" in (ROOT / "deploy" / "install-jetson.sh").read_text()
+    gpu = (UNIT.parent / "edge-agent.service.d" / "nvidia-gpu.conf").read_text()
+    assert re.search(r"^DeviceAllow=/dev/nvidiactl rw$", gpu, re.M)
+    assert "nvidia-gpu.conf" in (ROOT / "deploy" / "install-x86.sh").read_text()
     assert re.search(r"^StartLimitBurst=\d+$", text, re.M) and re.search(r"^StartLimitIntervalSec=\d+$", text, re.M)
     assert re.search(r"^LoadCredential=mqtt-password:", text, re.M)
 

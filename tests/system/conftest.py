@@ -27,6 +27,11 @@ from tests.system.nspawn import Box
 REPO = images.REPO
 SRC = "/srv/edge-vision-loop"  # the checkout on the box (read-only), as an operator unpacks a release
 WHEELHOUSE = "/srv/wheelhouse"
+APT_MIRROR = "/srv/apt"
+# The plant's own apt mirror (the boxes have no network): what an offline site sets up before installing
+USE_PLANT_MIRROR = (
+    f"echo 'deb [trusted=yes] file:{APT_MIRROR} ./' > /etc/apt/sources.list && rm -f /etc/apt/sources.list.d/*"
+)
 TOOLS = ("systemd-nspawn", "debootstrap", "nsenter", "zstd")
 FIGURES = Path(os.environ.get("EVL_SYSTEM_FIGURES", str(REPO / "runs" / "system" / "figures.json")))
 
@@ -71,12 +76,17 @@ def wheelhouse() -> Path:
 
 
 @pytest.fixture(scope="session")
+def apt_mirror(rootfs: Path) -> Path:
+    return images.build_apt_mirror(rootfs)
+
+
+@pytest.fixture(scope="session")
 def system_tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("system")
 
 
-def box_binds(wheelhouse: Path) -> Dict[Path, str]:
-    return {REPO: SRC, wheelhouse: WHEELHOUSE}
+def box_binds(wheelhouse: Path, apt_mirror: Path) -> Dict[Path, str]:
+    return {REPO: SRC, wheelhouse: WHEELHOUSE, apt_mirror: APT_MIRROR}
 
 
 @dataclass
@@ -94,12 +104,14 @@ INSTALL_COMMAND = f"cd {SRC} && deploy/install-x86.sh --wheelhouse {WHEELHOUSE}"
 
 
 @pytest.fixture(scope="session")
-def installed(rootfs: Path, wheelhouse: Path, system_tmp: Path) -> Iterator[Install]:
-    """`deploy/install-x86.sh` run once, as root, on a freshly booted clean OS with no network."""
+def installed(rootfs: Path, wheelhouse: Path, apt_mirror: Path, system_tmp: Path) -> Iterator[Install]:
+    """`deploy/install-x86.sh` run once, as root, on a freshly booted clean OS with no network (apt from the
+    plant's mirror, pip from the wheelhouse)."""
     layer = system_tmp / "installed"
-    box = Box([rootfs], layer, box_binds(wheelhouse), system_tmp / "install-console.log")
+    box = Box([rootfs], layer, box_binds(wheelhouse, apt_mirror), system_tmp / "install-console.log")
     boot_s = box.start()
     try:
+        box.sh(USE_PLANT_MIRROR)
         started = time.monotonic()
         result = box.sh(INSTALL_COMMAND + " 2>&1", timeout=900)
         seconds = time.monotonic() - started
@@ -109,10 +121,11 @@ def installed(rootfs: Path, wheelhouse: Path, system_tmp: Path) -> Iterator[Inst
 
 
 @pytest.fixture
-def box(rootfs: Path, wheelhouse: Path, installed: Install, tmp_path: Path) -> Iterator[Box]:
+def box(rootfs: Path, wheelhouse: Path, apt_mirror: Path, installed: Install, tmp_path: Path) -> Iterator[Box]:
     """A box booted from the installed layer (as it is after the install: the unit enabled, the example
     configuration in place), with a write layer of its own."""
-    booted = Box([rootfs, installed.layer], tmp_path / "upper", box_binds(wheelhouse), tmp_path / "console.log")
+    binds = box_binds(wheelhouse, apt_mirror)
+    booted = Box([rootfs, installed.layer], tmp_path / "upper", binds, tmp_path / "console.log")
     booted.start()
     try:
         yield booted

@@ -22,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Dict, Iterable, Sequence
 
 REPO = Path(__file__).resolve().parents[2]
 SUITE = "bookworm"
@@ -137,6 +137,157 @@ def build_rootfs(packages: Sequence[str] = BOX_PACKAGES + TEST_PACKAGES) -> Path
     return unpacked
 
 
+# ------------------------------------------------------------------------------- the plant's apt mirror
+
+# What the install scripts apt-get on a box (deploy/install-x86.sh, install-jetson.sh): GStreamer and its Python
+# bindings for RTSP, CSI and GStreamer cameras (seen by the venv through --system-site-packages), and on a Jetson
+# OpenCV (Debian's python3-opencv is built with GStreamer, as JetPack's is: the script refuses one without).
+# The boxes have no network: they get these from a local mirror, as an offline plant does (a flat repository
+# bound read-only at /srv/apt, `deb [trusted=yes] file:/srv/apt ./`).
+GSTREAMER_PACKAGES = (
+    "python3-gi",
+    "gir1.2-gstreamer-1.0",
+    "gir1.2-gst-plugins-base-1.0",
+    "gstreamer1.0-plugins-base",
+    "gstreamer1.0-plugins-good",
+    "gstreamer1.0-plugins-bad",
+    "gstreamer1.0-libav",
+)
+JETSON_PACKAGES = ("python3-opencv",)
+MIRROR_RECIPE = 1
+# Stubs, named as such, for what only NVIDIA ships:
+#   python3-libnvinfer    a `tensorrt` module with a version and nothing else (no engine can be built or run),
+#                         as a .deb in the mirror, so the script's apt step installs it like JetPack's
+#   /etc/nv_tegra_release the L4T release file the script checks for          } the Jetson layer
+#   onnxruntime-gpu       stand-in: the PyPI CPU onnxruntime wheel in the     } (build_jetson_layer)
+#                         system's dist-packages, where JetPack's would be
+TENSORRT_STUB_VERSION = "8.6.2"
+NV_TEGRA_RELEASE = (
+    "# R35 (release), REVISION: 4.1, GCID: 33958178, BOARD: t186ref, EABI: aarch64, "
+    "DATE: Tue Aug  1 19:57:35 UTC 2023\n"
+    "# STUB written by tests/system/images.py: this is an x86 container standing in for a Jetson\n"
+)
+TENSORRT_STUB = f'''"""STUB of JetPack's TensorRT Python bindings (python3-libnvinfer), made by tests/system/images.py.
+
+It only lets deploy/install-jetson.sh find and print a version on an x86 container; any use raises.
+"""
+
+__version__ = "{TENSORRT_STUB_VERSION}"
+
+
+def __getattr__(name):
+    raise ImportError(f"tensorrt.{{name}}: this is a stub of python3-libnvinfer (no TensorRT on this machine)")
+'''
+
+
+def _stub_deb(work: Path, package: str, version: str, files: Dict[str, str]) -> Path:
+    root = work / package
+    (root / "DEBIAN").mkdir(parents=True)
+    (root / "DEBIAN" / "control").write_text(
+        f"Package: {package}\nVersion: {version}\nArchitecture: all\nMaintainer: tests/system <stub@invalid>\n"
+        f"Description: STUB of JetPack's {package} for the system tests (tests/system/images.py)\n"
+    )
+    for relative, text in files.items():
+        path = root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    deb = work / f"{package}_{version}_all.deb"
+    _run(["dpkg-deb", "--root-owner-group", "--build", str(root), str(deb)], stdout=subprocess.DEVNULL)
+    return deb
+
+
+def apt_mirror_key(rootfs: Path) -> str:
+    packages = sorted(GSTREAMER_PACKAGES + JETSON_PACKAGES)
+    return _key({"rootfs": rootfs.name, "packages": packages, "recipe": MIRROR_RECIPE, "trt": TENSORRT_STUB_VERSION})
+
+
+def build_apt_mirror(rootfs: Path) -> Path:
+    """A flat apt repository with every package the install scripts may apt-get on the clean root file system
+    (and their dependencies), plus the python3-libnvinfer stub. Downloaded once, with network, by apt itself in
+    a throwaway container over the clean root file system (so the set is exactly what that OS lacks)."""
+    cache = cache_dir()
+    mirror = cache / f"apt-mirror-{apt_mirror_key(rootfs)}"
+    if (mirror / ".complete").exists():
+        return mirror
+    if mirror.exists():
+        shutil.rmtree(mirror)
+    mirror.mkdir(parents=True)
+    with tempfile.TemporaryDirectory(dir=cache, prefix="mirror-") as tmp:
+        work = Path(tmp)
+        _stub_deb(
+            work,
+            "python3-libnvinfer",
+            f"{TENSORRT_STUB_VERSION}-stub",
+            {"usr/lib/python3/dist-packages/tensorrt/__init__.py": TENSORRT_STUB},
+        )
+        (work / "upper").mkdir()
+        packages = " ".join(GSTREAMER_PACKAGES + JETSON_PACKAGES)
+        script = (
+            "set -e; export DEBIAN_FRONTEND=noninteractive; apt-get update -qq; "
+            "apt-get install -y -qq --download-only --no-install-recommends "
+            f"-o Dir::Cache::archives=/mirror {packages}; "
+            "apt-get install -y -qq --no-install-recommends apt-utils >/dev/null; cp /stub/*.deb /mirror/; "
+            "cd /mirror && rm -f lock && rm -rf partial && apt-ftparchive packages . > Packages"
+        )
+        _run(
+            [
+                "systemd-nspawn",
+                "--quiet",
+                f"--directory={rootfs}",
+                f"--overlay={rootfs}:{work / 'upper'}:/",
+                "--register=no",
+                "--keep-unit",
+                "--resolv-conf=replace-host",
+                f"--bind={mirror}:/mirror",
+                f"--bind-ro={work}:/stub",
+                "bash",
+                "-c",
+                script,
+            ]
+        )
+    (mirror / ".complete").write_text("ok\n")
+    return mirror
+
+
+def jetson_layer_key(wheelhouse: Path) -> str:
+    ort = sorted(p.name for p in wheelhouse.glob("onnxruntime-*.whl"))
+    return _key({"ort": ort, "nv_tegra_release": NV_TEGRA_RELEASE, "recipe": MIRROR_RECIPE})
+
+
+def build_jetson_layer(wheelhouse: Path) -> Path:
+    """An overlay layer: the L4T release file and JetPack's onnxruntime-gpu stand-in (see above)."""
+    cache = cache_dir()
+    layer = cache / f"jetson-layer-{jetson_layer_key(wheelhouse)}"
+    if (layer / ".complete").exists():
+        return layer
+    if layer.exists():
+        shutil.rmtree(layer)
+    site = layer / "usr" / "lib" / "python3" / "dist-packages"
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-index",
+            "--find-links",
+            str(wheelhouse),
+            "--no-deps",
+            "--target",
+            str(site),
+            "onnxruntime",
+            "flatbuffers",
+            "protobuf",
+            "packaging",
+        ]
+    )
+    (layer / "etc").mkdir(exist_ok=True)
+    (layer / "etc" / "nv_tegra_release").write_text(NV_TEGRA_RELEASE)
+    (layer / ".complete").write_text("ok\n")
+    return layer
+
+
 # ------------------------------------------------------------------------------------------------ wheelhouse
 
 
@@ -180,6 +331,9 @@ def main(argv: Sequence[str] = ()) -> int:
     _log(f"root file system: {rootfs}")
     house = build_wheelhouse()
     _log(f"wheelhouse: {house} ({len(list(house.glob('*.whl')))} wheels)")
+    mirror = build_apt_mirror(rootfs)
+    _log(f"apt mirror: {mirror} ({len(list(mirror.glob('*.deb')))} packages)")
+    _log(f"Jetson layer: {build_jetson_layer(house)}")
     return 0
 
 

@@ -20,9 +20,9 @@ INSTALL = f"cd {SRC} && deploy/install-cloud.sh --wheelhouse {WHEELHOUSE}"
 
 
 @pytest.fixture
-def cloud_box(rootfs: Path, wheelhouse: Path, tmp_path: Path) -> Iterator[Box]:
+def cloud_box(rootfs: Path, wheelhouse: Path, apt_mirror: Path, tmp_path: Path) -> Iterator[Box]:
     """A clean OS (no agent), the cloud side installed on it by its script."""
-    box = Box([rootfs], tmp_path / "upper", box_binds(wheelhouse), tmp_path / "console.log")
+    box = Box([rootfs], tmp_path / "upper", box_binds(wheelhouse, apt_mirror), tmp_path / "console.log")
     box.start()
     try:
         box.sh(INSTALL + " 2>&1", timeout=900)
