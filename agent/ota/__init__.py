@@ -6,11 +6,15 @@ Public surface::
     installer = Installer(config, on_event=publish)
     model_path = installer.on_start()            # at every daemon start (counts probation starts / crashes)
     installer.install_url(url) | installer.install_path(path) | installer.install_bundle(path)
+    installer.install_or_queue(path)             # `ota install PATH`: queued while a release is on probation
+    installer.mark_serving(slot)                 # the daemon runs a trial's model now: its probation counts
+    installer.install_queued()                   # once the trial has ended
     installer.maybe_commit(); installer.report_unhealthy(reason); installer.mark_clean_shutdown()
 
 Modules: :mod:`~agent.ota.trust` (ngclient + time floor), :mod:`~agent.ota.fetchers` (HTTP, directory,
 memory, the seam for MQTT), :mod:`~agent.ota.bundle` (archive vetting), :mod:`~agent.ota.state` (the
-persisted journal), :mod:`~agent.ota.health`, :mod:`~agent.ota.installer`, :mod:`~agent.ota.cli`.
+persisted journal), :mod:`~agent.ota.probation` (crash / power-loss / served-time rules, pure),
+:mod:`~agent.ota.health`, :mod:`~agent.ota.installer`, :mod:`~agent.ota.cli`.
 Errors: see :mod:`agent.ota.errors`.
 """
 

@@ -20,6 +20,11 @@ A local bundle installed while a release is on probation is queued (:meth:`Insta
 verified, copied under ``<state_dir>/queue/`` (the drive can go), and installed by
 :meth:`Installer.install_queued` once the trial commits or rolls back, verified again then.
 
+Above 400 lines for one reason: :class:`Installer` is the only writer of ``state.json``, and every operation
+(install, queue, switch, serve, commit, roll back, start) is a sequence of its locked steps on that one state;
+the pure rules live apart (:mod:`agent.core.release`, :mod:`agent.core.interface`, :mod:`agent.ota.probation`),
+and so do trust, fetching, vetting and the health check.
+
 ``EDGE_AGENT_OTA_FAULT=<point>`` makes the installer SIGKILL itself right after persisting ``<point>``
 (one of :data:`FAULT_POINTS`): the seam the crash-safety tests use, inert unless set.
 ``EDGE_AGENT_BOOT_ID_FILE=<path>`` reads the boot id from that file instead of the kernel's (tests that
