@@ -1,10 +1,10 @@
 """A box on another CPU: run under ``qemu-x86_64 -cpu Haswell`` by test_golden_across_cpus.py.
 
-``python cpu_box.py BUNDLE STATE_DIR CONFIG_JSON`` installs the signed bundle with the real installer (TUF
-verification, the health check on the golden images, the switch) and prints one JSON object: the CPU
-features NumPy sees, what ONNX Runtime's u8s8 integer kernel computes on the saturation probe
+``python cpu_box.py STATE_DIR CONFIG_JSON BUNDLE...`` installs the signed bundles in turn with the real
+installer (TUF verification, the health check on the golden images, the switch) and prints one JSON object:
+the CPU features NumPy sees, what ONNX Runtime's u8s8 integer kernel computes on the saturation probe
 (tests/data/ota/u8s8-saturation.onnx: 64 products of 255 x 127; exact 2,072,640, saturated pair sums
-1,048,544), the optimised run's detections on each golden image, and the install's outcome.
+1,048,544), each install's outcome, and the optimised run's detections on each golden image of the last.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(REPO))
 
 
-def main(bundle: Path, state_dir: Path, config_json: str) -> Dict[str, Any]:
+def main(state_dir: Path, config_json: str, bundles: List[Path]) -> Dict[str, Any]:
     import numpy as np
     import onnxruntime as ort
 
@@ -39,11 +39,15 @@ def main(bundle: Path, state_dir: Path, config_json: str) -> Dict[str, Any]:
     out["u8s8_probe"] = int(probe.run(None, {"a": np.full((1, 64), 255, np.uint8)})[0][0, 0])
     config = OtaConfig.model_validate({**json.loads(config_json), "state_dir": str(state_dir)})
     installer = Installer(config)
-    try:
-        record = installer.install_path(bundle)
-        out["installed"] = record.version  # type: ignore[union-attr]
-    except OtaError as exc:
-        out["error"] = {"reason": exc.reason, "detail": exc.detail, "problems": getattr(exc, "problems", [])}
+    out["installs"] = []
+    for bundle in bundles:
+        try:
+            record = installer.install_path(bundle)
+            out["installs"].append({"installed": record.version})  # type: ignore[union-attr]
+        except OtaError as exc:
+            out["installs"].append(
+                {"reason": exc.reason, "detail": exc.detail, "problems": getattr(exc, "problems", [])}
+            )
     state = installer.state()
     out["bad"] = list(state.bad)
     if state.active is not None:
@@ -61,4 +65,4 @@ def main(bundle: Path, state_dir: Path, config_json: str) -> Dict[str, Any]:
 
 
 if __name__ == "__main__":
-    print(json.dumps(main(Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3])))
+    print(json.dumps(main(Path(sys.argv[1]), sys.argv[2], [Path(b) for b in sys.argv[3:]])))
