@@ -8,9 +8,11 @@ Readers, each delivering BGR ``ndarray`` frames as the engine takes them:
 - ``opencv``: ``cv2.VideoCapture(url, CAP_FFMPEG)`` (the pip wheel's FFmpeg), options through
   ``OPENCV_FFMPEG_CAPTURE_OPTIONS``;
 - ``pyav``: PyAV's FFmpeg (``av.open``), the decoder on one slice-threaded thread, small probe;
-- ``gstreamer``: ``rtspsrc ! depay ! parse ! avdec_h26x ! videoconvert ! appsink`` through
+- ``opencv-gstreamer``: ``rtspsrc ! depay ! parse ! avdec_h26x ! videoconvert ! appsink`` through
   ``cv2.VideoCapture(pipeline, CAP_GSTREAMER)`` (Debian's OpenCV, built with GStreamer: run this script with
-  Debian's /usr/bin/python3, as a Jetson runs JetPack's OpenCV).
+  Debian's /usr/bin/python3, as a Jetson runs JetPack's OpenCV);
+- ``agent``: the agent's own reader (``agent.sources.gst.open_rtsp``: the same GStreamer pipeline through
+  PyGObject, with its probes), in the agent's environment.
 
 Measured after a warm-up of 1 s: frames delivered, CPU seconds of the whole process (every decoder thread
 counts) per frame, frames whose barcode does not read (grey or smeared), gaps in the frame sequence, and the
@@ -73,7 +75,10 @@ def open_pyav(url: str, transport: str, codec: str) -> Tuple[Reader, Callable[[]
     def read() -> Optional[Any]:
         while not pending:
             packet = next(packets)
-            pending.extend(packet.decode())
+            try:
+                pending.extend(packet.decode())
+            except av.error.InvalidDataError:
+                continue  # a packet before the first keyframe (a mid-GOP join): FFmpeg refuses it, skip it
         return pending.pop(0).to_ndarray(format="bgr24")
 
     return read, container.close
@@ -105,7 +110,14 @@ def open_gstreamer(url: str, transport: str, codec: str) -> Tuple[Reader, Callab
     return read, capture.release
 
 
-READERS = {"opencv": open_opencv, "pyav": open_pyav, "gstreamer": open_gstreamer}
+def open_agent(url: str, transport: str, codec: str) -> Tuple[Reader, Callable[[], None]]:
+    from agent.sources.gst import open_rtsp
+
+    reader = open_rtsp(url, transport=transport, decoder="cpu", open_timeout_s=10.0)
+    return reader.read, reader.close
+
+
+READERS = {"opencv": open_opencv, "pyav": open_pyav, "opencv-gstreamer": open_gstreamer, "agent": open_agent}
 
 
 def due(epoch: float, fps: float, frames: int, index: int, near: float) -> float:

@@ -144,7 +144,10 @@ class Daemon:
         self.exit_code = EXIT_OK
         self.errors: List[str] = []
         self.reloads = 0
-        self.camera_status: Dict[str, SourceStatus] = {}  # event loop writes (from the cameras' listeners)
+        # event loop writes: at every state change (the cameras' listeners) and every status interval, from
+        # each source's own snapshot, so the counters in status.json, MQTT and the metrics are the camera's now
+        self.camera_status: Dict[str, SourceStatus] = {}
+        self.sources: Dict[str, CameraSource] = {}  # event loop writes (add / remove camera)
         self.model_path: Optional[Path] = None
         self.model_error: Optional[str] = None  # why no model runs (event loop writes it)
         self.ota_last: Optional[Dict[str, Any]] = None
@@ -428,6 +431,7 @@ class Daemon:
         source.add_listener(listener)
         runtime = CameraRuntime(camera, source, self.pipeline.class_names)
         self.pipeline.add_camera(runtime)
+        self.sources[camera.name] = source
         source.start()
         log.info("camera_started", camera=camera.name, source=camera.source.type)
 
@@ -445,9 +449,12 @@ class Daemon:
 
         self.pipeline.remove_camera(name, stopped)
         self.camera_status.pop(name, None)
+        self.sources.pop(name, None)
         log.info("camera_removed", camera=name)
 
     def _camera_changed(self, status: SourceStatus) -> None:
+        if status.camera not in self.sources:
+            return  # a late state change of a camera removed meanwhile
         self.camera_status[status.camera] = status
         log.info("camera_state", camera=status.camera, state=status.state.value, reason=status.reason)
         self._publish_camera(status)
@@ -506,10 +513,16 @@ class Daemon:
             _topic, push = await queue.get()
             log.warning("model_push_ignored", reason="OTA is not configured", release=push.release.name)
 
+    def _refresh_camera_status(self) -> None:
+        """Every camera's counters as they are now (not as they were at its last state change)."""
+        for name, source in list(self.sources.items()):
+            self.camera_status[name] = source.status()
+
     async def _status_task(self) -> None:
         interval = self.config.daemon.status_interval_s
         while True:
             await asyncio.sleep(interval)
+            self._refresh_camera_status()
             self._write_status()
             if self.link is not None and self.topics is not None:
                 self.link.set_retained(self.topics.status, encode_json(self._device_status()))

@@ -21,6 +21,7 @@ import pytest
 
 from agent.sources.pipelines import (
     APPSINK,
+    SINK_CAPS,
     MachineFacts,
     choose_decoder,
     codec_of_encoding,
@@ -28,6 +29,7 @@ from agent.sources.pipelines import (
     decode_branch,
     decoder_element,
     demux_branch,
+    raw_layout,
     redact_url,
     rtsp_pipeline,
     split_credentials,
@@ -44,49 +46,47 @@ from agent.sources.pipelines import (
             "h264",
             "cpu",
             "rtph264depay name=depay ! h264parse ! avdec_h264 name=decoder max-threads=1 output-corrupt=false ! "
-            f"videoconvert ! video/x-raw,format=BGR ! {APPSINK}",
+            f"videoconvert ! {SINK_CAPS} ! {APPSINK}",
         ),
         (
             "h265",
             "cpu",
             "rtph265depay name=depay ! h265parse ! avdec_h265 name=decoder max-threads=1 output-corrupt=false ! "
-            f"videoconvert ! video/x-raw,format=BGR ! {APPSINK}",
+            f"videoconvert ! {SINK_CAPS} ! {APPSINK}",
         ),
         (
             "h264",
             "nvv4l2",
             "rtph264depay name=depay ! h264parse ! nvv4l2decoder name=decoder ! nvvidconv ! video/x-raw,format=BGRx ! "
-            f"videoconvert ! video/x-raw,format=BGR ! {APPSINK}",
+            f"videoconvert ! {SINK_CAPS} ! {APPSINK}",
         ),
         (
             "h265",
             "nvv4l2",
             "rtph265depay name=depay ! h265parse ! nvv4l2decoder name=decoder ! nvvidconv ! video/x-raw,format=BGRx ! "
-            f"videoconvert ! video/x-raw,format=BGR ! {APPSINK}",
+            f"videoconvert ! {SINK_CAPS} ! {APPSINK}",
         ),
         (
             "h264",
             "nvdec",
-            "rtph264depay name=depay ! h264parse ! nvh264dec name=decoder ! videoconvert ! "
-            f"video/x-raw,format=BGR ! {APPSINK}",
+            f"rtph264depay name=depay ! h264parse ! nvh264dec name=decoder ! videoconvert ! {SINK_CAPS} ! {APPSINK}",
         ),
         (
             "h265",
             "nvdec",
-            "rtph265depay name=depay ! h265parse ! nvh265dec name=decoder ! videoconvert ! "
-            f"video/x-raw,format=BGR ! {APPSINK}",
+            f"rtph265depay name=depay ! h265parse ! nvh265dec name=decoder ! videoconvert ! {SINK_CAPS} ! {APPSINK}",
         ),
         (
             "h264",
             "vaapi",
             "rtph264depay name=depay ! h264parse ! vah264dec name=decoder ! vapostproc ! video/x-raw,format=BGRx ! "
-            f"videoconvert ! video/x-raw,format=BGR ! {APPSINK}",
+            f"videoconvert ! {SINK_CAPS} ! {APPSINK}",
         ),
         (
             "h265",
             "vaapi",
             "rtph265depay name=depay ! h265parse ! vah265dec name=decoder ! vapostproc ! video/x-raw,format=BGRx ! "
-            f"videoconvert ! video/x-raw,format=BGR ! {APPSINK}",
+            f"videoconvert ! {SINK_CAPS} ! {APPSINK}",
         ),
     ],
 )
@@ -106,9 +106,7 @@ def test_decode_branch_threads_and_bad_input() -> None:
 
 def test_demux_branch_keeps_parameter_sets_and_decodes_nothing() -> None:
     branch = demux_branch("h265")
-    assert branch.startswith(
-        "rtph265depay ! h265parse config-interval=-1 ! video/x-h265,stream-format=byte-stream"
-    )
+    assert branch.startswith("rtph265depay ! h265parse config-interval=-1 ! video/x-h265,stream-format=byte-stream")
     assert "dec" not in branch.replace("depay", "")
     assert "avdec_h264" in still_decoder("h264")
 
@@ -183,7 +181,7 @@ def test_csi_pipeline() -> None:
     assert pipeline.startswith("nvarguscamerasrc sensor-id=1 ! ")
     assert "width=(int)1280, height=(int)720, framerate=(fraction)60/1" in pipeline
     assert "nvvidconv flip-method=2 ! video/x-raw, width=(int)640, height=(int)720, format=(string)BGRx" in pipeline
-    assert pipeline.endswith(f"videoconvert ! video/x-raw, format=(string)BGR ! {APPSINK}")
+    assert pipeline.endswith(f"format=(string)BGRx ! {APPSINK}")
 
 
 # --------------------------------------------------------------------------- GStreamer's own parser
@@ -236,3 +234,29 @@ def test_csi_pipeline_parses(parsed: Dict[str, Any]) -> None:
     entry = _entry(parsed, kind="csi")
     assert "error" not in entry, entry
     assert entry["sink"] == "appsink"
+
+
+@pytest.mark.parametrize("fmt", ["I420", "NV12", "BGRx", "BGR"])
+@pytest.mark.parametrize(("width", "height"), [(1920, 1080), (642, 360), (641, 361), (854, 480), (2, 2)])
+def test_raw_layout_is_gstreamers(fmt: str, width: int, height: int) -> None:
+    try:
+        import gi
+
+        gi.require_version("Gst", "1.0")
+        gi.require_version("GstVideo", "1.0")
+        from gi.repository import Gst, GstVideo
+    except (ImportError, ValueError) as exc:
+        if REQUIRE:
+            pytest.fail(f"GStreamer's Python bindings are required here: {exc}")
+        pytest.skip(f"SKIPPED LOUDLY: GStreamer's Python bindings are missing: {exc}")
+    Gst.init(None)
+    info = GstVideo.VideoInfo()
+    info.set_format(GstVideo.VideoFormat.from_string(fmt), width, height)
+    size, planes = raw_layout(fmt, width, height)
+    assert size == info.size
+    assert [(p[0], p[1]) for p in planes] == [(info.offset[i], info.stride[i]) for i in range(info.finfo.n_planes)]
+
+
+def test_raw_layout_refuses_other_formats() -> None:
+    with pytest.raises(ValueError, match="YUY2"):
+        raw_layout("YUY2", 640, 480)
