@@ -115,6 +115,7 @@ class DecodeStats:
             "decoded": self.decoded,
             "decode_errors": self.decode_errors,
             "decode_ms": self.decode_ms,
+            "decode_cpu_s": round(self.decode_cpu_s, 3),
         }
 
 
