@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Sequence, Set, Tuple
 
 import numpy as np
+import structlog
 
 from agent.sources.diagnose import diagnose_stream_url
 from agent.sources.errors import SourceConfigError, SourceReadError, SourceUnavailableError
@@ -67,6 +68,7 @@ AUTH_RETRY_S = 60.0
 not fix itself, and cameras lock accounts out after repeated failures."""
 NOT_FOUND_RETRY_S = 30.0
 _POLL_S = 0.1  # how often a waiting read looks at the bus for an error
+_WARN_EVERY_S = 30.0  # one log line per camera for GStreamer's warnings in this long (lost packets repeat them)
 _NS = 1_000_000_000
 _INSTALL_HINT = (
     "GStreamer and its Python bindings are needed for RTSP, CSI and GStreamer cameras: on Debian/Ubuntu "
@@ -74,6 +76,8 @@ _INSTALL_HINT = (
     "gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-libav` and a virtualenv made with "
     "--system-site-packages (deploy/install-x86.sh and install-jetson.sh do both), or `pip install PyGObject`"
 )
+
+log = structlog.get_logger(__name__)
 
 _modules: Optional[Tuple[Any, Any]] = None
 _modules_lock = threading.Lock()
@@ -268,6 +272,8 @@ class GstFrameReader:
         self.last_capture: Optional[Tuple[float, float]] = None
         self.size: Optional[Tuple[int, int]] = None
         self._closed = False
+        self._warnings = 0
+        self._warned_at = -_WARN_EVERY_S
 
     # ------------------------------------------------------------------------------------ FrameReader
 
@@ -313,20 +319,44 @@ class GstFrameReader:
             raise SourceReadError(str(exc)) from None
 
     def _pull_or_raise(self, timeout_s: float) -> Any:
-        gst = self._gst
         deadline = time.monotonic() + timeout_s
         while True:
+            self._read_bus()
             sample = self._sink.try_pull_sample(int(min(_POLL_S, max(0.0, deadline - time.monotonic())) * _NS))
             if sample is not None:
                 return sample
-            message = self._bus.pop_filtered(gst.MessageType.ERROR | gst.MessageType.EOS)
-            if message is not None:
-                if message.type == gst.MessageType.EOS:
-                    raise _PipelineError(f"{self._what}: the stream ended", ended=True)
-                error, debug = message.parse_error()
-                raise _PipelineError(_describe_error(self._what, error, debug), error)
+            self._read_bus()
             if time.monotonic() >= deadline:
                 raise _NoFrame(f"{self._what}: no frame for {timeout_s:.1f} s")
+
+    def _read_bus(self) -> None:
+        """Every message the pipeline posted: an error or the end raises; a warning is logged with the camera's
+        name (at most one line per ``_WARN_EVERY_S``, with how many came); the rest is dropped. Read at every
+        frame: a bus nobody reads keeps every message for good."""
+        gst = self._gst
+        while self._bus.have_pending():
+            message = self._bus.pop()
+            if message is None:
+                return
+            if message.type == gst.MessageType.ERROR:
+                error, debug = message.parse_error()
+                raise _PipelineError(_describe_error(self._what, error, debug), error)
+            if message.type == gst.MessageType.EOS:
+                raise _PipelineError(f"{self._what}: the stream ended", ended=True)
+            if message.type == gst.MessageType.WARNING:
+                self._warnings += 1
+                now = time.monotonic()
+                if now - self._warned_at >= _WARN_EVERY_S:
+                    warning, debug = message.parse_warning()
+                    log.warning(
+                        "camera_gstreamer_warning",
+                        camera=self._what,
+                        element=message.src.get_name() if message.src is not None else "",
+                        warning=warning.message,
+                        debug=(debug or "").strip().splitlines()[-1][:300] if debug else "",
+                        since_last=self._warnings,
+                    )
+                    self._warned_at, self._warnings = now, 0
 
     def _image(self, sample: Any) -> Image:
         gst = self._gst
