@@ -9,7 +9,8 @@ its own (bench/rtsp_reader_probe.py), one after the other, so the CPU figures ar
 - ``opencv``: OpenCV's FFmpeg backend (the pip wheel), the agent's RTSP reader before wave 3;
 - ``pyav``: PyAV (FFmpeg from PyPI), one slice-threaded decoder thread, a small probe;
 - ``opencv-gstreamer``: a GStreamer pipeline inside OpenCV (Debian's python3-opencv, as on a Jetson);
-- ``agent``: the agent's reader now (agent/sources/gst.py: the same GStreamer pipeline through PyGObject).
+- ``agent``: the agent's reader now (agent/sources/gst.py: the same GStreamer pipeline through PyGObject);
+- ``agent-main``: what a camera's main stream costs the agent: received, never decoded (stills aside).
 
 Per reader and stream: time from open to the first frame, CPU milliseconds per frame of the whole process
 (every decoder thread counts), frames with an unreadable barcode (grey or smeared), frames missed, and the
@@ -40,7 +41,7 @@ STREAMS = {
     "H.264 1080p30": ClipSpec("h264", 1920, 1080, 30),
     "H.264 640x360 15": ClipSpec("h264", 640, 360, 15),
 }
-READERS = ("opencv", "pyav", "opencv-gstreamer", "agent")
+READERS = ("opencv", "pyav", "opencv-gstreamer", "agent", "agent-main")
 
 
 def run_probe(reader: str, server: RtspServer, mount: str, spec: ClipSpec, seconds: float) -> Dict[str, Any]:
@@ -88,6 +89,12 @@ def render(rows: List[Dict[str, Any]], seconds: float) -> str:
     for row in rows:
         if "error" in row:
             lines.append(f"| {row['stream']} | {row['reader']} | error: {row['error'][:80]} | | | | | | |")
+            continue
+        if row["reader"] == "agent-main":
+            lines.append(
+                f"| {row['stream']} | agent, main stream (received, not decoded) | {row['open_to_first_frame_s']} | "
+                f"{row['cpu_ms_per_frame']} | {row['cpu_share_of_one_core']} | – | – | – | – |"
+            )
             continue
         lines.append(
             f"| {row['stream']} | {row['reader']} | {row['open_to_first_frame_s']} | {row['cpu_ms_per_frame']} | "

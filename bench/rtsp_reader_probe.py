@@ -12,7 +12,9 @@ Readers, each delivering BGR ``ndarray`` frames as the engine takes them:
   ``cv2.VideoCapture(pipeline, CAP_GSTREAMER)`` (Debian's OpenCV, built with GStreamer: run this script with
   Debian's /usr/bin/python3, as a Jetson runs JetPack's OpenCV);
 - ``agent``: the agent's own reader (``agent.sources.gst.open_rtsp``: the same GStreamer pipeline through
-  PyGObject, with its probes), in the agent's environment.
+  PyGObject, with its probes), in the agent's environment;
+- ``agent-main``: a camera's main stream as the agent keeps it (``open_rtsp_units``): received and parsed into
+  access units, not decoded (no barcode to read: only the CPU figures mean something).
 
 Measured after a warm-up of 1 s: frames delivered, CPU seconds of the whole process (every decoder thread
 counts) per frame, frames whose barcode does not read (grey or smeared), gaps in the frame sequence, and the
@@ -117,7 +119,21 @@ def open_agent(url: str, transport: str, codec: str) -> Tuple[Reader, Callable[[
     return reader.read, reader.close
 
 
-READERS = {"opencv": open_opencv, "pyav": open_pyav, "opencv-gstreamer": open_gstreamer, "agent": open_agent}
+def open_agent_main(url: str, transport: str, codec: str) -> Tuple[Reader, Callable[[], None]]:
+    """A camera's main stream as the agent keeps it: access units received, none decoded."""
+    from agent.sources.gst import open_rtsp_units
+
+    reader = open_rtsp_units(url, transport=transport, open_timeout_s=10.0)
+    return reader.read_unit, reader.close
+
+
+READERS = {
+    "opencv": open_opencv,
+    "pyav": open_pyav,
+    "opencv-gstreamer": open_gstreamer,
+    "agent": open_agent,
+    "agent-main": open_agent_main,
+}
 
 
 def due(epoch: float, fps: float, frames: int, index: int, near: float) -> float:
@@ -167,6 +183,10 @@ def main() -> int:
             if not measuring:
                 continue
             delivered += 1
+            if args.reader == "agent-main":  # access units: nothing decoded, no barcode to read
+                if now - wall0 >= args.seconds:
+                    break
+                continue
             index = read_barcode(image)
             if index is None:
                 unreadable += 1

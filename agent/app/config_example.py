@@ -62,7 +62,8 @@ cameras:
   # A synthetic conveyor scene, so that a fresh box shows detections before a camera is wired. Replace it:
   # - name: press-1
   #   fps_limit: 10
-  #   source: {{type: rtsp, url: !credential press-1-url, transport: tcp}}   # the URL holds a password
+  #   source: {{type: rtsp, url: !credential press-1-sub-url, main_url: !credential press-1-url}}
+  #   # url: the substream the model sees; main_url: full resolution, decoded only for snapshots and samples
   #   rules:
   #     alerts: [{{name: cracked-washer, classes: [cracked_washer], min_confidence: 0.6}}]
   # - name: line-usb

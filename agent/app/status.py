@@ -160,6 +160,22 @@ def render_summary(
             f"  p50 {_fmt_ms(cam.get('latency_p50_ms'))} p99 {_fmt_ms(cam.get('latency_p99_ms'))}"
             + (f"  ({cam['reason']})" if cam.get("reason") else "")
         )
+        decode = cam.get("decode") or {}
+        if decode:
+            lines.append(
+                f"  {'':<20} {cam.get('source', '')}  {cam.get('width', 0)}x{cam.get('height', 0)}"
+                f" {decode.get('codec', '')}  decoder {decode.get('decoder', '')}"
+                f"  decoded {decode.get('decoded', 0)} dropped as undecodable {decode.get('decode_errors', 0)}"
+                f"  {_fmt_ms(decode.get('decode_ms'))} CPU/frame"
+            )
+        main = cam.get("main") or {}
+        if main:
+            lines.append(
+                f"  {'':<20} main stream {main.get('address', '')} {main.get('state', '?')}"
+                f"  {main.get('width', 0)}x{main.get('height', 0)}  stills {main.get('stills', 0)}"
+                f" ({_fmt_ms(main.get('still_ms'))} each)"
+                + ("" if main.get("state") == "streaming" else f"  ({main.get('reason', '')})")
+            )
     mqtt = document.get("mqtt") or {}
     if mqtt:
         lines.append(

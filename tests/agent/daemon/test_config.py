@@ -113,10 +113,13 @@ def test_file_errors(tmp_path: Path) -> None:
 
 def test_example_config_is_valid(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "press-1-url").write_text("rtsp://10.0.0.21:554/stream1\n")
+    (tmp_path / "press-1-sub-url").write_text("rtsp://10.0.0.21:554/stream2\n")
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
     example = Path(__file__).resolve().parents[3] / "examples" / "config.yaml"
     config = load_config(example, environ={})
     assert config.cameras and config.metrics.enabled is False
+    press = config.cameras[0].source
+    assert press.type == "rtsp" and press.main_url == "rtsp://10.0.0.21:554/stream1"
 
 
 def test_disk_budget_caps_the_spool() -> None:

@@ -142,6 +142,11 @@ def test_alert_snapshots_and_samples_come_from_the_main_stream(
         assert (sample["image"]["width"], sample["image"]["height"]) == (1920, 1080)
         output = daemon.status()["output"]
         assert output["main_stream_stills"] >= 2
+        from agent.app.status import render_summary
+
+        line = f"main stream rtsp://127.0.0.1:{server.port}/main streaming  1920x1080"
+        summary = wait_for(lambda: [s for s in [render_summary(daemon.status())] if line in s], 5, "the summary")[0]
+        assert "decoder cpu (avdec_h264" in summary  # what `edge-agent status` prints
         main = wait_for(
             lambda: _camera_doc(daemon)["main"] if _camera_doc(daemon)["main"]["stills"] >= 2 else None, 5, ""
         )
