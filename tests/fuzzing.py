@@ -245,8 +245,9 @@ def _config_run(data: bytes) -> None:
 
 def _config_seeds() -> List[bytes]:
     example = (REPO / "examples" / "config.yaml").read_bytes()
-    # the example's RTSP URL is a systemd credential, which this process does not have
-    return [example.replace(b"url: !credential press-1-url", b"url: 'rtsp://cam.local/stream'")]
+    # the example's RTSP URLs are systemd credentials, which this process does not have
+    example = example.replace(b"url: !credential press-1-sub-url", b"url: 'rtsp://cam.local/stream2'")
+    return [example.replace(b"main_url: !credential press-1-url", b"main_url: 'rtsp://cam.local/stream1'")]
 
 
 def _manifest_run(data: bytes) -> None:
