@@ -387,6 +387,13 @@ def main() -> int:
         tmp = Path(tmp_name)
         broker = MosquittoBroker(tmp / "broker")
         broker.start()
+
+        def run(name: str, cams: List[Dict[str, Any]], schedule: Any, server: Optional[RtspServer]) -> None:
+            scenarios.append(
+                run_scenario(name, cams, 15.0, schedule, args.model, broker, server, args.seconds, args.warmup_s)
+            )
+            print(json.dumps(scenarios[-1]), flush=True)
+
         try:
             if "synthetic" in wanted:
                 cams = [
@@ -396,31 +403,13 @@ def main() -> int:
                     )
                     for i in range(4)
                 ]
-                scenarios.append(
-                    run_scenario(
-                        "synthetic 1080p", cams, 15.0, {}, args.model, broker, None, args.seconds, args.warmup_s
-                    )
-                )
-                print(json.dumps(scenarios[-1]), flush=True)
+                run("synthetic 1080p", cams, {}, None)
             if "rtsp-1080p" in wanted:
                 mounts = {f"/cam{i}": main_clips[i] for i in range(4)}
                 with RtspServer(tmp / "rtsp-a", mounts) as server:
                     cams = [camera(f"cam{i}", {"type": "rtsp", "url": server.url(f"/cam{i}")}) for i in range(4)]
                     schedule = {f"cam{i}": (server, f"/cam{i}") for i in range(4)}
-                    scenarios.append(
-                        run_scenario(
-                            "RTSP H.264 1080p15",
-                            cams,
-                            15.0,
-                            schedule,
-                            args.model,
-                            broker,
-                            server,
-                            args.seconds,
-                            args.warmup_s,
-                        )
-                    )
-                    print(json.dumps(scenarios[-1]), flush=True)
+                    run("RTSP H.264 1080p15", cams, schedule, server)
             if "rtsp-substreams" in wanted:
                 mounts = {
                     **{f"/cam{i}/sub": sub_clips[i] for i in range(8)},
@@ -440,20 +429,7 @@ def main() -> int:
                     ]
                     # the snapshot is the main stream's still: its barcode and the main mount's schedule
                     schedule = {f"cam{i}": (server, f"/cam{i}/main") for i in range(8)}
-                    scenarios.append(
-                        run_scenario(
-                            "RTSP 640x360 substreams + 1080p main",
-                            cams,
-                            15.0,
-                            schedule,
-                            args.model,
-                            broker,
-                            server,
-                            args.seconds,
-                            args.warmup_s,
-                        )
-                    )
-                    print(json.dumps(scenarios[-1]), flush=True)
+                    run("RTSP 640x360 substreams + 1080p main", cams, schedule, server)
         finally:
             broker.close()
     report = {

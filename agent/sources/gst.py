@@ -27,7 +27,7 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, Optional, Sequence, Set, Tuple, TypeVar
 
 import numpy as np
 import structlog
@@ -584,11 +584,37 @@ def open_rtsp(
         what=what,
         branch_for=branch_for,
     )
-    reader: Optional[GstFrameReader] = None
+    return _play(
+        pipeline,
+        lambda: GstFrameReader(pipeline, _LateSink(built), what, read_timeout_s=read_timeout_s, probes=probes),
+        built,
+        failure,
+        open_timeout_s=open_timeout_s,
+        url=url,
+        what=what,
+    )
+
+
+_Reader = TypeVar("_Reader", bound="GstFrameReader")
+
+
+def _play(
+    pipeline: Any,
+    make_reader: Callable[[], _Reader],
+    built: Dict[str, Any],
+    failure: Dict[str, BaseException],
+    *,
+    open_timeout_s: float,
+    url: str,
+    what: str,
+) -> _Reader:
+    """Start an RTSP pipeline and wait for its first sample; the pipeline is stopped again on any failure."""
+    gst, _glib = gst_modules()
+    reader: Optional[_Reader] = None
     try:
         if pipeline.set_state(gst.State.PLAYING) == gst.StateChangeReturn.FAILURE:
             raise SourceUnavailableError(f"{what}: the pipeline did not start")
-        reader = GstFrameReader(pipeline, _LateSink(built), what, read_timeout_s=read_timeout_s, probes=probes)
+        reader = make_reader()
         _wait_first(reader, built, failure, open_timeout_s, url, what, gst)
         return reader
     except BaseException:
@@ -639,7 +665,7 @@ def open_rtsp_units(
 
     Raises: as :func:`open_rtsp`.
     """
-    gst, _glib = gst_modules()
+    gst_modules()  # a clear error before anything is built when the bindings are missing
     what = what or redact_url(url)
     pipeline, built, failure = _start_rtsp(
         url,
@@ -650,19 +676,15 @@ def open_rtsp_units(
         what=what,
         branch_for=lambda codec: (demux_branch(codec), lambda _branch: None),
     )
-    reader: Optional[GstUnitReader] = None
-    try:
-        if pipeline.set_state(gst.State.PLAYING) == gst.StateChangeReturn.FAILURE:
-            raise SourceUnavailableError(f"{what}: the pipeline did not start")
-        reader = GstUnitReader(pipeline, _LateSink(built), what, read_timeout_s=read_timeout_s, built=built)
-        _wait_first(reader, built, failure, open_timeout_s, url, what, gst)
-        return reader
-    except BaseException:
-        if reader is not None:
-            reader.close()
-        else:
-            pipeline.set_state(gst.State.NULL)
-        raise
+    return _play(
+        pipeline,
+        lambda: GstUnitReader(pipeline, _LateSink(built), what, read_timeout_s=read_timeout_s, built=built),
+        built,
+        failure,
+        open_timeout_s=open_timeout_s,
+        url=url,
+        what=what,
+    )
 
 
 def decode_still(codec: str, units: Sequence[AccessUnit], timeout_s: float = 10.0) -> Image:

@@ -14,7 +14,7 @@ import dataclasses
 import threading
 import time
 from dataclasses import dataclass, replace
-from typing import Callable, Deque, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
 
 import structlog
 
@@ -416,6 +416,13 @@ class Pipeline:
             thumbnail=thumbnail,
         )
         names = self.detector.names
+        still = runtime.source.still_of(frame)  # the camera's main stream, for the pictures of this frame
+
+        def job(kind: str, **what: Any) -> OutputJob:
+            return OutputJob(
+                kind, runtime.name, frame, detections, update.track_ids, self.model, names, still=still, **what
+            )
+
         for event in events:
             rule_cfg = next((r for r in runtime.rules.alerts if r.name == event.rule), None)
             rule_ref = AlertRuleRef(
@@ -426,51 +433,14 @@ class Pipeline:
                 zone=",".join(z.name for z in rule_cfg.zones)[:128] or None if rule_cfg else None,
             )
             runtime.stats.alerts += 1
-            self.writer.submit(
-                OutputJob(
-                    "alert",
-                    runtime.name,
-                    frame,
-                    detections,
-                    update.track_ids,
-                    self.model,
-                    names,
-                    event,
-                    rule_ref,
-                    still=runtime.source.still_of(frame),
-                )
-            )
+            self.writer.submit(job("alert", alert=event, rule_ref=rule_ref))
         if decision is not None:
             runtime.stats.samples += 1
-            self.writer.submit(
-                OutputJob(
-                    "sample",
-                    runtime.name,
-                    frame,
-                    detections,
-                    update.track_ids,
-                    self.model,
-                    names,
-                    decision=decision,
-                    still=runtime.source.still_of(frame),
-                )
-            )
+            self.writer.submit(job("sample", decision=decision))
         while runtime.snapshot_requests:
             request_id = runtime.snapshot_requests.pop(0)
             runtime.stats.snapshots += 1
-            self.writer.submit(
-                OutputJob(
-                    "snapshot",
-                    runtime.name,
-                    frame,
-                    detections,
-                    update.track_ids,
-                    self.model,
-                    names,
-                    request_id=request_id,
-                    still=runtime.source.still_of(frame),
-                )
-            )
+            self.writer.submit(job("snapshot", request_id=request_id))
         quality = self.quality
         if quality.model_sha256 != self.model.sha256:  # a swap happened between batches: the new model's count
             quality = QualitySnapshot(self.model.sha256, time.time())
