@@ -353,3 +353,18 @@ def test_a_main_stream_that_is_down_leaves_the_detect_frame(
     still_of = camera.still_of(frame)
     assert still_of is not None and still_of() is None  # the caller (output writer) uses the detect frame
     assert camera.status().state is SourceState.STREAMING  # the model's stream is not affected
+
+
+def test_a_configured_decoder_the_box_lacks_fails_the_camera_clearly(
+    rtsp_clips: Dict[str, Clip], rtsp_server: Servers, cameras: Any
+) -> None:
+    from agent.sources.gst import gst_modules
+
+    gst = gst_modules()[0]
+    if gst.ElementFactory.find("vah264dec") is not None:
+        pytest.skip("this machine has VA-API's decoder: the failure needs a machine without it")
+    server = rtsp_server({"/cam": rtsp_clips["h264_sub"]})
+    camera = cameras("cam", server.url("/cam"), decoder="vaapi")
+    assert wait_until(lambda: camera.state is SourceState.FAILED, timeout=10), camera.status()
+    reason = camera.status().reason
+    assert "decoder 'vaapi' needs GStreamer element 'vah264dec'" in reason, reason  # never a silent fallback
