@@ -16,6 +16,7 @@ gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad ffm
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -32,8 +33,9 @@ SYSTEM_PYTHON = "/usr/bin/python3"
 SCRIPT = Path(__file__).with_name("gst_rtsp_server.py")
 
 
+@functools.lru_cache(maxsize=None)
 def missing_packages() -> Optional[str]:
-    """Why the server cannot run here (a sentence), or None."""
+    """Why the server cannot run here (a sentence), or None (asked once per process)."""
     if not Path(SYSTEM_PYTHON).exists():
         return f"{SYSTEM_PYTHON} is missing"
     probe = (
