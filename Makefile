@@ -113,7 +113,7 @@ test-slow: setup
 # Root on Linux; says SKIPPED and succeeds elsewhere. The root file system, the VM image and the wheelhouse are
 # cached outside the repository ($$XDG_CACHE_HOME/edge-vision-loop/system, keyed by what they are built from):
 # the first run downloads Debian packages and wheels, later ones run offline.
-SYSTEM_APT := debootstrap systemd-container qemu-system-x86 qemu-utils mtools dosfstools zstd util-linux e2fsprogs
+SYSTEM_APT := debootstrap systemd-container qemu-system-x86 qemu-utils mtools dosfstools zstd util-linux e2fsprogs socat mosquitto
 .stamps/apt-system:
 	@mkdir -p .stamps
 	@if [ "$$(uname -s)" = Linux ] && [ "$$(id -u)" = 0 ]; then \

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 from typing import Any, List, Optional
 
 from agent import __version__
@@ -38,6 +40,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+WRITING_COMMANDS = ("install", "rollback", "commit")
+"""`edge-agent ota` commands that write the installer's state (``status`` and ``verify`` only read it)."""
+
+
+def _state_owner(state_dir: Path) -> Optional[int]:
+    """The owner of the OTA state directory (or of the nearest existing parent: the daemon's StateDirectory=)."""
+    for path in (state_dir, *state_dir.parents):
+        try:
+            return path.stat().st_uid if path != Path("/") else None
+        except OSError:
+            continue
+    return None
+
+
+def _user_name(uid: int) -> str:
+    try:
+        import pwd
+
+        return pwd.getpwuid(uid).pw_name
+    except (ImportError, KeyError):
+        return str(uid)
+
+
 def _run_ota(args: argparse.Namespace) -> int:
     from agent.config import CREDENTIALS_SOURCE, ConfigError, OtaCommandConfig, load_settings
     from agent.ota import cli as ota_cli
@@ -52,6 +77,15 @@ def _run_ota(args: argparse.Namespace) -> int:
         return 2
     if config.ota is None:
         sys.stderr.write(f"error: {args.config}: updates are disabled (no 'ota' section)\n")
+        return 2
+    owner = _state_owner(config.ota.state_dir)
+    if args.ota_command in WRITING_COMMANDS and owner is not None and os.geteuid() != owner:
+        # root's files in the daemon's state directory (state.json, slots) would stop the daemon reading them
+        name = _user_name(owner)
+        sys.stderr.write(
+            f"error: {config.ota.state_dir} belongs to {name}: run this as that user, e.g. "
+            f"runuser -u {name} -- {sys.argv[0]} ota {args.ota_command} ...\n"
+        )
         return 2
     from agent.ota.installer import ServingContext
     from agent.rules_config import class_needs

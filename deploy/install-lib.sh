@@ -90,6 +90,9 @@ ensure_user() {
     fi
     getent group video >/dev/null || groupadd --system video
     usermod -a -G video edge-agent
+    # the unit's StateDirectory= makes it at the first start; made now, an `edge-agent ota` command run before
+    # that start finds it the agent's (it refuses to write into another user's state as root)
+    install -d -m 0750 -o edge-agent -g edge-agent /var/lib/edge-agent
 }
 
 ensure_venv() { # ensure_venv PYTHON VENV [venv args...]
@@ -152,6 +155,7 @@ install_unit() { # install_unit SYSTEMD_DIR [DROP_IN...]: the agent's unit (with
         install -D -m 0644 "$units/edge-agent.service.d/$drop_in" "/etc/systemd/system/edge-agent.service.d/$drop_in"
     done
     install -m 0644 "$units/edge-agent-usb@.service" /etc/systemd/system/edge-agent-usb@.service
+    install -D -m 0755 "$HERE/edge-agent-usb-install" /opt/edge-agent/bin/edge-agent-usb-install
     install -m 0644 "$HERE/udev/99-edge-agent-usb.rules" /etc/udev/rules.d/99-edge-agent-usb.rules
     if [[ -d /run/systemd/system ]]; then
         systemctl daemon-reload

@@ -124,3 +124,24 @@ def test_commands_without_secrets_read_the_file_without_them(monkeypatch: pytest
         loads_settings(text, OtaCommandConfig, environ={})  # a service needs them all
     with pytest.raises(Exception, match="max_bytez"):  # and every other key is checked as ever
         loads_settings(text + "spool: {max_bytez: 1}\n", OtaCommandConfig, environ={}, credentials="optional")
+
+
+def test_ota_commands_that_write_run_as_the_state_owner(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Root running `ota install` would leave root's files in the daemon's state directory, which the daemon (its
+    own user) then cannot read: refused, with the command to use instead; reading commands stay allowed."""
+    import os
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root (a state directory owned by another user)")
+    state = tmp_path / "ota"
+    state.mkdir()
+    os.chown(state, 65534, 65534)
+    config = tmp_path / "config.yaml"
+    config.write_text(f"ota: {{state_dir: {state}, trusted_root: {tmp_path / 'root.json'}}}\n")
+    assert main(["ota", "install", "--config", str(config), str(tmp_path / "bundle")]) == 2
+    err = capsys.readouterr().err
+    assert f"{state} belongs to nobody" in err and "runuser -u nobody --" in err
+    assert main(["ota", "rollback", "--config", str(config)]) == 2
+    capsys.readouterr()
+    main(["ota", "status", "--config", str(config)])  # reading: never refused for the owner's sake
+    assert "belongs to" not in capsys.readouterr().err

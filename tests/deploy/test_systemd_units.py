@@ -253,3 +253,29 @@ def test_crl_refresh_runs_well_inside_the_crl_life() -> None:
     post = re.search(r"^ExecStartPost=\+(.*)$", service, re.M).group(1)
     assert "--signal=HUP mosquitto.service" in post and "reload" not in post
     assert "crlfile /etc/mosquitto/edge/crl.pem" in (ROOT / "deploy" / "mosquitto" / "mosquitto.conf").read_text()
+
+
+USB_UNIT = ROOT / "systemd" / "edge-agent-usb@.service"
+
+
+def test_usb_unit_mounts_and_installs_in_one_namespace(tmp_path: Path) -> None:
+    """The shape a real udev run needed (tests/system/test_usb_update.py runs it in QEMU): no mount from an
+    ExecStartPre= (another namespace than ExecStart='s), a mount point systemd makes (RuntimeDirectory=), the
+    mount private to the unit, a failure when the stick holds no bundle."""
+    text = USB_UNIT.read_text()
+    copy = tmp_path / USB_UNIT.name
+    copy.write_text(text.replace("/opt/edge-agent/bin/edge-agent-usb-install", "/bin/true"))
+    result = _run("verify", str(copy))
+    assert result.returncode == 0 and not (result.stdout + result.stderr).strip(), result.stderr
+    assert not re.search(r"^ExecStartPre=", text, re.M) and not re.search(r"^ExecStopPost=", text, re.M)
+    assert re.search(r"^ExecStart=/opt/edge-agent/bin/edge-agent-usb-install %I$", text, re.M)
+    assert re.search(r"^RuntimeDirectory=edge-agent-usb/%I$", text, re.M)
+    assert re.search(r"^PrivateMounts=true$", text, re.M)
+    assert not re.search(r"^ReadWritePaths=.*/run/", text, re.M)
+    script = (ROOT / "deploy" / "edge-agent-usb-install").read_text()
+    assert "mount -o ro,nosuid,nodev,noexec" in script and "exit 5" in script
+    assert "setpriv --reuid=edge-agent --regid=edge-agent" in script
+    assert "edge-agent-usb-install" in (ROOT / "deploy" / "install-lib.sh").read_text()
+    unit = tmp_path / "edge-agent-usb@sda1.service"
+    unit.write_text(copy.read_text())
+    assert _exposure(unit) <= 2.5
