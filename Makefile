@@ -136,6 +136,9 @@ bench: setup
 	PYTHONPATH=. $(VENV)/bin/python bench/bench_ota_verify.py
 	PYTHONPATH=. $(VENV)/bin/python bench/bench_spool_drain.py --verify --write
 	PYTHONPATH=. $(VENV)/bin/python bench/bench_cameras.py --model models/demo/demo-int8.onnx --write
+	PYTHONPATH=. $(VENV)/bin/python bench/bench_rtsp_readers.py --write
+	PYTHONPATH=. $(VENV)/bin/python bench/bench_rtsp_cameras.py --write
+	PYTHONPATH=. $(VENV)/bin/python bench/bench_camera_faults.py --write
 	PYTHONPATH=. $(VENV)/bin/python bench/bench_ingest.py --write
 	PYTHONPATH=. $(VENV)/bin/python bench/bench_label_studio.py --write
 
