@@ -366,8 +366,8 @@ def box_vm(vm_snapshot: VMSnapshot, site: Site, tmp_path: Path) -> Iterator[VM]:
     """The prepared QEMU box, resumed (its agent running, connected to the site broker)."""
     machine = VM(vm_snapshot.disk, vm_snapshot.boot, tmp_path / "vm", site.services)
     machine.recorder_mark = site.recorder.mark()
-    machine.start(incoming=vm_snapshot.state)
     try:
+        machine.start(incoming=vm_snapshot.state)
         yield machine
     finally:
         try:

@@ -326,6 +326,20 @@ def _build_requirements() -> list[str]:
     return [item.strip().strip('"') for item in text[start : text.index("]", start)].split(",") if item.strip()]
 
 
+def prune(keep: Iterable[Path]) -> None:
+    """Remove cache entries built from anything else than what this tree needs now (an older pyproject.toml,
+    package list or recipe): each is hundreds of MB, and nothing would ever use them again."""
+    kept = {p.name for p in keep} | {f"{p.name}.tar.zst" for p in keep}
+    prefixes = ("rootfs-", "wheelhouse-", "apt-mirror-", "jetson-layer-")
+    for entry in cache_dir().iterdir():
+        if entry.name.startswith(prefixes) and entry.name not in kept:
+            _log(f"removing the stale {entry}")
+            if entry.is_dir():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+
+
 def main(argv: Sequence[str] = ()) -> int:
     rootfs = build_rootfs()
     _log(f"root file system: {rootfs}")
@@ -333,7 +347,9 @@ def main(argv: Sequence[str] = ()) -> int:
     _log(f"wheelhouse: {house} ({len(list(house.glob('*.whl')))} wheels)")
     mirror = build_apt_mirror(rootfs)
     _log(f"apt mirror: {mirror} ({len(list(mirror.glob('*.deb')))} packages)")
-    _log(f"Jetson layer: {build_jetson_layer(house)}")
+    layer = build_jetson_layer(house)
+    _log(f"Jetson layer: {layer}")
+    prune([rootfs, house, mirror, layer])
     return 0
 
 

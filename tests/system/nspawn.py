@@ -71,7 +71,17 @@ class Box:
         return [*cmd, "--boot"]
 
     def start(self, timeout: float = 120.0) -> float:
-        """Boot; returns the seconds until ``systemctl is-system-running --wait`` answered."""
+        """Boot; returns the seconds until ``systemctl is-system-running --wait`` answered. A box that does not
+        come up is stopped before the error is raised (no container left behind)."""
+        try:
+            return self._start(timeout)
+        except BaseException:
+            if self.process is not None and self.process.poll() is None:
+                self.process.send_signal(signal.SIGKILL)
+                self.process.wait(30)
+            raise
+
+    def _start(self, timeout: float) -> float:
         self.upper.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ, SYSTEMD_NSPAWN_UNIFIED_HIERARCHY="1")
         started = time.monotonic()
@@ -82,9 +92,10 @@ class Box:
         self.leader = self._wait_leader(timeout)
         deadline = time.monotonic() + timeout
         state = ""
-        while not state and time.monotonic() < deadline:  # empty until PID 1 listens on its private socket
+        # empty, or "offline", until PID 1 has set itself up and listens on its private socket
+        while state in ("", "offline") and time.monotonic() < deadline:
             state = self.sh("systemctl is-system-running --wait", check=False, timeout=timeout).stdout.strip()
-            if not state:
+            if state in ("", "offline"):
                 time.sleep(0.1)
         self.booted_s = time.monotonic() - started
         if state not in ("running", "degraded"):

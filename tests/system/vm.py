@@ -260,6 +260,14 @@ class VM:
     def start(self, timeout: float = 300.0, incoming: Optional[Path] = None, usb_stick: Optional[Path] = None) -> float:
         """Power on (or, with ``incoming``, resume the machine :meth:`save_state` saved there, over the same
         disk); returns the seconds until the command channel answered."""
+        try:
+            return self._start(timeout, incoming, usb_stick)
+        except BaseException:
+            if self.process is not None and self.process.poll() is None:
+                self.power_cut()  # nothing left running behind a failed start
+            raise
+
+    def _start(self, timeout: float, incoming: Optional[Path], usb_stick: Optional[Path]) -> float:
         for name in ("channel.sock", "qmp.sock"):
             (self.workdir / name).unlink(missing_ok=True)
         started = time.monotonic()
