@@ -137,6 +137,17 @@ class ShmCamera:
             self._taken_count += 1
         return Frame(self.name, n, mono, wall, image)
 
+    def take_next(self) -> Optional[Frame]:
+        """The pipeline's take: the newest frame (this experiment keeps no older one)."""
+        return self.latest()
+
+    def still_of(self, frame: Frame) -> None:
+        return None  # no main stream
+
+    @property
+    def stall_timeout_s(self) -> float:
+        return 2.0
+
     def status(self) -> ShmStatus:
         n = int(self._owner.arrays[2][self._index])
         return ShmStatus(frames=n + 1, dropped=max(0, n + 1 - self._taken_count - (0 if self._taken == n else 1)))

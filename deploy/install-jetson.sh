@@ -5,10 +5,11 @@
 #       SOURCE: wheel file or project dir (default: this checkout)
 #       --wheelhouse DIR: pip installs from DIR alone, with no index (an offline plant; see --help)
 #
-# The virtualenv is created with --system-site-packages so the agent sees JetPack's own builds:
-# TensorRT (python3-libnvinfer), OpenCV with GStreamer (nvarguscamerasrc for CSI cameras) and, if
-# installed, onnxruntime-gpu. Therefore the package is installed WITHOUT the opencv/ort extras: a pip
-# OpenCV wheel would shadow the system one and lose GStreamer.
+# The virtualenv is created with --system-site-packages so the agent sees JetPack's own builds: TensorRT
+# (python3-libnvinfer), GStreamer's bindings (python3-gi; JetPack's plugins bring nvv4l2decoder for RTSP and
+# nvarguscamerasrc for CSI cameras), OpenCV and, if installed, onnxruntime-gpu. Therefore the package is
+# installed WITHOUT the opencv/ort extras: a pip OpenCV wheel would shadow JetPack's build. The install ends by
+# checking, as the agent sees them, TensorRT and GStreamer (and says whether nvv4l2decoder is there).
 # Idempotent: re-running upgrades the package and keeps config, credentials and state.
 set -euo pipefail
 
@@ -32,14 +33,19 @@ ensure_packages python3 python3-venv python3-libnvinfer python3-opencv "${GSTREA
 ensure_user
 ensure_venv "$PYTHON" "$VENV" "${VENV_ARGS[@]}"
 install_agent "$VENV" "$SOURCE" "$EXTRAS"
-# The system builds must be the ones the venv imports.
+# The system builds must be the ones the venv imports: JetPack's TensorRT, and GStreamer with its bindings
+# (cameras: RTSP through nvv4l2decoder, CSI through nvarguscamerasrc) as the agent itself finds them.
 "$VENV/bin/python" - <<'PY'
-import cv2, tensorrt
-info = cv2.getBuildInformation()
-gst = [line for line in info.splitlines() if "GStreamer" in line]
-print("TensorRT", tensorrt.__version__, "| OpenCV", cv2.__version__, "|", gst[0].strip() if gst else "GStreamer: ?")
-if not gst or "YES" not in gst[0]:
-    raise SystemExit("OpenCV in the venv has no GStreamer: a pip opencv wheel shadows the JetPack build")
+import tensorrt
+from agent.sources.gst import environment_summary
+from agent.sources.errors import SourceConfigError
+try:
+    gst = environment_summary()
+except SourceConfigError as exc:
+    raise SystemExit(f"GStreamer is not usable from the venv: {exc}")
+print("TensorRT", tensorrt.__version__, "|", gst["gstreamer"], "| decoders:", ", ".join(gst["decoders"]) or "none")
+if "nvv4l2decoder" not in gst["decoders"]:
+    print("warning: no nvv4l2decoder: RTSP cameras will decode on the CPU (JetPack's GStreamer plugins missing?)")
 PY
 install_factory_model
 ensure_config

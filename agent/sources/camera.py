@@ -10,8 +10,12 @@ Threads (both daemon threads, named after the camera):
                               reader thread reconnects.
 
 Consumers take frames with :meth:`CameraSource.latest` (threads, non-blocking),
-:meth:`CameraSource.wait_frame` (threads, blocking) or ``await`` :meth:`CameraSource.next_frame` (asyncio).
-A frame replaced in the slot before anyone took it is counted in ``dropped``: newest frame wins.
+:meth:`CameraSource.wait_frame` (threads, blocking) or ``await`` :meth:`CameraSource.next_frame` (asyncio):
+newest frame wins, and a frame nobody took before a newer one replaced it is counted in ``dropped``. The
+inference loop uses :meth:`CameraSource.take_next`, which also hands over the frame just before the newest when
+it arrived less than ``TAKE_SLACK_S`` ago: network cameras deliver frames unevenly (two 15 fps frames 23 ms
+apart, measured on loopback), and a loop busy with other cameras for those 23 ms lost the first of the pair
+although it had the time to spare for both.
 
 Frame listeners (:meth:`CameraSource.add_frame_listener`) are called with no argument from the reader thread
 after every delivery: a consumer serving several cameras waits on one event instead of polling each slot.
@@ -50,6 +54,12 @@ FrameListener = Callable[[], None]
 _END = "end"
 _LOST = "lost"
 _STOPPED = "stopped"
+
+
+TAKE_SLACK_S = 0.05
+"""How old the frame before the newest may be for :meth:`CameraSource.take_next` to hand it over: a burst of
+two frames is processed in full; a loop that falls behind (the older frame a whole frame interval old at 15 or
+more fps) gets the newest, as before."""
 
 
 def default_stall_timeout(expected_fps: Optional[float]) -> float:
@@ -115,6 +125,7 @@ class CameraSource:
         # Everything below is guarded by self._cond.
         self._latest: Optional[Frame] = None
         self._latest_taken = True
+        self._held: Optional[Frame] = None  # the frame before the newest, not taken yet (take_next's slack)
         self._next_index = 0
         self._frames = 0
         self._dropped = 0
@@ -273,8 +284,30 @@ class CameraSource:
         with self._cond:
             frame = self._latest
             if frame is not None:
+                self._skip_held_locked()
                 self._latest_taken = True
             return frame
+
+    def take_next(self, slack_s: float = TAKE_SLACK_S) -> Optional[Frame]:
+        """The inference loop's take: the oldest frame nobody took yet, if it is the one just before the newest
+        and arrived at most ``slack_s`` ago; else the newest (the older one counted as dropped); ``None`` when
+        every frame was taken. Call again for the newest after an older one was handed over."""
+        with self._cond:
+            held = self._held
+            if held is not None:
+                self._held = None
+                if time.monotonic() - held.captured_monotonic <= slack_s:
+                    return held
+                self._dropped += 1
+            if self._latest is None or self._latest_taken:
+                return None
+            self._latest_taken = True
+            return self._latest
+
+    def _skip_held_locked(self) -> None:
+        if self._held is not None:  # a consumer of the newest frame skips the one before it
+            self._held = None
+            self._dropped += 1
 
     def wait_frame(self, after_index: int = -1, timeout: Optional[float] = None) -> Optional[Frame]:
         """Block until a frame newer than ``after_index`` arrives; ``None`` on timeout.
@@ -317,6 +350,7 @@ class CameraSource:
     def _take_newer_locked(self, after_index: int) -> Optional[Frame]:
         frame = self._latest
         if frame is not None and frame.index > after_index:
+            self._skip_held_locked()
             self._latest_taken = True
             return frame
         if self._state.terminal:
@@ -340,7 +374,9 @@ class CameraSource:
             frame = Frame(self.name, self._next_index, now, wall, image, origin)
             self._next_index += 1
             if not self._latest_taken:
-                self._dropped += 1
+                if self._held is not None:
+                    self._dropped += 1  # a third frame before anyone took the first: the first is lost
+                self._held = self._latest
             self._latest = frame
             self._latest_taken = False
             self._frames += 1

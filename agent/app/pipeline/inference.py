@@ -290,7 +290,7 @@ class Pipeline:
         start = self._rr % n
         for k in range(n):
             runtime = runtimes[(start + k) % n]
-            frame = runtime.source.latest()
+            frame = runtime.source.take_next()
             if frame is None or frame.index <= runtime.last_index:
                 continue
             runtime.last_index = frame.index

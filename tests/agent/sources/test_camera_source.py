@@ -6,6 +6,7 @@ import asyncio
 import json
 import random
 import shutil
+import threading
 import time
 from pathlib import Path
 from typing import Callable, List
@@ -121,8 +122,69 @@ def test_slow_consumer_drops_are_counted_and_add_up(video_file: Path, started: S
     source.stop()
     status = source.status()
     assert status.dropped > 0
-    # Every delivered frame was either taken, overwritten (dropped), or is the one still in the slot.
-    assert status.frames - taken - status.dropped in (0, 1)
+    # Every delivered frame was either taken, overwritten (dropped), or is still in the slot (the newest, and
+    # the one before it that take_next would still hand over)
+    assert status.frames - taken - status.dropped in (0, 1, 2)
+
+
+class ScriptedReader:
+    """A live reader that delivers a frame each time the test releases one."""
+
+    live = True
+    nominal_fps = None
+
+    def __init__(self) -> None:
+        self.released = threading.Semaphore(0)
+        self.finished = threading.Event()  # set by the test: the next read fails, so the reader thread ends
+        self.count = 0
+
+    def read(self) -> np.ndarray:
+        while not self.released.acquire(timeout=0.05):
+            if self.finished.is_set():
+                raise OSError("the scripted camera is finished")
+        self.count += 1
+        return numbered_image(self.count)
+
+    def grab(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        pass
+
+
+def test_take_next_hands_over_a_burst_of_two_in_order_and_the_newest_when_late() -> None:
+    reader = ScriptedReader()
+    source = CameraSource("burst", "test", lambda: reader, stall_timeout_s=60)
+    source.start()
+    try:
+        reader.released.release()
+        assert wait_until(lambda: source.status().frames == 1)
+        assert source.take_next() is not None and source.take_next() is None
+        # two frames arrive before the loop comes back for them (a network camera's uneven delivery)
+        reader.released.release()
+        reader.released.release()
+        assert wait_until(lambda: source.status().frames == 3)
+        first, second = source.take_next(), source.take_next()
+        assert first is not None and second is not None and first.index + 1 == second.index
+        assert source.take_next() is None and source.status().dropped == 0
+        # a loop that fell behind: the older of two waiting frames is past the slack, the newest is taken
+        reader.released.release()
+        reader.released.release()
+        assert wait_until(lambda: source.status().frames == 5)
+        time.sleep(0.08)
+        late = source.take_next()
+        assert late is not None and late.index == 4 and source.status().dropped == 1
+        # three before anyone takes one: the first is lost at once; newest-frame consumers skip the held one
+        for _ in range(3):
+            reader.released.release()
+        assert wait_until(lambda: source.status().frames == 8)
+        assert source.status().dropped == 2
+        newest = source.latest()
+        assert newest is not None and newest.index == 7 and source.status().dropped == 3
+    finally:
+        reader.finished.set()
+        source.stop()
+    assert not any(thread.name.startswith("camera-burst") for thread in threading.enumerate())
 
 
 def test_file_removed_and_restored_resumes_without_restart(tmp_path: Path, started: Start) -> None:
