@@ -56,10 +56,13 @@ _LOST = "lost"
 _STOPPED = "stopped"
 
 
-TAKE_SLACK_S = 0.05
+TAKE_SLACK_S = 0.1
 """How old the frame before the newest may be for :meth:`CameraSource.take_next` to hand it over: a burst of
-two frames is processed in full; a loop that falls behind (the older frame a whole frame interval old at 15 or
-more fps) gets the newest, as before."""
+two frames is processed in full; a loop that falls behind (the older frame more than 1.5 frame intervals old at
+15 fps) gets the newest, as before. One held frame at most, so a held frame is never more than two frame
+intervals old at 20 fps or more. Measured with 8 RTSP substream cameras at 15 fps (bench/bench_rtsp_cameras.py,
+one alert every 30 s): 76 of 7200 frames lost at 50 ms, 11 at 100 ms; frame-to-alert p95 of four 1080p cameras
+94 and 100 ms."""
 
 
 def default_stall_timeout(expected_fps: Optional[float]) -> float:

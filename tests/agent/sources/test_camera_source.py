@@ -23,6 +23,7 @@ from agent.sources import (
     SourceStoppedError,
     build_source,
 )
+from agent.sources.camera import TAKE_SLACK_S
 from agent.sources.readers import ImageFolderReader, open_video_file
 
 from .helpers import MjpegCamera, StateRecorder, block_value, numbered_image, wait_until, write_video
@@ -171,7 +172,7 @@ def test_take_next_hands_over_a_burst_of_two_in_order_and_the_newest_when_late()
         reader.released.release()
         reader.released.release()
         assert wait_until(lambda: source.status().frames == 5)
-        time.sleep(0.08)
+        time.sleep(TAKE_SLACK_S + 0.03)
         late = source.take_next()
         assert late is not None and late.index == 4 and source.status().dropped == 1
         # three before anyone takes one: the first is lost at once; newest-frame consumers skip the held one
