@@ -123,11 +123,14 @@ SYSTEM_APT := debootstrap systemd-container qemu-system-x86 qemu-utils mtools do
 	fi
 	@touch $@
 
+# Two pytest-xdist workers: each emulated VM is one busy core, and the 12 power cuts are most of the time.
+# SYSTEM_JOBS=0 runs the tests one at a time (the timing figures in docs/BENCHMARKS.md are measured so).
+SYSTEM_JOBS ?= 2
 test-system: .stamps/apt $(VENV)/.installed .stamps/apt-system
 	@if [ "$$(uname -s)" != Linux ] || [ "$$(id -u)" != 0 ]; then \
 		echo "test-system: SKIPPED: needs root on Linux (systemd-nspawn, QEMU)"; exit 0; fi; \
 	$(VENV)/bin/python -m tests.system.images && \
-	$(VENV)/bin/python -m pytest -q -p no:cacheprovider tests/system
+	$(VENV)/bin/python -m pytest -q -p no:cacheprovider -n $(SYSTEM_JOBS) tests/system
 
 # Benchmarks write their sections of docs/BENCHMARKS.md; run them on an otherwise idle machine.
 bench: setup

@@ -10,6 +10,7 @@ What the layers hold::
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -62,9 +63,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: List[pytest.Item
 def record_figure(name: str, value: float, unit: str, how: str) -> None:
     """A measured figure for docs/BENCHMARKS.md (runs/system/figures.json, merged across tests)."""
     FIGURES.parent.mkdir(parents=True, exist_ok=True)
-    figures: Dict[str, object] = json.loads(FIGURES.read_text()) if FIGURES.exists() else {}
-    figures[name] = {"value": round(value, 2), "unit": unit, "how": how, "at": time.strftime("%Y-%m-%d %H:%M")}
-    FIGURES.write_text(json.dumps(figures, indent=1, sort_keys=True) + "\n")
+    # the two pytest-xdist workers of make test-system record into one file: read, merge, write under a lock
+    with open(FIGURES.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        figures: Dict[str, object] = json.loads(FIGURES.read_text()) if FIGURES.exists() else {}
+        figures[name] = {
+            "value": round(value, 2),
+            "unit": unit,
+            "how": how,
+            "at": time.strftime("%Y-%m-%d %H:%M"),
+            "workers": int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")),
+        }
+        FIGURES.write_text(json.dumps(figures, indent=1, sort_keys=True) + "\n")
 
 
 @pytest.fixture(scope="session")

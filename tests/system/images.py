@@ -349,6 +349,9 @@ def main(argv: Sequence[str] = ()) -> int:
     _log(f"apt mirror: {mirror} ({len(list(mirror.glob('*.deb')))} packages)")
     layer = build_jetson_layer(house)
     _log(f"Jetson layer: {layer}")
+    from tests.system import vm  # the VM's kernel and initramfs, built here so that no two test workers race
+
+    _log(f"VM boot files: {vm.boot_files(rootfs)['initrd'].parent}")
     prune([rootfs, house, mirror, layer])
     return 0
 

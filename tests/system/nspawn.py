@@ -33,6 +33,32 @@ class BoxError(AssertionError):
     """A command on the box failed, or the box did not come up."""
 
 
+def _host_cgroups() -> List[Path]:
+    """This process's cgroup in each hierarchy nspawn places a container in: the unified one (cgroup2, on its
+    own or at ``unified/`` beside the v1 controllers) and, on a hybrid host, the v1 ``name=systemd`` one."""
+    found = []
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        number, controllers, path = line.split(":", 2)
+        if number == "0" and controllers == "":
+            v2 = Path("/sys/fs/cgroup/unified")
+            root = v2 if (v2 / "cgroup.procs").exists() else Path("/sys/fs/cgroup")
+        elif controllers == "name=systemd":
+            root = Path("/sys/fs/cgroup/systemd")
+        else:
+            continue
+        if (root / "cgroup.procs").exists():
+            found.append(root / path.lstrip("/"))
+    return found
+
+
+def _remove_cgroup(top: Path) -> None:
+    for directory, _, _ in sorted(os.walk(top), key=lambda entry: -len(entry[0])):
+        try:
+            os.rmdir(directory)
+        except OSError:
+            pass  # still populated (a process not yet reaped): left for the host to clean
+
+
 class Box:
     """One booted container.
 
@@ -51,6 +77,10 @@ class Box:
         self.process: Optional[subprocess.Popen[bytes]] = None
         self.leader = 0
         self.booted_s = 0.0
+        # `--keep-unit` puts the container in <nspawn's own cgroup>/payload: two boxes started from one cgroup (the
+        # two test workers of make test-system) would share it, and each box's systemd would kill the other's
+        # processes with its own units. So nspawn starts in a cgroup of its own, one per box.
+        self.cgroups = [parent / f"evl-box-{os.getpid()}-{id(self):x}" for parent in _host_cgroups()]
 
     # ------------------------------------------------------------------ life cycle
 
@@ -79,15 +109,26 @@ class Box:
             if self.process is not None and self.process.poll() is None:
                 self.process.send_signal(signal.SIGKILL)
                 self.process.wait(30)
+            for cgroup in self.cgroups:
+                _remove_cgroup(cgroup)
             raise
 
     def _start(self, timeout: float) -> float:
         self.upper.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ, SYSTEMD_NSPAWN_UNIFIED_HIERARCHY="1")
+        # SYSTEMD_NSPAWN_LOCK=0: every box boots from the same read-only lower layer, which nspawn would otherwise
+        # lock exclusively (the two test workers of make test-system boot boxes at the same time)
+        env = dict(os.environ, SYSTEMD_NSPAWN_UNIFIED_HIERARCHY="1", SYSTEMD_NSPAWN_LOCK="0")
         started = time.monotonic()
         with self.log.open("ab") as console:
+            for cgroup in self.cgroups:
+                cgroup.mkdir(exist_ok=True)
             self.process = subprocess.Popen(
-                self.command(), stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT, env=env
+                self.command(),
+                stdin=subprocess.DEVNULL,
+                stdout=console,
+                stderr=subprocess.STDOUT,
+                env=env,
+                preexec_fn=self._enter_cgroups,
             )
         self.leader = self._wait_leader(timeout)
         deadline = time.monotonic() + timeout
@@ -122,16 +163,21 @@ class Box:
             time.sleep(0.05)
         raise BoxError(f"no container init after {timeout} s; console: {self.log}")
 
+    def _enter_cgroups(self) -> None:
+        for cgroup in self.cgroups:  # in the child, before exec: nspawn starts there
+            (cgroup / "cgroup.procs").write_text("0")
+
     def stop(self, timeout: float = 60.0) -> None:
         """Shut the box down cleanly (poweroff), SIGKILL nspawn if it does not go."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.sh("systemctl poweroff --no-block", check=False, timeout=10)
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(10)
+        if self.process is not None and self.process.poll() is None:
+            self.sh("systemctl poweroff --no-block", check=False, timeout=10)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.send_signal(signal.SIGKILL)
+                self.process.wait(10)
+        for cgroup in self.cgroups:
+            _remove_cgroup(cgroup)
 
     def __enter__(self) -> Box:
         self.start()
