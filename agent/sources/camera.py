@@ -297,11 +297,10 @@ class CameraSource:
         every frame was taken. Call again for the newest after an older one was handed over."""
         with self._cond:
             held = self._held
-            if held is not None:
+            if held is not None and time.monotonic() - held.captured_monotonic <= slack_s:
                 self._held = None
-                if time.monotonic() - held.captured_monotonic <= slack_s:
-                    return held
-                self._dropped += 1
+                return held
+            self._skip_held_locked()  # too old by now: counted as dropped
             if self._latest is None or self._latest_taken:
                 return None
             self._latest_taken = True

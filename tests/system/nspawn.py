@@ -52,7 +52,7 @@ def _host_cgroups() -> List[Path]:
 
 
 def _remove_cgroup(top: Path) -> None:
-    for directory, _, _ in sorted(os.walk(top), key=lambda entry: -len(entry[0])):
+    for directory, _, _ in os.walk(top, topdown=False):  # the deepest first: only empty cgroups go
         try:
             os.rmdir(directory)
         except OSError:
