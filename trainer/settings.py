@@ -22,9 +22,10 @@ import os
 from pathlib import Path
 from typing import Literal, Mapping, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from agent.config import ConfigError, load_settings
+from agent.strict import StrictModel
 from trainer.console.config import CloudConsoleConfig
 from trainer.ingest.config import IngestConfig
 from trainer.labelling.config import LabellingConfig
@@ -36,11 +37,7 @@ ENV_PREFIX = "EDGE_TRAINER__"
 DEFAULT_CONFIG_PATH = Path("/etc/edge-trainer/trainer.yaml")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class HttpConfig(_Strict):
+class HttpConfig(StrictModel):
     """``GET /metrics`` (Prometheus), ``/status`` (JSON) and ``/healthz`` of the running service."""
 
     enabled: bool = Field(default=True, description="Serve the endpoint.")
@@ -48,12 +45,12 @@ class HttpConfig(_Strict):
     port: int = Field(default=9110, ge=0, le=65535, description="TCP port (0: any free port, for tests).")
 
 
-class LoggingConfig(_Strict):
+class LoggingConfig(StrictModel):
     level: Literal["debug", "info", "warning", "error"] = Field(default="info", description="Lowest level logged.")
     format: Literal["json", "console"] = Field(default="json", description="json (journald) or console.")
 
 
-class TrainerConfig(_Strict):
+class TrainerConfig(StrictModel):
     """The whole of ``trainer.yaml``."""
 
     state_dir: Path = Field(

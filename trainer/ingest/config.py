@@ -4,16 +4,13 @@ from __future__ import annotations
 
 from typing import List, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 from agent.link.config import BrokerConnection
 from agent.protocol import ProtocolLimits
 from agent.protocol.topics import check_segment
+from agent.strict import StrictModel
 from trainer.ingest.topics import check_prefix
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class BrokerConfig(BrokerConnection):
@@ -50,7 +47,7 @@ class BrokerConfig(BrokerConnection):
         return check_segment("client id", value)
 
 
-class IngestConfig(_Strict):
+class IngestConfig(StrictModel):
     """What ``edge-trainer serve`` reads and how it batches its writes."""
 
     broker: BrokerConfig = Field(default_factory=BrokerConfig, description="Broker connection.")

@@ -6,16 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import List, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from agent.link.config import credential_path
+from agent.strict import StrictModel
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class LabelStudioConfig(_Strict):
+class LabelStudioConfig(StrictModel):
     """A running Label Studio (its own service and environment; we talk to its REST API)."""
 
     url: str = Field(default="http://127.0.0.1:8080", description="Base URL of Label Studio.")
@@ -45,7 +42,7 @@ class LabelStudioConfig(_Strict):
         return credential_path(self.token_file).read_text(encoding="utf-8").strip()
 
 
-class ImageUrlConfig(_Strict):
+class ImageUrlConfig(StrictModel):
     """How the tasks name their images (the labelling tool fetches them; we never upload copies).
 
     - ``local_files``: Label Studio serves them from disk (``LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true``,
@@ -70,7 +67,7 @@ class ImageUrlConfig(_Strict):
         return self
 
 
-class LabellingConfig(_Strict):
+class LabellingConfig(StrictModel):
     """The labelling round trip (``edge-trainer label ...``)."""
 
     classes: List[str] = Field(

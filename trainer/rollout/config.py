@@ -6,17 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import List, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from agent.link.config import BrokerConnection
 from agent.protocol.topics import check_segment
+from agent.strict import StrictModel
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class StageConfig(_Strict):
+class StageConfig(StrictModel):
     """One stage: the devices of a group (or the whole fleet), how many must commit, how long to watch."""
 
     name: str = Field(min_length=1, max_length=64, description="Stage name (canary, wide, fleet, ...).")
@@ -34,7 +31,7 @@ class StageConfig(_Strict):
         return None if value is None else check_segment("group", value)
 
 
-class QualityBounds(_Strict):
+class QualityBounds(StrictModel):
     """How far a device's figures under the new model may move from its own under the previous one."""
 
     min_frames: int = Field(
@@ -61,7 +58,7 @@ class QualityBounds(_Strict):
     max_fps_drop: float = Field(default=0.30, ge=0, le=1, description="FPS may fall by at most this share.")
 
 
-class RolloutConfig(_Strict):
+class RolloutConfig(StrictModel):
     """Staged rollout (``edge-trainer rollout start|status|promote|halt|watch``)."""
 
     state_dir: Path = Field(default=Path("/var/lib/edge-trainer/rollouts"), description="Rollout state files.")

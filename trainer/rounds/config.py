@@ -6,14 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import List, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
+
+from agent.strict import StrictModel
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class BaselineModel(_Strict):
+class BaselineModel(StrictModel):
     """The release the fleet runs before the first round (later rounds start from the last published one)."""
 
     name: str = Field(default="demo", description="Release name.")
@@ -23,7 +21,7 @@ class BaselineModel(_Strict):
     onnx_int8: Path = Field(default=Path("models/demo/demo-int8.onnx"), description="Its INT8 model (what ships).")
 
 
-class TrainingConfig(_Strict):
+class TrainingConfig(StrictModel):
     """Fine-tuning (``trainer.train``: Ultralytics, DDP across ``devices``, AMP on GPU)."""
 
     epochs: int = Field(default=10, ge=1, le=1000, description="Epochs of fine-tuning.")
@@ -50,7 +48,7 @@ class TrainingConfig(_Strict):
     seed: int = Field(default=0, ge=0, description="Seed of the training run and of the replay draw.")
 
 
-class GateConfig(_Strict):
+class GateConfig(StrictModel):
     """When a candidate may ship: scored as INT8 through the agent's engine, on both holdouts."""
 
     min_new_domain_gain: float = Field(
@@ -64,7 +62,7 @@ class GateConfig(_Strict):
     )
 
 
-class ReleaseTarget(_Strict):
+class ReleaseTarget(StrictModel):
     """Where a passing round is signed (``trainer.release``; the keys of the online trainer role)."""
 
     repo: Path = Field(description="TUF repository directory.")
@@ -79,7 +77,7 @@ class ReleaseTarget(_Strict):
     )
 
 
-class PolicyConfig(_Strict):
+class PolicyConfig(StrictModel):
     """When ``edge-trainer serve`` starts a round by itself."""
 
     enabled: bool = Field(default=False, description="Start rounds automatically.")
@@ -92,7 +90,7 @@ class PolicyConfig(_Strict):
     check_interval_s: float = Field(default=60.0, gt=0, description="How often the policy looks.")
 
 
-class RoundsConfig(_Strict):
+class RoundsConfig(StrictModel):
     """Learning rounds (``edge-trainer round``, ``edge-trainer rounds``)."""
 
     workdir: Path = Field(default=Path("/var/lib/edge-trainer/rounds"), description="One folder per round.")

@@ -6,14 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from agent.strict import StrictModel
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class LocalBlobsConfig(_Strict):
+class LocalBlobsConfig(StrictModel):
     """Content-addressed JPEGs in a directory (``blobs/ab/<sha256>.jpg``), fsynced before acknowledgement."""
 
     type: Literal["local"] = Field(default="local", description="Blob backend.")
@@ -33,7 +31,7 @@ class LocalBlobsConfig(_Strict):
     )
 
 
-class S3BlobsConfig(_Strict):
+class S3BlobsConfig(StrictModel):
     """Blobs in an S3-compatible bucket (AWS S3, SeaweedFS, Garage, MinIO) through boto3."""
 
     type: Literal["s3"] = Field(description="Blob backend.")
@@ -61,7 +59,7 @@ class S3BlobsConfig(_Strict):
 BlobsConfig = Annotated[Union[LocalBlobsConfig, S3BlobsConfig], Field(discriminator="type")]
 
 
-class StoreBudgetConfig(_Strict):
+class StoreBudgetConfig(StrictModel):
     """How much the store may hold. Beyond it new samples and snapshots are refused (counted ``store_full``);
     what is stored is kept; alerts and status (small) are still recorded."""
 
@@ -75,7 +73,7 @@ class StoreBudgetConfig(_Strict):
     )
 
 
-class StoreConfig(_Strict):
+class StoreConfig(StrictModel):
     """The sample store: blobs + one SQLite (WAL) index of samples, labels, alerts and the fleet registry."""
 
     path: Path = Field(
