@@ -149,7 +149,7 @@ class ClientProcesses:
 def storm(n: int) -> Dict[str, Any]:
     from tests.agent.broker import wait_port
     from tests.deploy.test_broker_acl import SiteBroker
-    from trainer.devices.cli import main as devices_main
+    from trainer.commands.devices import main as devices_main
 
     with tempfile.TemporaryDirectory() as tmp:
         site = SiteBroker(Path(tmp))

@@ -428,7 +428,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         say("learning round: field samples + replay -> fine-tune -> export FP32 + INT8 -> gate (INT8) -> sign")
         code = run([bin_of("edge-trainer"), "round", "--config", str(config)], check=False)
         published_at = time.monotonic()
-        from trainer.rounds.history import list_rounds
+        from trainer.rounds import list_rounds
 
         record = list_rounds(work / "cloud" / "rounds")[-1]
         summary["round"] = {k: record.get(k) for k in ("id", "state", "reasons", "gate", "release", "steps")}

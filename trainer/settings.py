@@ -26,12 +26,12 @@ from pydantic import Field
 
 from agent.config import ConfigError, load_settings
 from agent.strict import StrictModel
-from trainer.console.config import CloudConsoleConfig
-from trainer.ingest.config import IngestConfig
-from trainer.labelling.config import LabellingConfig
-from trainer.rollout.config import RolloutConfig
-from trainer.rounds.config import RoundsConfig
-from trainer.store.config import StoreConfig
+from trainer.console import CloudConsoleConfig
+from trainer.ingest import IngestConfig
+from trainer.labelling import LabellingConfig
+from trainer.rollout import RolloutConfig
+from trainer.rounds import RoundsConfig
+from trainer.store import StoreConfig
 
 ENV_PREFIX = "EDGE_TRAINER__"
 DEFAULT_CONFIG_PATH = Path("/etc/edge-trainer/trainer.yaml")

@@ -25,7 +25,7 @@ from agent.protocol import Topics
 from agent.spool import Spool, SpoolConfig
 from tests.agent.broker import Collector, MosquittoBroker, free_port
 from tests.agent.link.link_helpers import status, wait_until
-from trainer.devices.cli import main as devices_main
+from trainer.commands.devices import main as devices_main
 
 pytestmark = pytest.mark.broker
 ROOT = Path(__file__).resolve().parents[2]

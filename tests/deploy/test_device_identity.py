@@ -21,8 +21,8 @@ from agent.protocol import Topics
 from agent.spool import Spool, SpoolConfig
 from tests.agent.link.link_helpers import status, wait_until
 from tests.deploy.test_broker_acl import SITE, SiteBroker
+from trainer.commands.devices import main as devices_main
 from trainer.devices import SitePki
-from trainer.devices.cli import main as devices_main
 
 pytestmark = pytest.mark.broker
 

@@ -11,8 +11,8 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from trainer.commands.devices import main as devices_main
 from trainer.devices import PkiError, SitePki
-from trainer.devices.cli import main as devices_main
 from trainer.devices.pki import build_crl, check_device_id, describe, issue_device, new_ca
 
 NOW = dt.datetime(2026, 12, 1, 12, 0, tzinfo=dt.timezone.utc)

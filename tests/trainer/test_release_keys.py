@@ -12,7 +12,7 @@ import pytest
 
 warnings.filterwarnings("ignore", message=".*Python 3.8 is no longer supported.*")
 
-from trainer.release.cli import main  # noqa: E402
+from trainer.commands.release import main  # noqa: E402
 from trainer.release.keys import KeyError_, KeyRing  # noqa: E402
 
 MODEL = Path(__file__).resolve().parents[1] / "data" / "ota" / "tiny-yolo64.onnx"

@@ -1,4 +1,4 @@
-"""Tests of ``edge-trainer synth`` (trainer.synth) through a parser built with its add_parser."""
+"""Tests of ``edge-trainer synth`` (trainer.commands.synth) through a parser built with its add_parser."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import cv2
 import pytest
 import yaml
 
-from trainer import synth
+from trainer.commands import synth
 
 
 def _run(argv: List[str]) -> int:

@@ -10,5 +10,13 @@ like the box page.
 """
 
 from trainer.console.config import CloudConsoleConfig
+from trainer.console.data import ConsoleData, ConsoleSettings, NotFound
+from trainer.console.server import CloudConsoleServer
 
-__all__ = ["CloudConsoleConfig"]
+__all__ = [
+    "CloudConsoleConfig",
+    "CloudConsoleServer",
+    "ConsoleData",
+    "ConsoleSettings",
+    "NotFound",
+]

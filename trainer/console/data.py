@@ -16,15 +16,16 @@ import time
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Protocol, Tuple
 
+from trainer.console.config import CloudConsoleConfig
 from trainer.console.views import fleet_view, rollout_view, rounds_view, samples_view
-from trainer.rounds.history import list_rounds
-from trainer.settings import TrainerConfig
-from trainer.store.errors import StoreError
-from trainer.store.queries import fleet, label_tasks, list_samples, open_reader, sample_stats
+from trainer.labelling import LabellingConfig
+from trainer.rollout import RolloutConfig
+from trainer.rounds import RoundsConfig, list_rounds
+from trainer.store import StoreConfig, StoreError, fleet, label_tasks, list_samples, open_reader, sample_stats
 
-__all__ = ["ConsoleData", "NotFound"]
+__all__ = ["ConsoleData", "ConsoleSettings", "NotFound"]
 
 _PLOT = re.compile(r"^[A-Za-z0-9_-]{1,64}\.png$")
 
@@ -33,14 +34,24 @@ class NotFound(LookupError):
     """No such sample, round or plot."""
 
 
+class ConsoleSettings(Protocol):
+    """What the pages read of trainer.yaml (``trainer.settings.TrainerConfig`` is one)."""
+
+    store: StoreConfig
+    labelling: LabellingConfig
+    rounds: Optional[RoundsConfig]
+    rollout: Optional[RolloutConfig]
+    console: Optional[CloudConsoleConfig]
+
+
 class ConsoleData:
-    def __init__(self, config: TrainerConfig, rollout_factory: Optional[Callable[[], Any]] = None) -> None:
+    def __init__(self, config: ConsoleSettings, rollout_factory: Optional[Callable[[], Any]] = None) -> None:
         self.config = config
         self._rollout_factory = rollout_factory or self._default_rollout
         self._blobs: Any = None
 
     def _default_rollout(self) -> Any:
-        from trainer.rollout.driver import MqttActions, Rollout
+        from trainer.rollout import MqttActions, Rollout
 
         rollout = self.config.rollout
         if rollout is None:
@@ -67,8 +78,6 @@ class ConsoleData:
 
     @property
     def config_console(self) -> Any:
-        from trainer.console.config import CloudConsoleConfig
-
         return self.config.console or CloudConsoleConfig()
 
     # ------------------------------------------------------------------ rollouts
@@ -115,7 +124,7 @@ class ConsoleData:
         from agent.protocol import ProtocolLimits, Topics
         from agent.protocol.models import CommandReply
         from agent.protocol.parse import parse_command
-        from trainer.release.push import Publisher
+        from trainer.release import Publisher
 
         target = self._command_broker()
         if target is None:
@@ -199,7 +208,7 @@ class ConsoleData:
         if row is None:
             raise NotFound(f"no sample {sid}")
         if self._blobs is None:
-            from trainer.store.store import open_blobs
+            from trainer.store import open_blobs
 
             self._blobs = open_blobs(self.config.store)
         return bytes(self._blobs.get(str(row[0])))

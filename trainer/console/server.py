@@ -23,7 +23,7 @@ from agent.console.http import STATIC as BOX_STATIC
 from agent.console.http import HttpError, PageServer, Response, json_response
 from trainer.console.config import CloudConsoleConfig
 from trainer.console.data import ConsoleData, NotFound
-from trainer.store.errors import StoreError
+from trainer.store import StoreError
 
 __all__ = ["CloudConsoleServer"]
 
@@ -74,8 +74,8 @@ class CloudConsoleServer(PageServer):
     def post(self, path: str, form: Dict[str, Any], peer: str) -> Response:
         from agent.console.views import CommandFormError
         from agent.protocol.errors import ProtocolError
-        from trainer.release.push import PushError
-        from trainer.rollout.driver import RolloutError
+        from trainer.release import PushError
+        from trainer.rollout import RolloutError
 
         try:
             match = _COMMAND.match(path)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from trainer.store.queries import DeviceRow, SampleRow
+from trainer.store import DeviceRow, SampleRow
 
 __all__ = ["fleet_view", "label_studio_link", "rollout_view", "rounds_view", "samples_view"]
 

@@ -11,22 +11,28 @@ Where a message goes::
                  ▼
                IngestClient.ack() → PUBACK
 
-Public surface: IngestService (wiring), IngestConfig, decode, subscription_filters, parse_topic.
+Public surface: IngestService (threads, status, shutdown; a SideTask runs beside them), status_path,
+IngestConfig, decode, subscription_filters, parse_topic.
 """
 
 from __future__ import annotations
 
 from trainer.ingest.config import BrokerConfig, IngestConfig
 from trainer.ingest.decode import decode
+from trainer.ingest.service import IngestService, ServiceSettings, SideTask, status_path
 from trainer.ingest.topics import Kind, TopicError, TopicRef, parse_topic, subscription_filters
 
 __all__ = [
     "BrokerConfig",
     "IngestConfig",
+    "IngestService",
     "Kind",
+    "ServiceSettings",
+    "SideTask",
     "TopicError",
     "TopicRef",
     "decode",
     "parse_topic",
+    "status_path",
     "subscription_filters",
 ]

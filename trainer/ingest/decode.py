@@ -25,7 +25,7 @@ from agent.protocol import (
     parse_snapshot,
 )
 from trainer.ingest.topics import Kind, TopicError, parse_topic
-from trainer.store.records import (
+from trainer.store import (
     AlertIn,
     CameraStatusIn,
     DeviceStatusIn,

@@ -1,5 +1,6 @@
-"""``edge-trainer serve``: the ingest service's wiring, supervision, status and shutdown. The only module that
-knows every part.
+"""``edge-trainer serve``: the ingest service's threads, supervision, status and shutdown. The command's wiring
+(trainer/commands/ingest.py) builds it from trainer.yaml and adds what runs beside it (the learning rounds'
+``round-policy`` thread, a :class:`SideTask`).
 
 Threads::
 
@@ -21,23 +22,52 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import threading
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Protocol, Sequence, Tuple
 
 import structlog
 
 from agent.observability import MetricsServer, Sample, SdNotifier, SnapshotCollector, counter, gauge, registry_of
 from agent.threads import OnDeath, Policy, Supervisor, Worker
 from trainer.ingest.client import IngestClient
+from trainer.ingest.config import IngestConfig
 from trainer.ingest.writer import StoreWriter
-from trainer.settings import TrainerConfig
-from trainer.store import SampleStore
+from trainer.store import SampleStore, StoreConfig
 
 log = structlog.get_logger("trainer.ingest.service")
+
+
+class HttpSettings(Protocol):
+    """The status and metrics endpoint's settings (trainer.yaml ``http``)."""
+
+    enabled: bool
+    host: str
+    port: int
+
+
+class ServiceSettings(Protocol):
+    """What the service reads of trainer.yaml (``trainer.settings.TrainerConfig`` is one)."""
+
+    state_dir: Path
+    ingest: Optional[IngestConfig]
+    store: StoreConfig
+
+    @property
+    def http(self) -> HttpSettings: ...
+
+
+@dataclass(frozen=True)
+class SideTask:
+    """A long-lived thread the wiring runs beside the service's own (``edge-trainer serve`` adds the learning
+    rounds' ``round-policy``): supervised like them (its death ends the service with status 1), and told to stop
+    first when the service drains."""
+
+    name: str
+    run: Callable[[], None]
+    stop: Callable[[], None]
 
 
 def write_json_atomic(path: Path, document: Any) -> None:
@@ -47,19 +77,21 @@ def write_json_atomic(path: Path, document: Any) -> None:
     os.replace(tmp, path)
 
 
-def status_path(config: TrainerConfig) -> Path:
+def status_path(config: ServiceSettings) -> Path:
     assert config.ingest is not None
     return config.state_dir / f"ingest-{config.ingest.worker_name}.status.json"
 
 
 class IngestService:
-    """See the module docstring. ``open_store`` replaces the configured store (tests)."""
+    """See the module docstring. ``open_store`` replaces the configured store (tests); ``side_tasks`` run beside
+    the ingest's threads; ``reports`` add their documents to the status document, under their keys."""
 
     def __init__(
         self,
-        config: TrainerConfig,
+        config: ServiceSettings,
         open_store: Optional[Callable[[], SampleStore]] = None,
-        config_path: Optional[Path] = None,
+        side_tasks: Sequence[SideTask] = (),
+        reports: Optional[Mapping[str, Callable[[], Any]]] = None,
     ) -> None:
         if config.ingest is None:
             raise ValueError("trainer.yaml has no ingest section: nothing to serve")
@@ -76,13 +108,9 @@ class IngestService:
             Worker("mqtt-ingest", self.client.run, stop_on_death, self.supervisor),
             Worker("store-writer", self.writer.run, stop_on_death, self.supervisor),
         ]
-        self._policy_stop = threading.Event()
-        self.policy = None
-        if config.rounds is not None and config.rounds.policy.enabled and config_path is not None:
-            from trainer.rounds.policy import RoundPolicy
-
-            self.policy = RoundPolicy(config.rounds, config.store.index_path, config_path, self._policy_stop)
-            self.threads.append(Worker("round-policy", self.policy.run, stop_on_death, self.supervisor))
+        self.side_tasks = tuple(side_tasks)
+        self.threads.extend(Worker(task.name, task.run, stop_on_death, self.supervisor) for task in self.side_tasks)
+        self.reports = dict(reports or {})
         self.metrics = registry_of(SnapshotCollector("edge_ingest_", self.samples))
         self.http: Optional[MetricsServer] = None
         if config.http.enabled:
@@ -144,13 +172,7 @@ class IngestService:
                 "room_bytes": writer.room_bytes,
             },
             "threads": {t.name: ("alive" if t.alive else t.state) for t in self.supervisor.states()},
-            "round_policy": None
-            if self.policy is None
-            else {
-                "running": self.policy.child is not None,
-                "last_reason": self.policy.last_reason,
-                "started": len(self.policy.started),
-            },
+            **{key: report() for key, report in self.reports.items()},
             "problems": self.problems(),
             "warnings": self.warnings(),
         }
@@ -222,7 +244,8 @@ class IngestService:
         self.state = "draining"
         self.notifier.notify("STOPPING=1")
         log.info("ingest_draining", queued=self.writer.snapshot().queue_depth)
-        self._policy_stop.set()
+        for task in self.side_tasks:
+            task.stop()
         self.client.close_intake()
         self.writer.finish()
         writer_thread = self.threads[1]
@@ -269,12 +292,3 @@ class IngestService:
             self.close()
         log.info("ingest_stopped", code=code)
         return code
-
-
-def install_signal_handlers(stop: threading.Event) -> None:
-    def handle(signum: int, frame: Any) -> None:
-        log.info("signal_received", signal=signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, handle)
-    signal.signal(signal.SIGINT, handle)

@@ -34,9 +34,17 @@ from trainer.labelling.tasks import (
     sample_task,
     task_identity,
 )
-from trainer.store.blobs import BlobStore, blob_key
-from trainer.store.labels import NewLabel, add_labels, exported_tasks, get_export, record_export
-from trainer.store.queries import SampleRow, list_samples
+from trainer.store import (
+    BlobStore,
+    NewLabel,
+    SampleRow,
+    add_labels,
+    blob_key,
+    exported_tasks,
+    get_export,
+    list_samples,
+    record_export,
+)
 
 
 def new_export_id() -> str:

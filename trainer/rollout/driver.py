@@ -24,7 +24,7 @@ from agent.protocol import RollbackCommand, Topics, encode_json
 from trainer.rollout.config import RolloutConfig
 from trainer.rollout.plan import Action, DeviceView, Figures, decide_stage, ota_failure, quality_signals
 from trainer.rollout.state import COMPLETED, HALTED, RUNNING, RolloutStore, event, new_state
-from trainer.store.queries import DeviceRow, device_quality, fleet
+from trainer.store import DeviceRow, device_quality, fleet
 
 MAX_ROLLBACKS = 20
 """Rollback commands sent to one device after a halt, one per tick, before the rollout gives up on it."""
@@ -50,7 +50,7 @@ class MqttActions:
     """The site broker, through the release publisher's client (QoS 1, every PUBACK awaited)."""
 
     def __init__(self, config: RolloutConfig) -> None:
-        from trainer.release.push import Publisher
+        from trainer.release import Publisher
 
         self.publisher = Publisher.for_broker(config.broker)
 
@@ -69,7 +69,7 @@ class MqttActions:
 
 def release_of_bundle(bundle: Path) -> Dict[str, Any]:
     """Identity of a release from its online bundle: name, version, counter, channel, its model files' digests."""
-    from trainer.release.push import bundle_manifest
+    from trainer.release import bundle_manifest
 
     manifest, _ = bundle_manifest(bundle)
     return {
@@ -165,7 +165,7 @@ class Rollout:
     # ------------------------------------------------------------------ the pushes
 
     def _push(self, state: Dict[str, Any], index: int) -> None:
-        from trainer.release.push import build_push, publish
+        from trainer.release import build_push, publish
 
         stage = state["stages"][index]
         release = state["release"]

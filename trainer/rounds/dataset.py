@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Sequence
 
-from trainer.labelling.formats import LabelledImage, write_yolo
-from trainer.store.queries import SampleRow, list_samples
+from trainer.labelling import LabelledImage, write_yolo
+from trainer.store import SampleRow, list_samples
 
 
 class RoundRefused(Exception):

@@ -194,9 +194,7 @@ class Round:
         return verdict
 
     def release(self) -> Dict[str, Any]:
-        from trainer.release.build import ReleaseSpec, build_bundle, build_release
-        from trainer.release.keys import KeyRing
-        from trainer.release.repo import Repository
+        from trainer.release import KeyRing, ReleaseSpec, Repository, build_bundle, build_release
 
         target = self.config.release
         assert target is not None

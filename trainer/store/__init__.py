@@ -8,6 +8,7 @@ Public surface::
     list_samples / get_sample / sample_stats / fleet / alert_history / drop_counts
     LocalBlobStore, S3BlobStore   the blob backends (BlobStore interface)
     plan_images, BudgetState      the pure dedupe and budget decision
+    connect, add_labels, NewLabel  the index's writer connection and the labels, exports of the round trip
 
 Errors: see trainer.store.errors.
 """
@@ -17,6 +18,16 @@ from __future__ import annotations
 from trainer.store.blobs import BlobStore, LocalBlobStore, blob_key
 from trainer.store.config import LocalBlobsConfig, S3BlobsConfig, StoreBudgetConfig, StoreConfig
 from trainer.store.errors import BlobCorruptError, BlobNotFoundError, StoreError, StoreSchemaError, StoreWriteError
+from trainer.store.index import connect
+from trainer.store.labels import (
+    ExportRecord,
+    NewLabel,
+    add_labels,
+    exported_tasks,
+    get_export,
+    list_exports,
+    record_export,
+)
 from trainer.store.plan import BudgetState, ImageDecision, ImageItem, plan_images
 from trainer.store.queries import (
     GROUND_TRUTH_SOURCES,
@@ -32,6 +43,7 @@ from trainer.store.queries import (
     drop_counts,
     fleet,
     get_sample,
+    label_tasks,
     list_samples,
     open_reader,
     sample_stats,
@@ -49,7 +61,7 @@ from trainer.store.records import (
     SampleIn,
     SnapshotIn,
 )
-from trainer.store.store import SampleStore, open_blobs
+from trainer.store.store import SampleStore, find_orphans, open_blobs
 
 __all__ = [
     "GROUND_TRUTH_SOURCES",
@@ -66,11 +78,13 @@ __all__ = [
     "DeviceStatusIn",
     "DropIn",
     "DropReason",
+    "ExportRecord",
     "ImageDecision",
     "ImageItem",
     "LabelRow",
     "LocalBlobStore",
     "LocalBlobsConfig",
+    "NewLabel",
     "Origin",
     "OtaReportIn",
     "Outcome",
@@ -86,15 +100,23 @@ __all__ = [
     "StoreError",
     "StoreSchemaError",
     "StoreWriteError",
+    "add_labels",
     "alert_history",
     "blob_key",
+    "connect",
     "device_quality",
     "drop_counts",
+    "exported_tasks",
+    "find_orphans",
     "fleet",
+    "get_export",
     "get_sample",
+    "label_tasks",
+    "list_exports",
     "list_samples",
     "open_blobs",
     "open_reader",
     "plan_images",
+    "record_export",
     "sample_stats",
 ]

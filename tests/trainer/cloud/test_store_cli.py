@@ -9,7 +9,7 @@ import pytest
 from agent.protocol import OtaPhase, SampleReason
 from tests.trainer.cloud import helpers as h
 from trainer.cli import main
-from trainer.store.cli import ago, format_table
+from trainer.commands.tables import ago, format_table
 
 
 @pytest.fixture

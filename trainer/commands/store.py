@@ -9,16 +9,16 @@ import argparse
 import json
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence
+from typing import Any, Dict, List, Optional
 
 from agent.config import ConfigError
+from trainer.commands.tables import ago, format_table, iso
 from trainer.settings import TrainerConfig, add_config_argument, load_trainer_config
-from trainer.store.errors import StoreError
-from trainer.store.queries import (
+from trainer.store import (
     LABEL_STATES,
     SampleRow,
+    StoreError,
     alert_history,
     fleet,
     get_sample,
@@ -26,33 +26,6 @@ from trainer.store.queries import (
     open_reader,
     sample_stats,
 )
-
-# ------------------------------------------------------------------------------------------------ formatting
-
-
-def ago(ts: Optional[float], now: float) -> str:
-    """``12s``, ``5m``, ``3h``, ``2d`` ago (``-`` for never)."""
-    if ts is None:
-        return "-"
-    seconds = max(0.0, now - ts)
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds / size:.0f}{unit}"
-    return f"{seconds:.0f}s"
-
-
-def iso(ts: Optional[float]) -> str:
-    return "-" if ts is None else datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds")
-
-
-def format_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
-    """A plain-text table, columns padded to their widest cell (pure)."""
-    cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in row] for row in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
 
 # ------------------------------------------------------------------------------------------------ parsers
 
@@ -208,7 +181,7 @@ def run_show(args: argparse.Namespace) -> int:
         print(f"error: no sample {args.key!r}", file=sys.stderr)
         return 2
     if args.image:
-        from trainer.store.store import open_blobs
+        from trainer.store import open_blobs
 
         blobs = open_blobs(config.store)
         try:
@@ -274,7 +247,7 @@ def run_export(args: argparse.Namespace) -> int:
     config, db = _reader(args)
     if db is None:
         return 2
-    from trainer.store.store import open_blobs
+    from trainer.store import open_blobs
 
     rows = _select(db, args, args.limit)
     blobs = open_blobs(config.store)
@@ -287,8 +260,7 @@ def run_export(args: argparse.Namespace) -> int:
                     manifest.write(json.dumps({**row.as_dict(), "file": f"{row.sid}.jpg"}, sort_keys=True) + "\n")
             print(f"exported {len(rows)} samples to {args.out} (images + samples.jsonl)")
             return 0
-        from trainer.labelling.classes import resolve_classes
-        from trainer.labelling.formats import LabelledImage, write_coco, write_yolo
+        from trainer.labelling import LabelledImage, resolve_classes, write_coco, write_yolo
 
         classes = resolve_classes(args.classes, config.labelling.classes)
         sources = [s.strip() for s in args.sources.split(",") if s.strip()]
@@ -314,7 +286,7 @@ def run_fsck(args: argparse.Namespace) -> int:
     config, db = _reader(args)
     if db is None:
         return 2
-    from trainer.store.store import find_orphans, open_blobs
+    from trainer.store import find_orphans, open_blobs
 
     blobs = open_blobs(config.store)
     try:

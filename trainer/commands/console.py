@@ -25,10 +25,8 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run_console(args: argparse.Namespace) -> int:
-    from trainer.console.config import CloudConsoleConfig
-    from trainer.console.data import ConsoleData
-    from trainer.console.server import CloudConsoleServer
-    from trainer.ingest.service import install_signal_handlers
+    from trainer.commands.common import install_signal_handlers
+    from trainer.console import CloudConsoleConfig, CloudConsoleServer, ConsoleData
 
     try:
         config = load_trainer_config(args.config)

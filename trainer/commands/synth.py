@@ -2,10 +2,7 @@
 
 Wiring (trainer/cli.py)::
 
-    subparsers = parser.add_subparsers(dest="command", required=True)
     synth.add_parser(subparsers)          # registers "synth" with func=synth.run
-    args = parser.parse_args(argv)
-    return args.func(args)
 
 Examples::
 

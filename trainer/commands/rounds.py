@@ -9,7 +9,7 @@ from typing import Any
 
 from agent.config import ConfigError
 from trainer.settings import add_config_argument, load_trainer_config
-from trainer.store.errors import StoreError
+from trainer.store import StoreError
 
 
 def add_parser(subparsers: Any) -> None:
@@ -35,12 +35,9 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run_round(args: argparse.Namespace) -> int:
-    from trainer.labelling.classes import resolve_classes
-    from trainer.rounds.dataset import RoundRefused
-    from trainer.rounds.history import running_model
-    from trainer.rounds.run import Round
-    from trainer.store.queries import open_reader
-    from trainer.store.store import open_blobs
+    from trainer.labelling import resolve_classes
+    from trainer.rounds import Round, RoundRefused, running_model
+    from trainer.store import open_blobs, open_reader
 
     try:
         config = load_trainer_config(args.config)
@@ -85,8 +82,8 @@ def summary_line(record: dict) -> str:
 
 
 def run_rounds(args: argparse.Namespace) -> int:
-    from trainer.rounds.history import list_rounds, running_model
-    from trainer.store.cli import format_table, iso
+    from trainer.commands.tables import format_table, iso
+    from trainer.rounds import list_rounds, running_model
 
     try:
         config = load_trainer_config(args.config)

@@ -1,6 +1,7 @@
 """``edge-trainer devices init|server|provision|rotate|revoke|crl|list --pki DIR``: the site's device
 identities (trainer/devices/store.py says what lives in DIR). Exit codes: 0 done, 2 refused (the message says
-why: an existing CA, an unknown or already provisioned device, a reserved id)."""
+why: an existing CA, an unknown or already provisioned device, a reserved id). Importable without torch
+(Python 3.8+)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, List, Optional
 
-from trainer.devices.pki import PkiError
-from trainer.devices.store import SitePki
+from trainer.devices import PkiError, SitePki
 
 RELOAD_HINT = "the broker reads the CRL at start: `systemctl reload mosquitto` (SIGHUP) or restart it to apply"
 
@@ -86,7 +86,7 @@ def _list(pki: SitePki, as_json: bool) -> None:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """``python -m trainer.devices.cli ...``: the same commands without the rest of the trainer (which needs
+    """``python -m trainer.commands.devices ...``: the same commands without the rest of the trainer (which needs
     Python 3.10+; this part runs wherever the agent does)."""
     parser = argparse.ArgumentParser(prog="edge-trainer")
     add_parser(parser.add_subparsers(dest="command", required=True))

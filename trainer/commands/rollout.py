@@ -10,7 +10,7 @@ from typing import Any, Optional
 
 from agent.config import ConfigError
 from trainer.settings import TrainerConfig, add_config_argument, load_trainer_config
-from trainer.store.errors import StoreError
+from trainer.store import StoreError
 
 
 def add_parser(subparsers: Any) -> None:
@@ -46,8 +46,8 @@ def add_parser(subparsers: Any) -> None:
 
 
 def _rollout(args: argparse.Namespace) -> Any:
-    from trainer.rollout.driver import MqttActions, Rollout
-    from trainer.store.queries import open_reader
+    from trainer.rollout import MqttActions, Rollout
+    from trainer.store import open_reader
 
     config = load_trainer_config(args.config)
     if config.rollout is None:
@@ -82,7 +82,7 @@ def _line(state: dict) -> str:
 
 
 def _bundle_of_round(config: TrainerConfig, round_id: Optional[str]) -> Path:
-    from trainer.rounds.history import list_rounds
+    from trainer.rounds import list_rounds
 
     if config.rounds is None:
         raise ValueError("give --bundle (trainer.yaml has no rounds section)")
@@ -95,8 +95,8 @@ def _bundle_of_round(config: TrainerConfig, round_id: Optional[str]) -> Path:
 
 
 def run_start(args: argparse.Namespace) -> int:
-    from trainer.release.push import PushError
-    from trainer.rollout.driver import RolloutError
+    from trainer.release import PushError
+    from trainer.rollout import RolloutError
 
     try:
         config, rollout = _rollout(args)
@@ -112,8 +112,8 @@ def run_start(args: argparse.Namespace) -> int:
 
 
 def run_status(args: argparse.Namespace) -> int:
-    from trainer.rollout.driver import RolloutError, dumps
-    from trainer.store.cli import format_table
+    from trainer.commands.tables import format_table
+    from trainer.rollout import RolloutError, dumps
 
     try:
         _, rollout = _rollout(args)
@@ -151,8 +151,8 @@ def run_status(args: argparse.Namespace) -> int:
 
 
 def run_promote(args: argparse.Namespace) -> int:
-    from trainer.release.push import PushError
-    from trainer.rollout.driver import RolloutError
+    from trainer.release import PushError
+    from trainer.rollout import RolloutError
 
     try:
         _, rollout = _rollout(args)
@@ -167,7 +167,7 @@ def run_promote(args: argparse.Namespace) -> int:
 
 
 def run_halt(args: argparse.Namespace) -> int:
-    from trainer.rollout.driver import RolloutError
+    from trainer.rollout import RolloutError
 
     try:
         _, rollout = _rollout(args)
@@ -183,8 +183,8 @@ def run_halt(args: argparse.Namespace) -> int:
 
 def run_watch(args: argparse.Namespace) -> int:
     """Exit 0 completed, 1 halted, 3 out of time."""
-    from trainer.release.push import PushError
-    from trainer.rollout.driver import MAX_ROLLBACKS, RolloutError
+    from trainer.release import PushError
+    from trainer.rollout import MAX_ROLLBACKS, RolloutError
 
     try:
         config, rollout = _rollout(args)

@@ -1,4 +1,5 @@
-"""``edge-trainer serve`` (the ingest service) and ``edge-trainer ingest-status`` (what it is doing)."""
+"""``edge-trainer serve`` (the ingest service, and the learning rounds' policy thread beside it when
+``rounds.policy.enabled``) and ``edge-trainer ingest-status`` (what it is doing)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,16 @@ import json
 import sys
 import threading
 import time
-from typing import Any
+from pathlib import Path
+from typing import Any, Dict, List, Optional
 
 from agent.config import ConfigError
 from agent.observability import setup_logging
-from trainer.settings import add_config_argument, load_trainer_config
+from trainer.commands.common import install_signal_handlers
+from trainer.ingest import IngestService, SideTask, status_path
+from trainer.rounds import RoundPolicy
+from trainer.settings import TrainerConfig, add_config_argument, load_trainer_config
+from trainer.store import StoreError
 
 
 def add_parser(subparsers: Any) -> None:
@@ -46,25 +52,39 @@ def run_serve(args: argparse.Namespace) -> int:
     if config is None:
         return 2
     setup_logging(config.logging.level, config.logging.format)
-    from trainer.ingest.service import IngestService, install_signal_handlers
-    from trainer.store import StoreError
-
     stop = threading.Event()
     install_signal_handlers(stop)
     try:
-        service = IngestService(config, config_path=args.config)
+        service = build_service(config, args.config)
     except (StoreError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return service.run(stop)
 
 
+def build_service(config: TrainerConfig, config_path: Path) -> IngestService:
+    """The ingest service, and beside it (``rounds.policy.enabled``) the ``round-policy`` thread that starts
+    ``edge-trainer round --config CONFIG_PATH`` when a round is due; its state is the status document's
+    ``round_policy``."""
+    policy: Optional[RoundPolicy] = None
+    side_tasks: List[SideTask] = []
+    if config.rounds is not None and config.rounds.policy.enabled:
+        policy_stop = threading.Event()
+        policy = RoundPolicy(config.rounds, config.store.index_path, config_path, policy_stop)
+        side_tasks.append(SideTask("round-policy", policy.run, policy_stop.set))
+
+    def policy_report() -> Optional[Dict[str, Any]]:
+        if policy is None:
+            return None
+        return {"running": policy.child is not None, "last_reason": policy.last_reason, "started": len(policy.started)}
+
+    return IngestService(config, side_tasks=side_tasks, reports={"round_policy": policy_report})
+
+
 def run_status(args: argparse.Namespace) -> int:
     config = _load(args)
     if config is None:
         return 2
-    from trainer.ingest.service import status_path
-
     path = status_path(config)
     try:
         document = json.loads(path.read_text(encoding="utf-8"))

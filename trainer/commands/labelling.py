@@ -13,7 +13,7 @@ from typing import Any, Callable, List, Optional, Tuple
 
 from agent.config import ConfigError
 from trainer.settings import TrainerConfig, add_config_argument, load_trainer_config
-from trainer.store.errors import StoreError
+from trainer.store import StoreError
 
 
 def _filters(p: argparse.ArgumentParser, state: Optional[str] = "pending") -> None:
@@ -114,10 +114,8 @@ def _command(body: Callable[[argparse.Namespace, _Session], int]) -> Callable[[a
     """Open the session, run the command, turn every expected failure into ``error: ...`` and exit status 2."""
 
     def run(args: argparse.Namespace) -> int:
-        from trainer.labelling.label_studio import LabelStudioError
-        from trainer.store.index import connect
-        from trainer.store.queries import open_reader
-        from trainer.store.store import open_blobs
+        from trainer.labelling import LabelStudioError
+        from trainer.store import connect, open_blobs, open_reader
 
         try:
             config = load_trainer_config(args.config)
@@ -141,7 +139,7 @@ def _command(body: Callable[[argparse.Namespace, _Session], int]) -> Callable[[a
 
 
 def _rows(reader: Any, args: argparse.Namespace) -> List[Any]:
-    from trainer.store.queries import list_samples
+    from trainer.store import list_samples
 
     return list_samples(
         reader,
@@ -155,14 +153,14 @@ def _rows(reader: Any, args: argparse.Namespace) -> List[Any]:
 
 
 def _client(config: TrainerConfig) -> Any:
-    from trainer.labelling.label_studio import LabelStudio
+    from trainer.labelling import LabelStudio
 
     ls = config.labelling.label_studio
     return LabelStudio(ls.url, ls.read_token() or "", ls.token_kind, ls.timeout_s)
 
 
 def _classes(args: argparse.Namespace, config: TrainerConfig) -> List[str]:
-    from trainer.labelling.classes import resolve_classes
+    from trainer.labelling import resolve_classes
 
     return resolve_classes(getattr(args, "classes", None), config.labelling.classes, getattr(args, "model", None))
 
@@ -178,7 +176,7 @@ def _fail(exc: Exception) -> int:
 
 def _store_labels(session: _Session, labels: List[Any]) -> Tuple[int, int]:
     """Store labels; (new, already there)."""
-    from trainer.store.labels import add_labels
+    from trainer.store import add_labels
 
     stored = add_labels(session.writer, labels)
     return sum(stored), len(stored) - sum(stored)
@@ -189,7 +187,7 @@ def _store_labels(session: _Session, labels: List[Any]) -> Tuple[int, int]:
 
 @_command
 def run_export(args: argparse.Namespace, session: _Session) -> int:
-    from trainer.labelling.roundtrip import export_to_file, export_to_label_studio
+    from trainer.labelling import export_to_file, export_to_label_studio
 
     config = session.config
     classes = _classes(args, config)
@@ -228,9 +226,8 @@ def run_export(args: argparse.Namespace, session: _Session) -> int:
 
 
 def _import_set(args: argparse.Namespace, session: _Session) -> int:
-    from trainer.labelling.formats import read_coco, read_yolo
-    from trainer.store.labels import NewLabel
-    from trainer.store.queries import list_samples
+    from trainer.labelling import read_coco, read_yolo
+    from trainer.store import NewLabel, list_samples
 
     if not args.author:
         raise ValueError("--author is required: who labelled this set?")
@@ -268,8 +265,8 @@ def _import_set(args: argparse.Namespace, session: _Session) -> int:
 
 @_command
 def run_import(args: argparse.Namespace, session: _Session) -> int:
-    from trainer.labelling.roundtrip import ImportReport, import_annotations
-    from trainer.store.labels import list_exports
+    from trainer.labelling import ImportReport, import_annotations
+    from trainer.store import list_exports
 
     if args.yolo or args.coco:
         return _import_set(args, session)
@@ -321,9 +318,9 @@ def run_import(args: argparse.Namespace, session: _Session) -> int:
 
 @_command
 def run_oracle(args: argparse.Namespace, session: _Session) -> int:
+    from trainer.labelling import review_with_oracle
     from trainer.labelling.oracle import AUTHOR, OracleRefused, oracle_boxes
-    from trainer.labelling.roundtrip import review_with_oracle
-    from trainer.store.labels import NewLabel
+    from trainer.store import NewLabel
 
     print(
         "oracle: a STAND-IN FOR HUMAN REVIEW (re-renders synthetic frames); real cameras need people", file=sys.stderr
@@ -369,8 +366,8 @@ def run_oracle(args: argparse.Namespace, session: _Session) -> int:
 
 @_command
 def run_pseudo(args: argparse.Namespace, session: _Session) -> int:
-    from trainer.labelling.pseudo import Teacher
-    from trainer.store.labels import NewLabel
+    from trainer.labelling import Teacher
+    from trainer.store import NewLabel
 
     classes = _classes(args, session.config)
     floor = args.min_confidence if args.min_confidence is not None else session.config.labelling.pseudo_min_confidence
@@ -401,8 +398,8 @@ def run_pseudo(args: argparse.Namespace, session: _Session) -> int:
 
 @_command
 def run_exports(args: argparse.Namespace, session: _Session) -> int:
-    from trainer.store.cli import format_table, iso
-    from trainer.store.labels import list_exports
+    from trainer.commands.tables import format_table, iso
+    from trainer.store import list_exports
 
     exports = list_exports(session.reader)
     if args.json:
