@@ -18,6 +18,9 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import numpy as np
 import yaml
 
+from agent.engine import DecodeParams, Detector, OnnxRuntimeConfig
+from agent.imaging import read_image
+from trainer.offline import offline_environment
 from trainer.scoring import DetectionScorer, ScoreResult
 from trainer.train import _images_of, _names
 
@@ -47,7 +50,7 @@ def label_path(image: Path) -> Path:
 
 def load_samples(data_yaml: Path, split: str) -> Tuple[List[Sample], Dict[int, str]]:
     """Images of ``split`` with their ground-truth boxes in pixels."""
-    import cv2
+    import cv2  # noqa: PLC0415 (OpenCV: heavy, and the edge install may have its own build)
 
     if not data_yaml.is_file():
         raise EvaluateError(f"data set file not found: {data_yaml}")
@@ -74,9 +77,6 @@ Predictor = Callable[[List[Path]], List[Tuple[np.ndarray, np.ndarray, np.ndarray
 
 
 def onnx_predictor(model: Path, threads: int = 0) -> Tuple[Predictor, Dict[int, str]]:
-    from agent.engine import DecodeParams, Detector, OnnxRuntimeConfig
-    from agent.imaging import read_image
-
     detector = Detector.open(model, OnnxRuntimeConfig(intra_op_threads=threads))
     params = DecodeParams(conf=EVAL_CONF, iou=EVAL_IOU, max_det=300, multi_label=True)
 
@@ -91,10 +91,8 @@ def onnx_predictor(model: Path, threads: int = 0) -> Tuple[Predictor, Dict[int, 
 
 
 def pt_predictor(model: Path, imgsz: Optional[int]) -> Tuple[Predictor, Dict[int, str]]:
-    from trainer.offline import offline_environment
-
     with offline_environment():
-        from ultralytics import YOLO
+        from ultralytics import YOLO  # noqa: PLC0415 (Ultralytics (torch): trainer extra only, seconds to import)
 
         yolo = YOLO(str(model), task="detect")
 
@@ -167,10 +165,10 @@ def report_dict(
 
 def write_plots(report: Dict[str, Any], out_dir: Path, baseline: Optional[Dict[str, Any]] = None) -> List[Path]:
     """PR curves (IoU 0.5) per class and per-class mAP bars; returns the files written."""
-    import matplotlib
+    import matplotlib  # noqa: PLC0415 (matplotlib: trainer extra only, slow to import)
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # noqa: PLC0415 (matplotlib: trainer extra only, slow to import)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     files = []

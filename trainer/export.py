@@ -24,6 +24,12 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 
+from agent.engine.config import TensorRTConfig
+from agent.engine.model import read_model
+from agent.engine.preprocess import letterbox_into
+from agent.engine.tensorrt import TensorRTBackend
+from agent.imaging import read_image
+from trainer.evaluate import evaluate
 from trainer.graph_rewrite import fuse_dfl_softmax
 from trainer.offline import offline_environment
 
@@ -38,7 +44,7 @@ def export_onnx(
     weights: Path, out: Path, imgsz: int, version: str, extra_metadata: Optional[Dict[str, str]] = None
 ) -> Path:
     """Export ``weights`` (.pt) to an FP32 ONNX file at ``out`` with metadata."""
-    import onnx
+    import onnx  # noqa: PLC0415 (onnx: trainer extra only)
 
     if not weights.is_file():
         raise ExportError(f"weights not found: {weights}")
@@ -48,7 +54,7 @@ def export_onnx(
     private = scratch / weights.name
     shutil.copyfile(weights, private)
     with offline_environment():
-        from ultralytics import YOLO
+        from ultralytics import YOLO  # noqa: PLC0415 (Ultralytics (torch): trainer extra only, seconds to import)
 
         yolo = YOLO(str(private), task="detect")
         produced = Path(
@@ -93,7 +99,7 @@ def head_nodes_to_keep_float(model_path: Path, keep: str = "decode") -> List[str
     dequantise / float SiLU / quantise round trip). ``keep="head"``: the whole head, its convolutions too: no
     loss, much smaller speed-up. Measurements: docs/BENCHMARKS.md.
     """
-    import onnx
+    import onnx  # noqa: PLC0415 (onnx: trainer extra only)
 
     model = onnx.load(str(model_path), load_external_data=False)
     blocks = [int(m.group(1)) for m in (re.match(r"^/model\.(\d+)/", n.name) for n in model.graph.node) if m]
@@ -119,9 +125,6 @@ class _CalibrationReader:
     """ONNX Runtime CalibrationDataReader over letterboxed images (the agent's own preprocessing)."""
 
     def __init__(self, images: Sequence[Path], imgsz: int, input_name: str) -> None:
-        from agent.engine.preprocess import letterbox_into
-        from agent.imaging import read_image
-
         self._letterbox = letterbox_into
         self._read = read_image
         self._images = list(images)
@@ -155,9 +158,9 @@ def quantize_int8(
     keep_float: str = "decode",
 ) -> Path:
     """Static INT8 QDQ quantisation with ONNX Runtime; ``keep_float`` part of the Detect head stays float."""
-    import onnx
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
+    import onnx  # noqa: PLC0415 (onnx: trainer extra only)
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static  # noqa: PLC0415 (onnxruntime.quantization imports onnx (trainer extra only))
+    from onnxruntime.quantization.shape_inference import quant_pre_process  # noqa: PLC0415 (onnxruntime.quantization imports onnx (trainer extra only))
 
     if not calibration_images:
         raise ExportError("no calibration images")
@@ -205,12 +208,9 @@ def tensorrt_calibration_cache(fp32: Path, out: Path, calib_dir: Path) -> Option
     cache matches what a Jetson would compute; returns None where TensorRT is absent (this CPU machine).
     """
     try:
-        import tensorrt  # noqa: F401
+        import tensorrt  # noqa: F401, PLC0415 (TensorRT: only on machines that have it)
     except ImportError:
         return None
-    from agent.engine.config import TensorRTConfig
-    from agent.engine.model import read_model
-    from agent.engine.tensorrt import TensorRTBackend
 
     engines = out.parent / "engines"
     model = read_model(fp32)
@@ -298,8 +298,6 @@ def export_all(
         "devices calibrate on-device from the calibration images",
     }
     if holdout is not None:
-        from trainer.evaluate import evaluate
-
         scores = {}
         for key, path in (("onnx_fp32", fp32), ("onnx_int8", int8)):
             r = evaluate(path, holdout, "val")

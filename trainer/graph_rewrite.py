@@ -56,7 +56,7 @@ def fuse_dfl_softmax(model: Any) -> bool:
     Returns False when the model has no DFL softmax (nothing to do); raises GraphRewriteError when it has
     one in an unexpected shape, rather than guess.
     """
-    from onnx import helper, numpy_helper
+    from onnx import helper, numpy_helper  # noqa: PLC0415 (onnx: trainer extra only)
 
     graph = model.graph
     pair = _dfl_pair(graph)

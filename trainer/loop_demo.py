@@ -34,6 +34,9 @@ from typing import Any, Dict, List, Optional
 
 import yaml
 
+from trainer.evaluate import evaluate as score
+from trainer.rounds import list_rounds
+
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "data"
 DEMO = REPO / "models" / "demo"
@@ -176,7 +179,7 @@ class Mosquitto:
 def trainer_yaml(
     work: Path, port: int, data: Dict[str, Path], release: Dict[str, Path], args: argparse.Namespace
 ) -> Path:
-    from agent.synthetic import CLASS_NAMES
+    from agent.synthetic import CLASS_NAMES  # noqa: PLC0415 (agent.synthetic imports OpenCV)
 
     cloud = work / "cloud"
     document = {
@@ -340,8 +343,6 @@ def wait(predicate: Any, timeout: float, what: str, every: float = 1.0, show: An
 
 
 def evaluate(model: Path, data: Path) -> float:
-    from trainer.evaluate import evaluate as score
-
     return float(score(model, data, "val", threads=0, progress=False)["map50_95"])
 
 
@@ -428,7 +429,6 @@ def main(argv: Optional[List[str]] = None) -> int:
         say("learning round: field samples + replay -> fine-tune -> export FP32 + INT8 -> gate (INT8) -> sign")
         code = run([bin_of("edge-trainer"), "round", "--config", str(config)], check=False)
         published_at = time.monotonic()
-        from trainer.rounds import list_rounds
 
         record = list_rounds(work / "cloud" / "rounds")[-1]
         summary["round"] = {k: record.get(k) for k in ("id", "state", "reasons", "gate", "release", "steps")}

@@ -39,7 +39,7 @@ def _is_loopback(host: Any) -> bool:
 def prepare_config_dir(config_dir: Path) -> Path:
     """Create Ultralytics' config dir with settings that keep it offline and the fonts it looks for."""
     config_dir.mkdir(parents=True, exist_ok=True)
-    from matplotlib import font_manager
+    from matplotlib import font_manager  # noqa: PLC0415 (matplotlib: trainer extra only, slow to import)
 
     dejavu = Path(font_manager.findfont("DejaVu Sans", fallback_to_default=True))
     fonts_dir = config_dir / "Ultralytics"  # Ultralytics' USER_CONFIG_DIR is $YOLO_CONFIG_DIR/Ultralytics
@@ -115,7 +115,7 @@ def _is_ip(host: Any) -> bool:
 def _disable_ultralytics_online_features() -> None:
     """Turn off hub sync/telemetry in Ultralytics' settings if it is already imported or importable."""
     try:
-        from ultralytics.utils import SETTINGS
+        from ultralytics.utils import SETTINGS  # noqa: PLC0415 (Ultralytics (torch): trainer extra only, seconds to import)
     except Exception:  # pragma: no cover - ultralytics absent: nothing to disable
         return
     with contextlib.suppress(Exception):

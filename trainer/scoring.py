@@ -35,9 +35,9 @@ class DetectionScorer:
     """Accumulate per-image detections and ground truth, then :meth:`compute`."""
 
     def __init__(self, names: Mapping[int, str]) -> None:
-        import torch
-        from ultralytics.models.yolo.detect import DetectionValidator
-        from ultralytics.utils.metrics import DetMetrics
+        import torch  # noqa: PLC0415 (torch: trainer extra only, seconds to import)
+        from ultralytics.models.yolo.detect import DetectionValidator  # noqa: PLC0415 (Ultralytics (torch): trainer extra only, seconds to import)
+        from ultralytics.utils.metrics import DetMetrics  # noqa: PLC0415 (Ultralytics (torch): trainer extra only, seconds to import)
 
         self._torch = torch
         self.names = dict(names)

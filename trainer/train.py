@@ -49,7 +49,7 @@ def check_amp_offline(model: Any) -> bool:
     trained: one forward pass in FP32 and one under autocast on a fixed input, in eval mode (BatchNorm statistics
     untouched), outputs finite and close. CPU / MPS: False (AMP is a GPU feature).
     """
-    import torch
+    import torch  # noqa: PLC0415 (torch: trainer extra only, seconds to import)
 
     try:
         device = next(model.parameters()).device
@@ -88,7 +88,7 @@ def amp_check_without_download() -> Iterator[None]:
     (Ultralytics' multi-GPU workers are separate processes started by its DDP launcher; they keep Ultralytics'
     check, whose download fails with a ConnectionError that it treats as "checks skipped, AMP on".)
     """
-    import ultralytics.engine.trainer as ul_trainer
+    import ultralytics.engine.trainer as ul_trainer  # noqa: PLC0415 (Ultralytics (torch): trainer extra only, seconds to import)
 
     original = ul_trainer.check_amp
     ul_trainer.check_amp = check_amp_offline
@@ -212,7 +212,7 @@ def train(
         extra["optimizer"] = "AdamW"
         print(f"train: lr0={extra['lr0']} given: optimizer AdamW (auto would ignore lr0)", file=sys.stderr)
     with offline_environment(), amp_check_without_download():
-        from ultralytics import YOLO
+        from ultralytics import YOLO  # noqa: PLC0415 (Ultralytics (torch): trainer extra only, seconds to import)
 
         yolo = YOLO(str(model_path), task="detect")
         n_train = len(_images_of(data, "train"))

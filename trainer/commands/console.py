@@ -9,6 +9,8 @@ from typing import Any
 
 from agent.config import ConfigError
 from agent.observability import setup_logging
+from trainer.commands.common import install_signal_handlers
+from trainer.console import CloudConsoleConfig, CloudConsoleServer, ConsoleData
 from trainer.settings import add_config_argument, load_trainer_config
 
 
@@ -25,9 +27,6 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run_console(args: argparse.Namespace) -> int:
-    from trainer.commands.common import install_signal_handlers
-    from trainer.console import CloudConsoleConfig, CloudConsoleServer, ConsoleData
-
     try:
         config = load_trainer_config(args.config)
     except ConfigError as exc:

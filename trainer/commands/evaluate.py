@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any, Dict
 
+from agent.engine import EngineError
 from trainer.evaluate import EvaluateError, evaluate, write_plots
 
 
@@ -35,8 +36,6 @@ def run(args: argparse.Namespace) -> int:
         report = evaluate(args.model, args.data, args.split, args.imgsz, args.threads)
         baseline = evaluate(args.baseline, args.data, args.split, args.imgsz, args.threads) if args.baseline else None
     except Exception as exc:
-        from agent.engine import EngineError
-
         if isinstance(exc, (EvaluateError, EngineError)):
             print(f"error: {exc}", file=sys.stderr)
             return 2

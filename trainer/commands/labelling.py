@@ -12,8 +12,23 @@ from pathlib import Path
 from typing import Any, Callable, List, Optional, Tuple
 
 from agent.config import ConfigError
+from trainer.commands.tables import format_table, iso
+from trainer.labelling import (
+    ImportReport,
+    LabelStudio,
+    LabelStudioError,
+    Teacher,
+    export_to_file,
+    export_to_label_studio,
+    import_annotations,
+    read_coco,
+    read_yolo,
+    resolve_classes,
+    review_with_oracle,
+)
+from trainer.labelling.oracle import AUTHOR, OracleRefused, oracle_boxes
 from trainer.settings import TrainerConfig, add_config_argument, load_trainer_config
-from trainer.store import StoreError
+from trainer.store import NewLabel, StoreError, add_labels, connect, list_exports, list_samples, open_blobs, open_reader
 
 
 def _filters(p: argparse.ArgumentParser, state: Optional[str] = "pending") -> None:
@@ -114,9 +129,6 @@ def _command(body: Callable[[argparse.Namespace, _Session], int]) -> Callable[[a
     """Open the session, run the command, turn every expected failure into ``error: ...`` and exit status 2."""
 
     def run(args: argparse.Namespace) -> int:
-        from trainer.labelling import LabelStudioError
-        from trainer.store import connect, open_blobs, open_reader
-
         try:
             config = load_trainer_config(args.config)
             session = _Session(
@@ -139,8 +151,6 @@ def _command(body: Callable[[argparse.Namespace, _Session], int]) -> Callable[[a
 
 
 def _rows(reader: Any, args: argparse.Namespace) -> List[Any]:
-    from trainer.store import list_samples
-
     return list_samples(
         reader,
         device=args.device,
@@ -153,15 +163,11 @@ def _rows(reader: Any, args: argparse.Namespace) -> List[Any]:
 
 
 def _client(config: TrainerConfig) -> Any:
-    from trainer.labelling import LabelStudio
-
     ls = config.labelling.label_studio
     return LabelStudio(ls.url, ls.read_token() or "", ls.token_kind, ls.timeout_s)
 
 
 def _classes(args: argparse.Namespace, config: TrainerConfig) -> List[str]:
-    from trainer.labelling import resolve_classes
-
     return resolve_classes(getattr(args, "classes", None), config.labelling.classes, getattr(args, "model", None))
 
 
@@ -176,8 +182,6 @@ def _fail(exc: Exception) -> int:
 
 def _store_labels(session: _Session, labels: List[Any]) -> Tuple[int, int]:
     """Store labels; (new, already there)."""
-    from trainer.store import add_labels
-
     stored = add_labels(session.writer, labels)
     return sum(stored), len(stored) - sum(stored)
 
@@ -187,8 +191,6 @@ def _store_labels(session: _Session, labels: List[Any]) -> Tuple[int, int]:
 
 @_command
 def run_export(args: argparse.Namespace, session: _Session) -> int:
-    from trainer.labelling import export_to_file, export_to_label_studio
-
     config = session.config
     classes = _classes(args, config)
     rows = _rows(session.reader, args)
@@ -226,9 +228,6 @@ def run_export(args: argparse.Namespace, session: _Session) -> int:
 
 
 def _import_set(args: argparse.Namespace, session: _Session) -> int:
-    from trainer.labelling import read_coco, read_yolo
-    from trainer.store import NewLabel, list_samples
-
     if not args.author:
         raise ValueError("--author is required: who labelled this set?")
     classes = _classes(args, session.config)
@@ -265,9 +264,6 @@ def _import_set(args: argparse.Namespace, session: _Session) -> int:
 
 @_command
 def run_import(args: argparse.Namespace, session: _Session) -> int:
-    from trainer.labelling import ImportReport, import_annotations
-    from trainer.store import list_exports
-
     if args.yolo or args.coco:
         return _import_set(args, session)
     report = ImportReport()
@@ -318,10 +314,6 @@ def run_import(args: argparse.Namespace, session: _Session) -> int:
 
 @_command
 def run_oracle(args: argparse.Namespace, session: _Session) -> int:
-    from trainer.labelling import review_with_oracle
-    from trainer.labelling.oracle import AUTHOR, OracleRefused, oracle_boxes
-    from trainer.store import NewLabel
-
     print(
         "oracle: a STAND-IN FOR HUMAN REVIEW (re-renders synthetic frames); real cameras need people", file=sys.stderr
     )
@@ -366,9 +358,6 @@ def run_oracle(args: argparse.Namespace, session: _Session) -> int:
 
 @_command
 def run_pseudo(args: argparse.Namespace, session: _Session) -> int:
-    from trainer.labelling import Teacher
-    from trainer.store import NewLabel
-
     classes = _classes(args, session.config)
     floor = args.min_confidence if args.min_confidence is not None else session.config.labelling.pseudo_min_confidence
     teacher = Teacher(args.teacher, floor)
@@ -398,9 +387,6 @@ def run_pseudo(args: argparse.Namespace, session: _Session) -> int:
 
 @_command
 def run_exports(args: argparse.Namespace, session: _Session) -> int:
-    from trainer.commands.tables import format_table, iso
-    from trainer.store import list_exports
-
     exports = list_exports(session.reader)
     if args.json:
         print(json.dumps([{**record.__dict__, "states": states} for record, states in exports], indent=2))

@@ -9,8 +9,12 @@ from pathlib import Path
 from typing import Any, Optional
 
 from agent.config import ConfigError
+from trainer.commands.tables import format_table
+from trainer.release import PushError
+from trainer.rollout import MAX_ROLLBACKS, MqttActions, Rollout, RolloutError, dumps
+from trainer.rounds import list_rounds
 from trainer.settings import TrainerConfig, add_config_argument, load_trainer_config
-from trainer.store import StoreError
+from trainer.store import StoreError, open_reader
 
 
 def add_parser(subparsers: Any) -> None:
@@ -46,9 +50,6 @@ def add_parser(subparsers: Any) -> None:
 
 
 def _rollout(args: argparse.Namespace) -> Any:
-    from trainer.rollout import MqttActions, Rollout
-    from trainer.store import open_reader
-
     config = load_trainer_config(args.config)
     if config.rollout is None:
         raise ConfigError(["rollout: missing (site, stages, broker)"], str(args.config))
@@ -82,8 +83,6 @@ def _line(state: dict) -> str:
 
 
 def _bundle_of_round(config: TrainerConfig, round_id: Optional[str]) -> Path:
-    from trainer.rounds import list_rounds
-
     if config.rounds is None:
         raise ValueError("give --bundle (trainer.yaml has no rounds section)")
     published = [r for r in list_rounds(config.rounds.workdir) if r.get("state") == "published"]
@@ -95,9 +94,6 @@ def _bundle_of_round(config: TrainerConfig, round_id: Optional[str]) -> Path:
 
 
 def run_start(args: argparse.Namespace) -> int:
-    from trainer.release import PushError
-    from trainer.rollout import RolloutError
-
     try:
         config, rollout = _rollout(args)
         bundle = args.bundle or _bundle_of_round(config, args.round_id)
@@ -112,9 +108,6 @@ def run_start(args: argparse.Namespace) -> int:
 
 
 def run_status(args: argparse.Namespace) -> int:
-    from trainer.commands.tables import format_table
-    from trainer.rollout import RolloutError, dumps
-
     try:
         _, rollout = _rollout(args)
         try:
@@ -151,9 +144,6 @@ def run_status(args: argparse.Namespace) -> int:
 
 
 def run_promote(args: argparse.Namespace) -> int:
-    from trainer.release import PushError
-    from trainer.rollout import RolloutError
-
     try:
         _, rollout = _rollout(args)
         try:
@@ -167,8 +157,6 @@ def run_promote(args: argparse.Namespace) -> int:
 
 
 def run_halt(args: argparse.Namespace) -> int:
-    from trainer.rollout import RolloutError
-
     try:
         _, rollout = _rollout(args)
         try:
@@ -183,9 +171,6 @@ def run_halt(args: argparse.Namespace) -> int:
 
 def run_watch(args: argparse.Namespace) -> int:
     """Exit 0 completed, 1 halted, 3 out of time."""
-    from trainer.release import PushError
-    from trainer.rollout import MAX_ROLLBACKS, RolloutError
-
     try:
         config, rollout = _rollout(args)
     except (ConfigError, StoreError) as exc:

@@ -8,8 +8,11 @@ import sys
 from typing import Any
 
 from agent.config import ConfigError
+from trainer.commands.tables import format_table, iso
+from trainer.labelling import resolve_classes
+from trainer.rounds import Round, RoundRefused, list_rounds, running_model
 from trainer.settings import add_config_argument, load_trainer_config
-from trainer.store import StoreError
+from trainer.store import StoreError, open_blobs, open_reader
 
 
 def add_parser(subparsers: Any) -> None:
@@ -35,10 +38,6 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run_round(args: argparse.Namespace) -> int:
-    from trainer.labelling import resolve_classes
-    from trainer.rounds import Round, RoundRefused, running_model
-    from trainer.store import open_blobs, open_reader
-
     try:
         config = load_trainer_config(args.config)
         if config.rounds is None:
@@ -82,9 +81,6 @@ def summary_line(record: dict) -> str:
 
 
 def run_rounds(args: argparse.Namespace) -> int:
-    from trainer.commands.tables import format_table, iso
-    from trainer.rounds import list_rounds, running_model
-
     try:
         config = load_trainer_config(args.config)
     except ConfigError as exc:

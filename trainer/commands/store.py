@@ -14,15 +14,18 @@ from typing import Any, Dict, List, Optional
 
 from agent.config import ConfigError
 from trainer.commands.tables import ago, format_table, iso
+from trainer.labelling import LabelledImage, resolve_classes, write_coco, write_yolo
 from trainer.settings import TrainerConfig, add_config_argument, load_trainer_config
 from trainer.store import (
     LABEL_STATES,
     SampleRow,
     StoreError,
     alert_history,
+    find_orphans,
     fleet,
     get_sample,
     list_samples,
+    open_blobs,
     open_reader,
     sample_stats,
 )
@@ -181,8 +184,6 @@ def run_show(args: argparse.Namespace) -> int:
         print(f"error: no sample {args.key!r}", file=sys.stderr)
         return 2
     if args.image:
-        from trainer.store import open_blobs
-
         blobs = open_blobs(config.store)
         try:
             args.image.write_bytes(blobs.get(row.image_sha256))
@@ -247,7 +248,6 @@ def run_export(args: argparse.Namespace) -> int:
     config, db = _reader(args)
     if db is None:
         return 2
-    from trainer.store import open_blobs
 
     rows = _select(db, args, args.limit)
     blobs = open_blobs(config.store)
@@ -260,7 +260,6 @@ def run_export(args: argparse.Namespace) -> int:
                     manifest.write(json.dumps({**row.as_dict(), "file": f"{row.sid}.jpg"}, sort_keys=True) + "\n")
             print(f"exported {len(rows)} samples to {args.out} (images + samples.jsonl)")
             return 0
-        from trainer.labelling import LabelledImage, resolve_classes, write_coco, write_yolo
 
         classes = resolve_classes(args.classes, config.labelling.classes)
         sources = [s.strip() for s in args.sources.split(",") if s.strip()]
@@ -286,7 +285,6 @@ def run_fsck(args: argparse.Namespace) -> int:
     config, db = _reader(args)
     if db is None:
         return 2
-    from trainer.store import find_orphans, open_blobs
 
     blobs = open_blobs(config.store)
     try:

@@ -18,12 +18,26 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Protocol, Tuple
 
+from agent.console.views import command_payload, encode_payload
+from agent.protocol import ProtocolLimits, Topics
+from agent.protocol.models import CommandReply
+from agent.protocol.parse import parse_command
 from trainer.console.config import CloudConsoleConfig
 from trainer.console.views import fleet_view, rollout_view, rounds_view, samples_view
 from trainer.labelling import LabellingConfig
-from trainer.rollout import RolloutConfig
+from trainer.release import Publisher
+from trainer.rollout import MqttActions, Rollout, RolloutConfig
 from trainer.rounds import RoundsConfig, list_rounds
-from trainer.store import StoreConfig, StoreError, fleet, label_tasks, list_samples, open_reader, sample_stats
+from trainer.store import (
+    StoreConfig,
+    StoreError,
+    fleet,
+    label_tasks,
+    list_samples,
+    open_blobs,
+    open_reader,
+    sample_stats,
+)
 
 __all__ = ["ConsoleData", "ConsoleSettings", "NotFound"]
 
@@ -51,8 +65,6 @@ class ConsoleData:
         self._blobs: Any = None
 
     def _default_rollout(self) -> Any:
-        from trainer.rollout import MqttActions, Rollout
-
         rollout = self.config.rollout
         if rollout is None:
             raise StoreError("trainer.yaml has no rollout section")
@@ -120,12 +132,6 @@ class ConsoleData:
     def device_command(self, device: str, form: Dict[str, Any]) -> Dict[str, Any]:
         """Send a box-page command (``agent.console.views.command_payload``) to ``device`` over the site broker
         and wait for its reply. Raises CommandFormError / ProtocolError for a bad form, NotFound, PushError."""
-        from agent.console.views import command_payload, encode_payload
-        from agent.protocol import ProtocolLimits, Topics
-        from agent.protocol.models import CommandReply
-        from agent.protocol.parse import parse_command
-        from trainer.release import Publisher
-
         target = self._command_broker()
         if target is None:
             raise NotFound("no broker for device commands (console.broker or rollout.broker in trainer.yaml)")
@@ -208,7 +214,5 @@ class ConsoleData:
         if row is None:
             raise NotFound(f"no sample {sid}")
         if self._blobs is None:
-            from trainer.store import open_blobs
-
             self._blobs = open_blobs(self.config.store)
         return bytes(self._blobs.get(str(row[0])))

@@ -21,8 +21,12 @@ import structlog
 
 from agent.console.http import STATIC as BOX_STATIC
 from agent.console.http import HttpError, PageServer, Response, json_response
+from agent.console.views import CommandFormError
+from agent.protocol.errors import ProtocolError
 from trainer.console.config import CloudConsoleConfig
 from trainer.console.data import ConsoleData, NotFound
+from trainer.release import PushError
+from trainer.rollout import RolloutError
 from trainer.store import StoreError
 
 __all__ = ["CloudConsoleServer"]
@@ -72,11 +76,6 @@ class CloudConsoleServer(PageServer):
         raise HttpError(404, "not found")
 
     def post(self, path: str, form: Dict[str, Any], peer: str) -> Response:
-        from agent.console.views import CommandFormError
-        from agent.protocol.errors import ProtocolError
-        from trainer.release import PushError
-        from trainer.rollout import RolloutError
-
         try:
             match = _COMMAND.match(path)
             if match:

@@ -6,11 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import List, Optional, Sequence
 
+from agent.engine import EngineError, read_model
+
 
 def classes_of_model(path: Path) -> List[str]:
     """Class names from an ONNX model's metadata (Ultralytics writes them), in class-id order."""
-    from agent.engine import EngineError, read_model
-
     try:
         names = read_model(path).metadata.names
     except EngineError as exc:
@@ -27,7 +27,7 @@ def resolve_classes(cli: Optional[str], configured: Sequence[str], model: Option
     elif model is not None:
         names = classes_of_model(model)
     else:
-        from agent.synthetic import CLASS_NAMES
+        from agent.synthetic import CLASS_NAMES  # noqa: PLC0415 (agent.synthetic imports OpenCV)
 
         names = list(CLASS_NAMES)
     if len(set(names)) != len(names) or not names:

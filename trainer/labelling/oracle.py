@@ -49,9 +49,9 @@ def oracle_boxes(sample: Any, jpeg: bytes, classes: Sequence[str]) -> List[Dict[
             f"sample {sample.sid} comes from a real camera ({sample.device}/{sample.camera}): the oracle only "
             "knows rendered frames; it needs human review"
         )
-    import cv2
+    import cv2  # noqa: PLC0415 (OpenCV: heavy, and the edge install may have its own build)
 
-    from agent.synthetic import CLASS_NAMES, UnknownDomainError, render_stream_frame
+    from agent.synthetic import CLASS_NAMES, UnknownDomainError, render_stream_frame  # noqa: PLC0415 (agent.synthetic imports OpenCV)
 
     try:
         frame = render_stream_frame(

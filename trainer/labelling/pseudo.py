@@ -9,20 +9,20 @@ from typing import Any, Dict, List, Sequence
 
 import numpy as np
 
+from agent.engine import DecodeParams, Detector
+
 
 class Teacher:
     """A teacher ONNX model run through the agent's own engine (same pre/post-processing as the boxes)."""
 
     def __init__(self, path: Path, min_confidence: float) -> None:
-        from agent.engine import DecodeParams, Detector
-
         self.detector = Detector.open(path)
         self.params = DecodeParams(conf=min_confidence)
         self.min_confidence = min_confidence
         self.author = f"teacher {Path(path).name} sha256 {self.detector.model.sha256[:12]}"
 
     def boxes(self, jpeg: bytes, classes: Sequence[str]) -> List[Dict[str, Any]]:
-        import cv2
+        import cv2  # noqa: PLC0415 (OpenCV: heavy, and the edge install may have its own build)
 
         image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
         if image is None:

@@ -26,6 +26,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from trainer.labelling.config import ImageUrlConfig
 from trainer.labelling.label_studio import LabelStudio
+from trainer.labelling.oracle import OracleRefused, oracle_boxes
 from trainer.labelling.tasks import (
     TaskError,
     annotation_boxes,
@@ -33,6 +34,7 @@ from trainer.labelling.tasks import (
     label_config,
     sample_task,
     task_identity,
+    to_region,
 )
 from trainer.store import (
     BlobStore,
@@ -270,9 +272,6 @@ def review_with_oracle(
     """The oracle (a STAND-IN FOR HUMAN REVIEW) submits its ground truth as annotations of an export's Label
     Studio tasks, as a reviewer would; ``label import`` then brings them back like any review. Synthetic
     samples only; the others are left for people (listed in ``refused``). Returns the annotations submitted."""
-    from trainer.labelling.oracle import OracleRefused, oracle_boxes
-    from trainer.labelling.tasks import to_region
-
     export = get_export(reader, export_id)
     if export is None or export.target != "label-studio":
         raise ValueError(f"{export_id} is not a Label Studio export of this store")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
+import shutil
 import tarfile
 import tempfile
 from dataclasses import dataclass, field
@@ -20,6 +22,7 @@ from agent.core.release import (
     parse_manifest,
     parse_semver,
 )
+from agent.engine import DecodeParams, Detector, OnnxRuntimeConfig
 from agent.engine.model import read_model
 from trainer.release.keys import KeyRing
 from trainer.release.refresh import repository_lock
@@ -80,7 +83,7 @@ def _highest_counter(repo: Repository) -> int:
 
 def default_golden_images(directory: Path, count: int = 2, size: Tuple[int, int] = (96, 128)) -> List[Path]:
     """Deterministic textured images when no golden set is given (checks load, run, determinism, latency)."""
-    import cv2
+    import cv2  # noqa: PLC0415 (OpenCV: heavy, and the edge install may have its own build)
 
     rng = np.random.default_rng(1234)
     paths = []
@@ -100,9 +103,7 @@ def record_expected(model: Path, images: Sequence[Path], conf: float, iou: float
     integer kernels that differ per CPU (AVX2 without VNNI saturates where this host's VNNI does not), so what
     it gives here would only hold on CPUs like this one; the portable run gives the same on every CPU.
     """
-    import cv2
-
-    from agent.engine import DecodeParams, Detector, OnnxRuntimeConfig
+    import cv2  # noqa: PLC0415 (OpenCV: heavy, and the edge install may have its own build)
 
     detector = Detector.open(model, OnnxRuntimeConfig(intra_op_threads=1, graph_optimization="none"))
     try:
@@ -141,7 +142,6 @@ def _build_release(repo: Repository, spec: ReleaseSpec) -> ReleaseManifest:
     def add(target_path: str, local: Path) -> TargetRef:
         data = Path(local).read_bytes()
         content[target_path] = data
-        import hashlib
 
         return TargetRef(target_path, len(data), hashlib.sha256(data).hexdigest())
 
@@ -247,7 +247,6 @@ def build_bundle(
         source.copy_metadata_to(stage / "metadata")
         for target_path, content in files.items():
             directory, _, name = target_path.rpartition("/")
-            import hashlib
 
             dest = stage / "targets" / directory / f"{hashlib.sha256(content).hexdigest()}.{name}"
             dest.parent.mkdir(parents=True, exist_ok=True)
@@ -265,7 +264,6 @@ def build_bundle(
         else:
             if out.exists() and any(out.iterdir()):
                 raise RepositoryError(f"{out} exists and is not empty")
-            import shutil
 
             shutil.copytree(stage, out, dirs_exist_ok=True)
     return out

@@ -50,6 +50,7 @@ from agent.protocol import (
     parse_model_push,
 )
 from trainer.release.build import channel_path
+from trainer.release.repo import Repository
 
 DEFAULT_CHUNK = 256 * 1024
 
@@ -97,8 +98,6 @@ def _member(tar: tarfile.TarFile, name: str) -> bytes:
 
 
 def repo_manifest(repo: Path, channel: str) -> bytes:
-    from trainer.release.repo import Repository
-
     return Repository(repo, None).target_bytes(channel_path(channel))  # type: ignore[arg-type]  # reading needs no keys
 
 
@@ -312,7 +311,7 @@ def __getattr__(name: str) -> Any:
     ``trainer.release.push.add_parser`` / ``.run`` working for the agent's tests (tests/agent/daemon) until they
     import ``trainer.commands.push``; delete it then (issue 27)."""
     if name in ("add_parser", "run", "main"):
-        from trainer.commands import push as command  # a top-level import would be a cycle (commands -> here)
+        from trainer.commands import push as command  # noqa: PLC0415 (at the top: an import cycle)
 
         return getattr(command, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

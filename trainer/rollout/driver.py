@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, Tuple
 
 from agent.protocol import RollbackCommand, Topics, encode_json
+from trainer.release import Publisher, build_push, bundle_manifest, publish
 from trainer.rollout.config import RolloutConfig
 from trainer.rollout.plan import Action, DeviceView, Figures, decide_stage, ota_failure, quality_signals
 from trainer.rollout.state import COMPLETED, HALTED, RUNNING, RolloutStore, event, new_state
@@ -50,8 +51,6 @@ class MqttActions:
     """The site broker, through the release publisher's client (QoS 1, every PUBACK awaited)."""
 
     def __init__(self, config: RolloutConfig) -> None:
-        from trainer.release import Publisher
-
         self.publisher = Publisher.for_broker(config.broker)
 
     def retained(self, topic: str) -> Optional[bytes]:
@@ -69,8 +68,6 @@ class MqttActions:
 
 def release_of_bundle(bundle: Path) -> Dict[str, Any]:
     """Identity of a release from its online bundle: name, version, counter, channel, its model files' digests."""
-    from trainer.release import bundle_manifest
-
     manifest, _ = bundle_manifest(bundle)
     return {
         "name": manifest.name,
@@ -165,8 +162,6 @@ class Rollout:
     # ------------------------------------------------------------------ the pushes
 
     def _push(self, state: Dict[str, Any], index: int) -> None:
-        from trainer.release import build_push, publish
-
         stage = state["stages"][index]
         release = state["release"]
         topic = self.topic(stage["group"])

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from agent.core.release import parse_semver
 from trainer.rounds.config import BaselineModel
 
 STATES = ("preparing", "training", "exporting", "gating", "releasing", "published", "rejected", "failed")
@@ -77,7 +78,5 @@ def last_started(workdir: Path) -> float:
 
 def next_version(version: str) -> str:
     """The next minor version: 1.0.0 -> 1.1.0 (a round is a feature release of the model)."""
-    from agent.core.release import parse_semver
-
     parsed = parse_semver(version)
     return f"{parsed.major}.{parsed.minor + 1}.0"

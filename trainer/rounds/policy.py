@@ -8,6 +8,7 @@ cores and its memory), one at a time, and logs how it ended.
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -36,8 +37,6 @@ def due(new_labelled: int, last_round_at: float, now: float, policy: PolicyConfi
 
 def count_labelled_since(index: Path, sources: Sequence[str], since: float) -> int:
     """Samples whose ground-truth label is newer than ``since``."""
-    import sqlite3
-
     if not index.is_file():
         return 0
     db = sqlite3.connect(str(index), timeout=10)

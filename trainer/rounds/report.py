@@ -11,10 +11,10 @@ import numpy as np
 
 
 def _plots(record: Dict[str, Any], history: Sequence[Dict[str, Any]], out: Path) -> Dict[str, str]:
-    import matplotlib
+    import matplotlib  # noqa: PLC0415 (matplotlib: trainer extra only, slow to import)
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # noqa: PLC0415 (matplotlib: trainer extra only, slow to import)
 
     files: Dict[str, str] = {}
     scores = record.get("scores") or {}

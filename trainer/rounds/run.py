@@ -17,6 +17,7 @@ outcome, and copied beside the release it produced.
 
 from __future__ import annotations
 
+import random
 import shutil
 import sys
 import time
@@ -25,10 +26,15 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable, Dict, List
 
+from trainer.evaluate import evaluate
+from trainer.export import export_all
+from trainer.release import KeyRing, ReleaseSpec, Repository, build_bundle, build_release
 from trainer.rounds.config import RoundsConfig
 from trainer.rounds.dataset import FieldSplit, RoundRefused, check_split, split_field_samples, write_field_sets
 from trainer.rounds.gate import GateVerdict, HoldoutScores, decide
 from trainer.rounds.history import last_started, list_rounds, next_version, running_model, write_record
+from trainer.rounds.report import write_report
+from trainer.train import _images_of, train
 
 Progress = Callable[[str], None]
 
@@ -85,8 +91,6 @@ class Round:
         return split
 
     def train(self) -> Dict[str, Any]:
-        from trainer.train import train
-
         t = self.config.training
         running = self.record["from"]
         summary = train(
@@ -115,8 +119,6 @@ class Round:
         return summary
 
     def export(self, weights: Path) -> Dict[str, Any]:
-        from trainer.export import export_all
-
         cfg = self.config
         calib = self.dir / "calibration-source"
         self._calibration_mix(calib)
@@ -148,10 +150,6 @@ class Round:
 
     def _calibration_mix(self, out: Path) -> None:
         """Calibration images: ``calib_field_share`` from the field training images, the rest from the base set."""
-        import random
-
-        from trainer.train import _images_of
-
         cfg = self.config
         field_images = _images_of(Path(self.record["data"]["field_train"]), "train")
         base_images = _images_of(cfg.base_data, "train")
@@ -164,8 +162,6 @@ class Round:
         self.record["calibration"] = {"field": n_field, "base": n_base}
 
     def gate(self) -> GateVerdict:
-        from trainer.evaluate import evaluate
-
         cfg = self.config
         running, candidate = self.record["from"], self.record["candidate"]
         field = Path(self.record["data"]["field_holdout"])
@@ -194,8 +190,6 @@ class Round:
         return verdict
 
     def release(self) -> Dict[str, Any]:
-        from trainer.release import KeyRing, ReleaseSpec, Repository, build_bundle, build_release
-
         target = self.config.release
         assert target is not None
         candidate = self.record["candidate"]
@@ -258,7 +252,6 @@ class Round:
             self._step("failed")
         self.record["finished_at"] = time.time()
         self._save()
-        from trainer.rounds.report import write_report
 
         try:
             self.record["report"] = write_report(self.record, list_rounds(self.config.workdir), self.dir / "report")

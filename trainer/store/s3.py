@@ -34,8 +34,8 @@ class S3BlobStore:
 
     @classmethod
     def from_config(cls, config: S3BlobsConfig) -> S3BlobStore:
-        import boto3
-        from botocore.config import Config
+        import boto3  # noqa: PLC0415 (boto3: only for the S3 blob store, slow to import)
+        from botocore.config import Config  # noqa: PLC0415 (boto3: only for the S3 blob store, slow to import)
 
         client = boto3.client(
             "s3",

@@ -23,6 +23,7 @@ from trainer.store.config import LocalBlobsConfig, S3BlobsConfig, StoreConfig
 from trainer.store.index import StoreIndex
 from trainer.store.plan import BudgetState, ImageDecision, ImageItem, plan_images
 from trainer.store.records import Outcome, Record, SampleIn, SnapshotIn
+from trainer.store.s3 import S3BlobStore
 
 
 def open_blobs(config: StoreConfig) -> BlobStore:
@@ -31,8 +32,6 @@ def open_blobs(config: StoreConfig) -> BlobStore:
     if isinstance(blobs, LocalBlobsConfig):
         return LocalBlobStore(config.path, write_threads=blobs.write_threads, durability=blobs.durability)
     if isinstance(blobs, S3BlobsConfig):
-        from trainer.store.s3 import S3BlobStore
-
         return S3BlobStore.from_config(blobs)
     raise TypeError(f"unknown blob backend {type(blobs).__name__}")  # pragma: no cover
 
