@@ -27,14 +27,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_config_argument(ota_parser, " (for the ota section)")
     ota_parser.set_defaults(handler=_run_ota)
-    try:
-        from agent.app import run, status
-    except ImportError:  # pragma: no cover - only while the daemon modules are absent
-        pass
-    else:
-        run.add_run_parser(sub)
-        status.add_status_parser(sub)
-    from agent.app import config_example
+    from agent.app import config_example, status
+    from agent.daemon import run
+
+    run.add_run_parser(sub)
+    status.add_status_parser(sub)
 
     config_example.add_config_parser(sub)
     return parser

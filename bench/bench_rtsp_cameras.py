@@ -214,7 +214,7 @@ def run_scenario(
         env = dict(os.environ, PYTHONPATH=str(REPO))
         with open(tmp / "daemon.log", "wb") as log:  # the child keeps its own descriptor
             daemon = subprocess.Popen(
-                [sys.executable, "-m", "agent.app.run", "--config", str(config)],
+                [sys.executable, "-m", "agent.daemon", "--config", str(config)],
                 cwd=REPO,
                 env=env,
                 stdout=log,

@@ -2,7 +2,7 @@
 
 Run: PYTHONPATH=. .venv/bin/python bench/bench_swap_memory.py [--updates 15] [--write]
 
-Each update does what the daemon does (agent/app/daemon.py, agent/ota/health.py): the OTA worker thread
+Each update does what the daemon does (agent/daemon/, agent/ota/health.py): the OTA worker thread
 health-checks the candidate beside the current model (two sessions, golden images, both closed), a fresh
 loader thread opens the new detector, the long-lived inference thread swaps it in, closes the old one and
 runs frames. Both variants run in fresh processes of their own in this one run; "without" replaces

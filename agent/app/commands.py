@@ -4,6 +4,9 @@ Every command the protocol defines (docs/PROTOCOL.md) is handled here and nowher
 thread that owns what it changes: a flag window, a snapshot request or new thresholds are handed to the
 inference thread (applied between frames; a threshold change is awaited so its reply says it is in force),
 a rollback to the OTA worker. Nothing here writes pipeline or installer state itself.
+
+It reads the daemon's :class:`~agent.app.live.LiveState` (the pipeline may come up later, a reload may change
+the cameras) and holds the OTA service it hands rollbacks to; the box page's commands come through here too.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import TYPE_CHECKING, Optional, Set
 
 import structlog
 
+from agent.app.live import LiveState
 from agent.core.triage import FlagWindow
 from agent.ota.errors import OtaError
 from agent.protocol.models import (
@@ -26,7 +30,7 @@ from agent.protocol.models import (
 )
 
 if TYPE_CHECKING:
-    from agent.app.daemon import Daemon
+    from agent.app.model_updates import ModelUpdateService
 
 __all__ = ["COMMAND_APPLY_TIMEOUT_S", "CommandHandler"]
 
@@ -41,15 +45,17 @@ def _now() -> datetime:
 
 
 class CommandHandler:
-    """Answers commands for ``daemon`` (read at each command: the pipeline may come up later)."""
+    """Answers commands from ``live`` (read at each command: the pipeline may come up later); rollbacks go to
+    ``updates`` (``None``: OTA is not configured)."""
 
-    def __init__(self, daemon: Daemon) -> None:
-        self._daemon = daemon
+    def __init__(self, live: LiveState, updates: Optional[ModelUpdateService]) -> None:
+        self._live = live
+        self._updates = updates
         self._one_at_a_time: Optional[asyncio.Lock] = None  # MQTT and box-page commands, in arrival order
 
     @property
     def device(self) -> str:
-        return self._daemon.config.mqtt.device
+        return self._live.config.mqtt.device
 
     def _fail(self, command: Command, code: str, message: str) -> CommandReply:
         return CommandReply.failure(command.request_id, self.device, _now(), code, message)
@@ -66,11 +72,11 @@ class CommandHandler:
             return self._fail(command, "internal", f"{type(exc).__name__}: {exc}")
 
     async def handle(self, command: Command) -> CommandReply:
-        d = self._daemon
-        pipeline = d.pipeline
+        live = self._live
+        pipeline = live.pipeline
         if pipeline is None and not isinstance(command, RollbackCommand):
-            return self._fail(command, "no_model", f"no model runs on this box: {d.model_error}")
-        known = {c.name for c in d.config.cameras if c.enabled}
+            return self._fail(command, "no_model", f"no model runs on this box: {live.model_error}")
+        known = set(live.enabled_cameras())
         if isinstance(command, FlagWindowCommand):
             if command.camera not in known:
                 return self._fail(command, "unknown_camera", f"no camera {command.camera!r}")
@@ -98,12 +104,11 @@ class CommandHandler:
     async def _set_thresholds(self, command: SetThresholdsCommand, known: Set[str]) -> CommandReply:
         """Handed to the inference thread, which owns the rules and applies the change between frames; the
         reply waits for it (commands are handled one at a time, so the next one sees this one applied)."""
-        d = self._daemon
-        pipeline = d.pipeline
+        pipeline = self._live.pipeline
         assert pipeline is not None
         if command.camera is not None and command.camera not in known:
             return self._fail(command, "unknown_camera", f"no camera {command.camera!r}")
-        targets = [c.name for c in d.config.cameras if c.enabled and (command.camera in (None, c.name))]
+        targets = [name for name in self._live.enabled_cameras() if command.camera in (None, name)]
         applied = pipeline.update_thresholds(targets, dict(command.thresholds))
         try:
             await asyncio.wait_for(asyncio.wrap_future(applied), COMMAND_APPLY_TIMEOUT_S)
@@ -116,7 +121,7 @@ class CommandHandler:
         return CommandReply.ok(command.request_id, self.device, _now(), {"applied": len(command.thresholds)})
 
     async def _rollback(self, command: RollbackCommand) -> CommandReply:
-        updates = self._daemon.updates
+        updates = self._updates
         if updates is None:
             return self._fail(command, "unsupported", "OTA is not configured")
         guard = (command.if_active.name, command.if_active.counter) if command.if_active else None

@@ -7,7 +7,8 @@
     command   on the event loop: the same CommandHandler as MQTT commands (one at a time with them), and the
               reply also goes out on the reply topic through the spool, so the fleet sees what the page did
 
-Every call comes from a console-http request thread.
+Every call comes from a console-http request thread. It is given what it reads (the live state, the output
+writer, the status document's builder, the command path); it never sees the daemon.
 """
 
 from __future__ import annotations
@@ -15,17 +16,15 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Callable, Coroutine, Dict, List, Optional
+from typing import Any, Callable, Coroutine, Dict, List, Optional
 
-from agent.app.pipeline import PreviewFrame
-from agent.app.status import pid_alive, read_status
+from agent.app.live import LiveState
+from agent.app.pipeline import OutputWriter, PreviewFrame
+from agent.app.status import assess, pid_alive, read_status
 from agent.console.config import ConsoleConfig
 from agent.console.preview import PreviewImage, PreviewRenderer
 from agent.console.views import page_state
 from agent.protocol.models import Command, CommandReply
-
-if TYPE_CHECKING:
-    from agent.app.daemon import Daemon
 
 __all__ = ["STATE_TIMEOUT_S", "DaemonConsole"]
 
@@ -33,16 +32,39 @@ STATE_TIMEOUT_S = 2.0
 
 
 class DaemonConsole:
-    def __init__(self, daemon: Daemon, config: ConsoleConfig, loop: asyncio.AbstractEventLoop) -> None:
-        self._daemon = daemon
+    """The page's source (:class:`agent.console.server.ConsoleSource`) for the running daemon.
+
+    Args:
+        live: the daemon's changing state (the pipeline's previews, the configuration).
+        config: the page's configuration.
+        loop: the daemon's event loop (where ``document`` and ``command`` run).
+        document: builds the status document (on the loop).
+        writer: the output writer (its recent alerts and samples).
+        command: answers a command like an MQTT one, and publishes the reply (on the loop).
+    """
+
+    def __init__(
+        self,
+        live: LiveState,
+        config: ConsoleConfig,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        document: Callable[[], Dict[str, Any]],
+        writer: OutputWriter,
+        command: Callable[[Command], Coroutine[Any, Any, CommandReply]],
+    ) -> None:
+        self._live = live
         self._config = config
         self._loop = loop
+        self._document = document
+        self._writer = writer
+        self._command = command
         self.renderer = PreviewRenderer(
             self._newest, config.preview_fps, config.preview_width, config.preview_jpeg_quality
         )
 
     def _newest(self, camera: str) -> Optional[PreviewFrame]:
-        pipeline = self._daemon.pipeline
+        pipeline = self._live.pipeline
         runtime = None if pipeline is None else pipeline.cameras.get(camera)
         return None if runtime is None else runtime.preview
 
@@ -61,24 +83,22 @@ class DaemonConsole:
             raise
 
     def state(self) -> Dict[str, Any]:
-        d = self._daemon
-
         async def build() -> Dict[str, Any]:
-            return d.status_document()
+            return self._document()
 
         alive: Optional[bool] = True
         try:
             document, source = self._in_loop(build, STATE_TIMEOUT_S), "live"
         except (concurrent.futures.TimeoutError, RuntimeError):  # the loop is busy, stuck or closed
-            document, source = read_status(d.status_path), "file"
+            document, source = read_status(self._live.status_path), "file"
             alive = pid_alive(document.get("pid"))
-        writer = d.writer
-        recent = writer.recent.snapshot if writer is not None else ()
-        return page_state(document, recent, alive, source, self._config.preview_fps, self._ota())
+        recent = self._writer.recent.snapshot
+        health = assess(document, alive)
+        return page_state(document, health, recent, source, self._config.preview_fps, self._ota())
 
     def _ota(self) -> Optional[Dict[str, Any]]:
         """The installer's state as ``edge-agent status`` reads it (from disk: the OTA worker owns the installer)."""
-        ota = self._daemon.config.ota
+        ota = self._live.config.ota
         if ota is None:
             return None
         from agent.ota.installer import Installer
@@ -89,20 +109,19 @@ class DaemonConsole:
             return {"error": str(exc)}
 
     def cameras(self) -> List[str]:
-        return [c.name for c in self._daemon.config.cameras if c.enabled]
+        return self._live.enabled_cameras()
 
     def preview(self, camera: str) -> Optional[PreviewImage]:
         return self.renderer.image(camera)
 
     def output_jpeg(self, output_id: str) -> Optional[bytes]:
-        writer = self._daemon.writer
-        found = None if writer is None else writer.recent.find(output_id)
+        found = self._writer.recent.find(output_id)
         return None if found is None else found.jpeg
 
     def command(self, command: Command) -> CommandReply:
         timeout = self._config.command_timeout_s
         try:
-            reply: CommandReply = self._in_loop(lambda: self._daemon.console_command(command), timeout)
+            reply: CommandReply = self._in_loop(lambda: self._command(command), timeout)
         except concurrent.futures.TimeoutError:
             return self._failure(command, "timeout", f"no reply within {timeout:.0f} s")
         except RuntimeError:  # the event loop is gone: the daemon is stopping
@@ -110,5 +129,5 @@ class DaemonConsole:
         return reply
 
     def _failure(self, command: Command, code: str, message: str) -> CommandReply:
-        device = self._daemon.config.mqtt.device
+        device = self._live.config.mqtt.device
         return CommandReply.failure(command.request_id, device, datetime.now(timezone.utc), code, message)

@@ -2,30 +2,36 @@
 
 :func:`plan_reload` is pure (old config, new config -> :class:`ReloadPlan`); :func:`apply_reload` hands each
 change to its owner: decode thresholds and camera rules to the inference thread (between frames), cameras
-added / removed / changed to the daemon's camera wiring, the log level to the logging setup. Sections that
-need a restart (mqtt, spool, model, ota, metrics, console, output, the state directory) keep their running values,
-and the log says which.
+added / removed / changed to the camera wiring (:class:`CameraControl`), the log level to the logging setup.
+Sections that need a restart (mqtt, spool, model, ota, metrics, console, output, the state directory) keep
+their running values, and the log says which.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Dict, Tuple
+from typing import Dict, Protocol, Tuple
 
 import structlog
 
+from agent.app.live import LiveState
 from agent.config import AgentConfig
 from agent.observability.logs import set_level
 from agent.sources.config import CameraConfig
 
-if TYPE_CHECKING:
-    from agent.app.daemon import Daemon
-
-__all__ = ["RESTART_SECTIONS", "ReloadPlan", "apply_reload", "plan_reload"]
+__all__ = ["RESTART_SECTIONS", "CameraControl", "ReloadPlan", "apply_reload", "plan_reload"]
 
 log = structlog.get_logger("agent.reload")
 
 RESTART_SECTIONS = ("mqtt", "spool", "disk_budget", "ota", "metrics", "console", "output")
+
+
+class CameraControl(Protocol):
+    """Starts and stops cameras on the running pipeline (event loop)."""
+
+    def add_camera(self, camera: CameraConfig) -> None: ...
+
+    def remove_camera(self, name: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -70,13 +76,14 @@ def plan_reload(old: AgentConfig, new: AgentConfig) -> ReloadPlan:
     )
 
 
-def apply_reload(daemon: Daemon, new: AgentConfig) -> bool:
-    """Apply ``new`` to a running daemon (event loop); False when nothing could be applied."""
-    old = daemon.config
-    pipeline = daemon.pipeline
+def apply_reload(live: LiveState, cameras: CameraControl, new: AgentConfig) -> bool:
+    """Apply ``new`` to the running daemon's ``live`` state and ``cameras`` (event loop); False when nothing
+    could be applied."""
+    old = live.config
+    pipeline = live.pipeline
     if pipeline is None:
         log.warning("reload_deferred", reason="no model runs yet; restart to apply the new configuration")
-        daemon.errors.append("reload deferred: no model runs yet")
+        live.errors.append("reload deferred: no model runs yet")
         return False
     plan = plan_reload(old, new)
     if plan.needs_restart:
@@ -85,16 +92,16 @@ def apply_reload(daemon: Daemon, new: AgentConfig) -> bool:
         set_level(new.logging.level)
     pipeline.set_decode(new.model.decode_params())
     for name in plan.removed:
-        daemon.remove_camera(name)
+        cameras.remove_camera(name)
     for camera in plan.added:
-        daemon.add_camera(camera)
+        cameras.add_camera(camera)
     for camera in plan.replaced:
-        daemon.remove_camera(camera.name)
-        daemon.add_camera(camera)
+        cameras.remove_camera(camera.name)
+        cameras.add_camera(camera)
     for camera in plan.rules_changed:
         pipeline.set_rules(camera.name, camera.rules)
-    daemon.config = plan.config
-    daemon.reloads += 1
+    live.config = plan.config
+    live.reloads += 1
     log.info(
         "reloaded", cameras=sorted(c.name for c in new.cameras if c.enabled), restart_needed=list(plan.needs_restart)
     )

@@ -6,6 +6,10 @@ Read-only: nothing here changes a component; every value comes from a frozen sna
 hands out (``CameraStats.snapshot``, ``Pipeline.quality`` / ``counters``, ``OutputWriter.snapshot()``,
 ``MqttLink.metrics()``, ``Spool.stats()``, ``Supervisor.states()``). The one piece of state of its own,
 since when MQTT is down, is written only by the status task.
+
+What it reads: the daemon's :class:`~agent.app.live.LiveState` and the parts it is given, never the daemon.
+:func:`device_status` needs the live state only: the MQTT link, started before the reporter exists, sends it
+at every (re)connection.
 """
 
 from __future__ import annotations
@@ -16,8 +20,10 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional
 
 from agent import __version__
-from agent.app.pipeline import percentile
+from agent.app.live import LiveState
+from agent.app.pipeline import OutputWriter, percentile
 from agent.observability.metrics import Sample, counter, gauge
+from agent.observability.sdnotify import SdNotifier, WatchdogGate
 from agent.protocol.models import (
     CameraDecode,
     CameraMainStream,
@@ -28,11 +34,24 @@ from agent.protocol.models import (
     ModelQuality,
 )
 from agent.sources.frame import SourceState, SourceStatus
+from agent.threads import Supervisor
 
 if TYPE_CHECKING:
-    from agent.app.daemon import Daemon
+    from agent.app.model_updates import ModelUpdateService
+    from agent.link.link import MqttLink
+    from agent.spool.store import Spool
 
-__all__ = ["CAMERA_STATE", "Reporter"]
+__all__ = [
+    "CAMERA_STATE",
+    "Reporter",
+    "aggregate_fps",
+    "camera_message",
+    "device_status",
+    "line",
+    "thread_problems",
+    "threads_document",
+    "unassembled_document",
+]
 
 CAMERA_STATE = {
     SourceState.STARTING: CameraState.STARTING,
@@ -67,118 +86,213 @@ def _main_stream(status: SourceStatus) -> CameraMainStream:
     )
 
 
-class Reporter:
-    """Builds every report of ``daemon`` (see the module docstring)."""
+def camera_fps(live: LiveState, name: str) -> float:
+    pipeline = live.pipeline
+    runtime = pipeline.cameras.get(name) if pipeline else None
+    return runtime.stats.snapshot.fps(time.monotonic()) if runtime else 0.0
 
-    def __init__(self, daemon: Daemon) -> None:
-        self._d = daemon
+
+def aggregate_fps(live: LiveState) -> float:
+    pipeline = live.pipeline
+    if pipeline is None:
+        return 0.0
+    now = time.monotonic()
+    return sum(r.stats.snapshot.fps(now) for r in list(pipeline.cameras.values()))
+
+
+def camera_stale(live: LiveState, name: str) -> int:
+    pipeline = live.pipeline
+    runtime = pipeline.cameras.get(name) if pipeline else None
+    return runtime.stale_frames if runtime else 0
+
+
+def camera_message(live: LiveState, status: SourceStatus) -> CameraStatus:
+    """The retained camera status on MQTT."""
+    decode = status.decode
+    last_frame = None
+    if status.last_frame_monotonic is not None:  # monotonic -> wall, for a reader elsewhere
+        last_frame = datetime.fromtimestamp(
+            time.time() - (time.monotonic() - status.last_frame_monotonic), timezone.utc
+        )
+    return CameraStatus(
+        device=live.config.mqtt.device,
+        camera=status.camera,
+        state=CAMERA_STATE[status.state],
+        source=(status.address or status.kind)[:512],
+        fps=round(camera_fps(live, status.camera), 3),
+        frames=status.frames,
+        drops=status.dropped,
+        reconnects=status.reconnects,
+        reconnect_attempts=status.reconnect_attempts,
+        last_frame_at=last_frame,
+        error=status.reason[:1024] or None,
+        width=status.width or None,
+        height=status.height or None,
+        stale=camera_stale(live, status.camera),
+        decode=None
+        if decode is None
+        else CameraDecode(
+            codec=decode.codec[:16],
+            decoder=decode.decoder[:256],
+            received=decode.received,
+            decoded=decode.decoded,
+            decode_errors=decode.decode_errors,
+            waited_for_keyframe=decode.waited,
+            decode_ms=decode.decode_ms,
+        ),
+        main=None if status.main is None else _main_stream(status),
+        ts=_now(),
+    )
+
+
+def device_status(live: LiveState) -> DeviceStatus:
+    """The retained device status on MQTT (also the link's birth message)."""
+    pipeline = live.pipeline
+    cameras = [
+        CameraSummary(camera=name, state=CAMERA_STATE[status.state], fps=round(camera_fps(live, name), 3))
+        for name, status in sorted(live.camera_status.items())
+    ]
+    quality = None
+    if pipeline is not None:
+        q = pipeline.quality  # a frozen snapshot the rules' thread publishes
+        quality = ModelQuality(
+            model_sha256=q.model_sha256,
+            since=datetime.fromtimestamp(q.since_wall, timezone.utc),
+            frames=q.frames,
+            detections=q.detections,
+            confidence_sum=round(q.confidence_sum, 4),
+            alerts=q.alerts,
+            uncertain_frames=q.uncertain_frames,
+        )
+    return DeviceStatus(
+        device=live.config.mqtt.device,
+        site=live.config.mqtt.site,
+        state="online",
+        agent_version=__version__,
+        model=pipeline.model.ref() if pipeline else None,
+        model_error=None if pipeline else (live.model_error or "")[:1024] or None,
+        cameras=cameras,
+        groups=list(live.config.mqtt.groups),
+        quality=quality,
+        ts=_now(),
+    )
+
+
+def threads_document(supervisor: Supervisor) -> Dict[str, Any]:
+    return {
+        s.name: {"state": s.state, "deaths": s.deaths, "restarts": s.restarts, "last_error": s.last_error}
+        for s in supervisor.states()
+    }
+
+
+def thread_problems(supervisor: Supervisor) -> List[str]:
+    """Threads down, and threads that died and were restarted lately."""
+    problems = supervisor.problems()
+    down = {line.split()[1] for line in problems}
+    cutoff = time.time() - RECENT_DEATHS_S
+    recent: Dict[str, List[str]] = {}
+    for death in supervisor.deaths():
+        if death.at_wall >= cutoff and death.worker not in down:
+            recent.setdefault(death.worker, []).append(death.error)
+    for name, errors in sorted(recent.items()):
+        problems.append(
+            f"thread {name} died {len(errors)} time(s) in the last {RECENT_DEATHS_S / 60:.0f} min and was "
+            f"restarted (last: {errors[-1]})"
+        )
+    return problems
+
+
+def _document(live: LiveState, supervisor: Supervisor, **sections: Any) -> Dict[str, Any]:
+    """The status document's frame around ``sections`` (``edge-agent status`` reads the keys in this order)."""
+    document: Dict[str, Any] = {
+        "version": 1,
+        "agent_version": __version__,
+        "pid": os.getpid(),
+        "state": live.phase,
+        "started": datetime.fromtimestamp(live.started_wall, timezone.utc).isoformat(),
+        "updated": _now().isoformat(),
+        "device": live.config.mqtt.device,
+        "site": live.config.mqtt.site,
+        "model": {},
+        "cameras": {},
+        "inference": {},
+        "spool": {},
+        "output": {},
+        "mqtt": {},
+        "ota": live.ota_last,
+        "model_updates": None,
+        "threads": threads_document(supervisor),
+        "watchdog": {"enabled": False, "pings": 0},
+        "reloads": live.reloads,
+        "problems": [],
+    }
+    document.update(sections)
+    return document
+
+
+def unassembled_document(live: LiveState, supervisor: Supervisor, watchdog: bool) -> Dict[str, Any]:
+    """The status document while the parts do not run (before the start, or after one that failed: exit 3):
+    what is known, and why."""
+    return _document(
+        live,
+        supervisor,
+        model={"error": live.model_error} if live.model_error else {},
+        watchdog={"enabled": watchdog, "pings": 0},
+        problems=list(live.errors[-10:]) + thread_problems(supervisor),
+    )
+
+
+def line(live: LiveState) -> str:
+    """The systemd status line."""
+    return f"{live.phase}; cameras {len(live.camera_status)}; fps {aggregate_fps(live):.1f}"
+
+
+class Reporter:
+    """Builds the status document and the Prometheus samples from ``live`` and the parts it is given."""
+
+    def __init__(
+        self,
+        live: LiveState,
+        *,
+        supervisor: Supervisor,
+        notifier: SdNotifier,
+        gate: WatchdogGate,
+        spool: Spool,
+        writer: OutputWriter,
+        link: MqttLink,
+        updates: Optional[ModelUpdateService],
+    ) -> None:
+        self._live = live
+        self._supervisor = supervisor
+        self._notifier = notifier
+        self._gate = gate
+        self._spool = spool
+        self._writer = writer
+        self._link = link
+        self._updates = updates
         self._mqtt_down_since: Optional[str] = None  # status task only
 
-    # ---------------------------------------------------------------- rates
-
     def camera_fps(self, name: str) -> float:
-        pipeline = self._d.pipeline
-        runtime = pipeline.cameras.get(name) if pipeline else None
-        return runtime.stats.snapshot.fps(time.monotonic()) if runtime else 0.0
+        return camera_fps(self._live, name)
 
     def aggregate_fps(self) -> float:
-        pipeline = self._d.pipeline
-        if pipeline is None:
-            return 0.0
-        now = time.monotonic()
-        return sum(r.stats.snapshot.fps(now) for r in list(pipeline.cameras.values()))
+        return aggregate_fps(self._live)
 
     def line(self) -> str:
         """The systemd status line."""
-        return f"{self._d.state}; cameras {len(self._d.camera_status)}; fps {self.aggregate_fps():.1f}"
-
-    # ---------------------------------------------------------------- MQTT
-
-    def camera_stale(self, name: str) -> int:
-        pipeline = self._d.pipeline
-        runtime = pipeline.cameras.get(name) if pipeline else None
-        return runtime.stale_frames if runtime else 0
-
-    def camera_message(self, status: SourceStatus) -> CameraStatus:
-        decode = status.decode
-        last_frame = None
-        if status.last_frame_monotonic is not None:  # monotonic -> wall, for a reader elsewhere
-            last_frame = datetime.fromtimestamp(
-                time.time() - (time.monotonic() - status.last_frame_monotonic), timezone.utc
-            )
-        return CameraStatus(
-            device=self._d.config.mqtt.device,
-            camera=status.camera,
-            state=CAMERA_STATE[status.state],
-            source=(status.address or status.kind)[:512],
-            fps=round(self.camera_fps(status.camera), 3),
-            frames=status.frames,
-            drops=status.dropped,
-            reconnects=status.reconnects,
-            reconnect_attempts=status.reconnect_attempts,
-            last_frame_at=last_frame,
-            error=status.reason[:1024] or None,
-            width=status.width or None,
-            height=status.height or None,
-            stale=self.camera_stale(status.camera),
-            decode=None
-            if decode is None
-            else CameraDecode(
-                codec=decode.codec[:16],
-                decoder=decode.decoder[:256],
-                received=decode.received,
-                decoded=decode.decoded,
-                decode_errors=decode.decode_errors,
-                waited_for_keyframe=decode.waited,
-                decode_ms=decode.decode_ms,
-            ),
-            main=None if status.main is None else _main_stream(status),
-            ts=_now(),
-        )
-
-    def device_status(self) -> DeviceStatus:
-        d = self._d
-        pipeline = d.pipeline
-        cameras = [
-            CameraSummary(camera=name, state=CAMERA_STATE[status.state], fps=round(self.camera_fps(name), 3))
-            for name, status in sorted(d.camera_status.items())
-        ]
-        quality = None
-        if pipeline is not None:
-            q = pipeline.quality  # a frozen snapshot the rules' thread publishes
-            quality = ModelQuality(
-                model_sha256=q.model_sha256,
-                since=datetime.fromtimestamp(q.since_wall, timezone.utc),
-                frames=q.frames,
-                detections=q.detections,
-                confidence_sum=round(q.confidence_sum, 4),
-                alerts=q.alerts,
-                uncertain_frames=q.uncertain_frames,
-            )
-        return DeviceStatus(
-            device=d.config.mqtt.device,
-            site=d.config.mqtt.site,
-            state="online",
-            agent_version=__version__,
-            model=pipeline.model.ref() if pipeline else None,
-            model_error=None if pipeline else (d.model_error or "")[:1024] or None,
-            cameras=cameras,
-            groups=list(d.config.mqtt.groups),
-            quality=quality,
-            ts=_now(),
-        )
+        return line(self._live)
 
     # ---------------------------------------------------------------- status.json
 
     def _cameras(self, now: float) -> Dict[str, Any]:
-        d = self._d
-        pipeline = d.pipeline
+        live = self._live
+        pipeline = live.pipeline
         cameras: Dict[str, Any] = {}
-        for camera in d.config.cameras:
+        for camera in live.config.cameras:
             if not camera.enabled:
                 continue
             record: Dict[str, Any] = {"name": camera.name, "source": camera.source.type}
-            status = d.camera_status.get(camera.name)
+            status = live.camera_status.get(camera.name)
             if status is not None:
                 record.update(status.as_record())
                 record["source"] = status.address or camera.source.type
@@ -198,12 +312,9 @@ class Reporter:
             cameras[camera.name] = record
         return cameras
 
-    def _spool(self) -> Dict[str, Any]:
-        spool = self._d.spool
-        if spool is None:
-            return {}
+    def _spool_document(self) -> Dict[str, Any]:
         try:
-            stats = spool.stats()
+            stats = self._spool.stats()
         except Exception as exc:
             return {"error": str(exc)}
         return {
@@ -218,11 +329,8 @@ class Reporter:
             "counters": stats.counters,
         }
 
-    def _link(self) -> Dict[str, Any]:
-        link = self._d.link
-        if link is None:
-            return {}
-        doc: Dict[str, Any] = dict(vars(link.metrics()))
+    def _link_document(self) -> Dict[str, Any]:
+        doc: Dict[str, Any] = dict(vars(self._link.metrics()))
         # since when the broker is out of reach: `edge-agent status` judges it against its grace period
         if doc.get("connected"):
             self._mqtt_down_since = None
@@ -231,38 +339,15 @@ class Reporter:
         doc["down_since"] = self._mqtt_down_since
         return doc
 
-    def _threads(self) -> Dict[str, Any]:
-        return {
-            s.name: {"state": s.state, "deaths": s.deaths, "restarts": s.restarts, "last_error": s.last_error}
-            for s in self._d.supervisor.states()
-        }
-
-    def _thread_problems(self) -> List[str]:
-        problems = self._d.supervisor.problems()
-        down = {line.split()[1] for line in problems}
-        cutoff = time.time() - RECENT_DEATHS_S
-        recent: Dict[str, List[str]] = {}
-        for death in self._d.supervisor.deaths():
-            if death.at_wall >= cutoff and death.worker not in down:
-                recent.setdefault(death.worker, []).append(death.error)
-        for name, errors in sorted(recent.items()):
-            problems.append(
-                f"thread {name} died {len(errors)} time(s) in the last {RECENT_DEATHS_S / 60:.0f} min and was "
-                f"restarted (last: {errors[-1]})"
-            )
-        return problems
-
     def document(self) -> Dict[str, Any]:
         """Everything ``edge-agent status`` shows (also the content of status.json)."""
-        d = self._d
+        live = self._live
         now = time.monotonic()
-        pipeline = d.pipeline
-        output: Dict[str, Any] = {}
-        if d.writer is not None:
-            counters = d.writer.snapshot()
-            output = dict(vars(counters))
-            output["disk_ok"] = counters.disk_ok
-            output["queued"] = d.writer.pending()
+        pipeline = live.pipeline
+        counters = self._writer.snapshot()
+        output: Dict[str, Any] = dict(vars(counters))
+        output["disk_ok"] = counters.disk_ok
+        output["queued"] = self._writer.pending()
         inference: Dict[str, Any] = {}
         model: Dict[str, Any] = {}
         if pipeline is not None:
@@ -271,46 +356,35 @@ class Reporter:
             inference.update(vars(pipeline.rules_timing))
             inference["busy_s"] = None if counters_p.busy_since is None else round(now - counters_p.busy_since, 3)
             inference["aggregate_fps"] = round(self.aggregate_fps(), 3)
-            model = {**vars(pipeline.model), "path": str(d.model_path)}
-        problems = list(d.errors[-10:])
-        if pipeline is None and d.model_error:
-            problems.insert(0, f"model: error: {d.model_error} (waiting for a signed release)")
-            model = {"error": d.model_error}
-        if output and not output["disk_ok"]:
+            model = {**vars(pipeline.model), "path": str(live.model_path)}
+        problems = list(live.errors[-10:])
+        if pipeline is None and live.model_error:
+            problems.insert(0, f"model: error: {live.model_error} (waiting for a signed release)")
+            model = {"error": live.model_error}
+        if not output["disk_ok"]:
             problems.append(f"spool writes failing: {output.get('last_error')}")
-        problems.extend(self._thread_problems())  # native-stderr's death too: library output is then unwrapped
-        return {
-            "version": 1,
-            "agent_version": __version__,
-            "pid": os.getpid(),
-            "state": d.state,
-            "started": datetime.fromtimestamp(d.started_wall, timezone.utc).isoformat(),
-            "updated": _now().isoformat(),
-            "device": d.config.mqtt.device,
-            "site": d.config.mqtt.site,
-            "model": model,
-            "cameras": self._cameras(now),
-            "inference": inference,
-            "spool": self._spool(),
-            "output": output,
-            "mqtt": self._link(),
-            "ota": d.ota_last,
-            "model_updates": None if d.updates is None else d.updates.status(),
-            "threads": self._threads(),
-            "watchdog": {
-                "enabled": d.notifier.watchdog_interval_s is not None,
-                "pings": d.gate.pings if d.gate else 0,
-            },
-            "reloads": d.reloads,
-            "problems": problems,
-        }
+        # native-stderr's death too: library output is then unwrapped
+        problems.extend(thread_problems(self._supervisor))
+        return _document(
+            live,
+            self._supervisor,
+            model=model,
+            cameras=self._cameras(now),
+            inference=inference,
+            spool=self._spool_document(),
+            output=output,
+            mqtt=self._link_document(),
+            model_updates=None if self._updates is None else self._updates.status(),
+            watchdog={"enabled": self._notifier.watchdog_interval_s is not None, "pings": self._gate.pings},
+            problems=problems,
+        )
 
     # ---------------------------------------------------------------- Prometheus (scrape time)
 
     def samples(self) -> Iterator[Sample]:
         """Every metric of the daemon, read from the snapshots now (``edge_agent_`` is added by the collector)."""
-        d = self._d
-        pipeline = d.pipeline
+        live = self._live
+        pipeline = live.pipeline
         now = time.monotonic()
         if pipeline is not None:
             c = pipeline.counters
@@ -330,7 +404,7 @@ class Reporter:
                 p99 = percentile(list(st.latencies_ms), 99)
                 if p99 is not None:
                     yield gauge("camera_latency_p99_ms", p99, "Capture-to-rules latency p99.", camera=name)
-        for name, status in sorted(d.camera_status.items()):
+        for name, status in sorted(live.camera_status.items()):
             yield counter(
                 "camera_frames_dropped_total",
                 status.dropped,
@@ -349,7 +423,7 @@ class Reporter:
             yield counter("camera_frames_total", status.frames, "Frames delivered by the camera.", camera=name)
             yield counter(
                 "camera_frames_stale_total",
-                self.camera_stale(name),
+                camera_stale(live, name),
                 "Frames refused as older than the camera's stall limit.",
                 camera=name,
             )
@@ -371,24 +445,14 @@ class Reporter:
                     camera=name,
                 )
         yield from self._spool_samples()
-        if d.writer is not None:
-            oc = d.writer.snapshot()
-            yield counter("spool_write_errors_total", oc.spool_write_errors, "Failed spool writes.")
-            yield gauge("disk_ok", 1.0 if oc.disk_ok else 0.0, "0 while spool writes fail.")
-        if d.link is not None:
-            lm = d.link.metrics()
-            yield gauge("mqtt_connected", 1.0 if lm.connected else 0.0, "1 while connected to the broker.")
-            for key in (
-                "connects",
-                "disconnects",
-                "published",
-                "acked",
-                "quarantined",
-                "commands",
-                "commands_malformed",
-            ):
-                yield counter(f"mqtt_{key}_total", getattr(lm, key), f"MQTT {key}.")
-        for state in d.supervisor.states():
+        oc = self._writer.snapshot()
+        yield counter("spool_write_errors_total", oc.spool_write_errors, "Failed spool writes.")
+        yield gauge("disk_ok", 1.0 if oc.disk_ok else 0.0, "0 while spool writes fail.")
+        lm = self._link.metrics()
+        yield gauge("mqtt_connected", 1.0 if lm.connected else 0.0, "1 while connected to the broker.")
+        for key in ("connects", "disconnects", "published", "acked", "quarantined", "commands", "commands_malformed"):
+            yield counter(f"mqtt_{key}_total", getattr(lm, key), f"MQTT {key}.")
+        for state in self._supervisor.states():
             yield gauge("thread_alive", 1.0 if state.alive else 0.0, "1 while the thread runs.", thread=state.name)
             yield counter(
                 "thread_deaths_total", state.deaths, "Deaths of the thread (restarted or not).", thread=state.name
@@ -396,11 +460,8 @@ class Reporter:
             yield counter("thread_restarts_total", state.restarts, "Restarts of the thread.", thread=state.name)
 
     def _spool_samples(self) -> Iterator[Sample]:
-        spool = self._d.spool
-        if spool is None:
-            return
         try:
-            stats = spool.stats()
+            stats = self._spool.stats()
         except Exception:  # a spool that cannot be read right now: its series are missing from this scrape
             return
         yield gauge("spool_items", stats.items, "Messages queued in the spool.")

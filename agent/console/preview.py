@@ -1,4 +1,4 @@
-"""The live preview: a camera's newest :class:`~agent.app.pipeline.PreviewFrame` -> scaled, annotated JPEG.
+"""The live preview: a camera's newest :class:`PreviewSource` -> scaled, annotated JPEG.
 
 Runs in the console's request threads, never in the inference thread. Each camera's image is rendered at
 most ``fps`` times a second however many browsers watch (the others get the cached JPEG), so a page left open
@@ -11,15 +11,32 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, Mapping, Optional, Protocol, Sequence, Tuple
 
 import numpy as np
 
-from agent.app.pipeline import PreviewFrame
 from agent.core.detections import Detections
 from agent.imaging import annotate, encode_jpeg, opencv
+from agent.sources.frame import Frame
 
-__all__ = ["PreviewImage", "PreviewRenderer", "render_preview"]
+__all__ = ["PreviewImage", "PreviewRenderer", "PreviewSource", "render_preview"]
+
+
+class PreviewSource(Protocol):
+    """What a preview is drawn from: a frame, what the model saw in it, and the alert zones to outline
+    (the daemon's pipeline publishes one per camera: ``agent.app.pipeline.PreviewFrame``)."""
+
+    @property
+    def frame(self) -> Frame: ...
+
+    @property
+    def detections(self) -> Detections: ...
+
+    @property
+    def names(self) -> Mapping[int, str]: ...
+
+    @property
+    def zones(self) -> Sequence[Tuple[str, Sequence[Tuple[float, float]]]]: ...
 
 
 @dataclass(frozen=True)
@@ -30,7 +47,7 @@ class PreviewImage:
     detections: int
 
 
-def render_preview(preview: PreviewFrame, width: int, quality: int) -> bytes:
+def render_preview(preview: PreviewSource, width: int, quality: int) -> bytes:
     """``preview`` scaled down to at most ``width`` pixels wide, zones outlined, detections drawn, as JPEG."""
     cv2 = opencv()
     image = preview.frame.image
@@ -53,11 +70,11 @@ def render_preview(preview: PreviewFrame, width: int, quality: int) -> bytes:
 
 class PreviewRenderer:
     """Rate-capped, shared previews of every camera. ``newest(camera)`` gives the camera's current
-    :class:`PreviewFrame` (``None`` before its first frame); ``clock`` is for tests."""
+    :class:`PreviewSource` (``None`` before its first frame); ``clock`` is for tests."""
 
     def __init__(
         self,
-        newest: Callable[[str], Optional[PreviewFrame]],
+        newest: Callable[[str], Optional[PreviewSource]],
         fps: float,
         width: int,
         quality: int,

@@ -43,7 +43,7 @@ _OUTPUT = re.compile(r"^/api/outputs/([0-9a-f]{32})\.jpg$")
 
 
 class ConsoleSource(Protocol):
-    """What the page reads from and sends to the daemon (:class:`agent.app.console.DaemonConsole`)."""
+    """What the page reads from and sends to the daemon (the daemon's side: ``agent.app.console.DaemonConsole``)."""
 
     def state(self) -> Dict[str, Any]: ...
 

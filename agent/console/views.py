@@ -11,16 +11,39 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta, timezone
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple
 
-from agent.app.pipeline.recent import RecentOutput
-from agent.app.status import assess
-
-__all__ = ["CONSOLE_COMMANDS", "FLAG_MAX_S", "CommandFormError", "command_payload", "page_state"]
+__all__ = ["CONSOLE_COMMANDS", "FLAG_MAX_S", "CommandFormError", "RecentItem", "command_payload", "page_state"]
 
 # the buttons: a subset of docs/PROTOCOL.md's command set (set_thresholds and ping stay MQTT-only)
 CONSOLE_COMMANDS = ("flag_window", "request_snapshot", "rollback")
 FLAG_MAX_S = 3600
+
+
+class RecentItem(Protocol):
+    """An alert or sample the box produced lately (the output writer keeps them:
+    ``agent.app.pipeline.RecentOutput``). ``jpeg`` is ``None`` when the alert went out without a snapshot."""
+
+    @property
+    def kind(self) -> str: ...  # "alert" | "sample"
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def camera(self) -> str: ...
+
+    @property
+    def at(self) -> float: ...  # wall time of the frame
+
+    @property
+    def what(self) -> str: ...
+
+    @property
+    def detail(self) -> str: ...
+
+    @property
+    def jpeg(self) -> Optional[bytes]: ...
 
 
 class CommandFormError(ValueError):
@@ -74,7 +97,7 @@ def encode_payload(payload: Mapping[str, Any]) -> bytes:
     return json.dumps(payload, separators=(",", ":")).encode("utf-8")
 
 
-def _recent(outputs: Sequence[RecentOutput], kind: str) -> List[Dict[str, Any]]:
+def _recent(outputs: Sequence[RecentItem], kind: str) -> List[Dict[str, Any]]:
     return [
         {
             "id": o.id,
@@ -91,17 +114,18 @@ def _recent(outputs: Sequence[RecentOutput], kind: str) -> List[Dict[str, Any]]:
 
 def page_state(
     status: Dict[str, Any],
-    recent: Sequence[RecentOutput],
-    alive: Optional[bool],
+    health: Tuple[int, List[str]],
+    recent: Sequence[RecentItem],
     source: str,
     preview_fps: float,
     ota: Optional[Dict[str, Any]] = None,
-    now: Optional[float] = None,
 ) -> Dict[str, Any]:
-    """The page's document. ``source`` says where ``status`` came from: ``"live"`` (built by the daemon's
-    event loop for this request) or ``"file"`` (status.json, when the loop did not answer in time); ``ota`` is
-    the installer's own status (active release, probation, floor), read from its state on disk."""
-    code, problems = assess(status, alive, now=now)
+    """The page's document. ``health`` is the verdict on ``status`` that ``edge-agent status`` gives (its exit
+    code and problems: ``agent.app.status.assess``). ``source`` says where ``status`` came from: ``"live"``
+    (built by the daemon's event loop for this request) or ``"file"`` (status.json, when the loop did not
+    answer in time); ``ota`` is the installer's own status (active release, probation, floor), read from its
+    state on disk."""
+    code, problems = health
     return {
         "status": status,
         "health": {

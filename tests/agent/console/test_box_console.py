@@ -26,8 +26,8 @@ def box(tmp_path: Path, broker, daemon_model):
     )
     collector = Collector(broker.port)
     with InProcessDaemon(write_config(tmp_path / "agent.yaml", data)) as running:
-        assert running.daemon.console_server is not None
-        running.url = f"http://127.0.0.1:{running.daemon.console_server.port}"  # type: ignore[attr-defined]
+        assert running.daemon.parts.pages is not None
+        running.url = f"http://127.0.0.1:{running.daemon.parts.pages.port}"  # type: ignore[attr-defined]
         yield running, collector, broker
     collector.close()
 
@@ -96,7 +96,7 @@ def test_a_button_is_answered_by_the_daemon_and_the_reply_goes_out_over_mqtt(box
     )
     sample = state["samples"][0]
     assert sample["what"] == "flagged" and sample["camera"] == "press" and "console: x" in sample["detail"]
-    assert request(f"http://127.0.0.1:{running.daemon.console_server.port}{sample['image']}")[0] == 200
+    assert request(f"http://127.0.0.1:{running.daemon.parts.pages.port}{sample['image']}")[0] == 200
     # no OTA on this box: the page's rollback is refused exactly as the MQTT command is
     status, _, body = request(f"{url}/api/commands", {"type": "rollback", "reason": "test"})
     assert status == 200 and json.loads(body)["error"]["code"] == "unsupported"
@@ -124,8 +124,8 @@ def test_the_page_is_off_unless_enabled(tmp_path: Path, broker, daemon_model):
     assert AgentConfig.model_fields["console"].default_factory().enabled is False
     data = config_dict(tmp_path, broker.port, daemon_model, [synthetic_camera("dock")])
     with InProcessDaemon(write_config(tmp_path / "agent.yaml", data)) as running:
-        assert running.daemon.console_server is None
+        assert running.daemon.parts.pages is None
         assert not any(t.name == "console-http" for t in running.daemon.supervisor.states())
-        pipeline = running.daemon.pipeline
+        pipeline = running.daemon.live.pipeline
         wait_for(lambda: pipeline.cameras["dock"].stats.snapshot.processed > 2, 20, "frames")
         assert pipeline.cameras["dock"].preview is None  # no frame kept alive for a page nobody serves

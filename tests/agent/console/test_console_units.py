@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from agent.app.pipeline import PreviewFrame
 from agent.app.pipeline.recent import RecentOutput, RecentOutputs
+from agent.app.status import assess
 from agent.console.access import decide
 from agent.console.config import ConsoleConfig
 from agent.console.http import MAX_BODY
@@ -132,7 +133,7 @@ def test_page_state_lists_recent_outputs_newest_first():
         recent.add(RecentOutput("alert", f"{i:032x}", "dock", 1000.0 + i, "intrusion", "person 0.91", b"jpeg"))
     recent.add(RecentOutput("sample", "f" * 32, "dock", 999.0, "uncertain", "", None))
     status = {"state": "running", "updated": datetime.now(timezone.utc).isoformat(), "cameras": {}}
-    doc = page_state(status, recent.snapshot, True, "live", 2.0)
+    doc = page_state(status, assess(status, True), recent.snapshot, "live", 2.0)
     assert [a["id"][-1] for a in doc["alerts"]] == ["2", "1"]  # kept 2, newest first
     assert doc["alerts"][0]["image"] == f"/api/outputs/{2:032x}.jpg" and doc["samples"][0]["image"] is None
     assert doc["health"]["verdict"] == "healthy" and recent.find("f" * 32).what == "uncertain"
@@ -269,6 +270,12 @@ def test_the_page_falls_back_to_status_json_when_the_event_loop_does_not_answer(
     write_status(path, {"state": "running", "pid": 2**22 + 12345, "updated": NOW.isoformat(), "cameras": {}})
     loop = asyncio.new_event_loop()
     loop.close()  # stands for a loop that is gone: run_coroutine_threadsafe refuses
-    daemon = SimpleNamespace(status_path=path, writer=None, config=SimpleNamespace(ota=None, cameras=[]))
-    state = DaemonConsole(daemon, ConsoleConfig(), loop).state()  # type: ignore[arg-type]
+    live = SimpleNamespace(status_path=path, config=SimpleNamespace(ota=None, cameras=[]))
+    writer = SimpleNamespace(recent=RecentOutputs())
+
+    def never(*_: object) -> None:
+        raise AssertionError("not called: the loop is gone")
+
+    side = DaemonConsole(live, ConsoleConfig(), loop, document=never, writer=writer, command=never)  # type: ignore[arg-type]
+    state = side.state()
     assert state["source"] == "file" and state["health"]["verdict"] == "not running"  # that pid is gone

@@ -17,8 +17,8 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import paho.mqtt.client as mqtt
 import yaml
 
-from agent.app.daemon import Daemon
 from agent.config import AgentConfig, load_config
+from agent.daemon import Daemon
 from agent.observability.sdnotify import SdNotifier
 from agent.protocol.framing import decode_frame
 
@@ -115,7 +115,7 @@ class InProcessDaemon:
     def __enter__(self) -> InProcessDaemon:
         self._thread.start()
         wait_for(lambda: self.daemon.ready.is_set() or self.rc is not None, 30, "daemon ready")
-        assert self.rc is None, f"daemon exited early with {self.rc}: {self.daemon.errors}"
+        assert self.rc is None, f"daemon exited early with {self.rc}: {self.daemon.live.errors}"
         return self
 
     def stop(self, timeout: float = 15) -> int:
@@ -134,7 +134,7 @@ class InProcessDaemon:
 
 
 class DaemonProcess:
-    """``python -m agent.app.run --config PATH`` as a child process."""
+    """``python -m agent.daemon --config PATH`` as a child process."""
 
     def __init__(
         self, config_path: Path, env: Optional[Dict[str, str]] = None, preexec: Optional[Callable[[], None]] = None
@@ -146,7 +146,7 @@ class DaemonProcess:
         self.log_path = config_path.with_suffix(".log")
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "agent.app.run", "--config", str(config_path)],
+            [sys.executable, "-m", "agent.daemon", "--config", str(config_path)],
             cwd=str(REPO),
             env=environ,
             stdout=self._log,

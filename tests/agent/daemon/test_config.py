@@ -140,7 +140,7 @@ def test_loading_the_configuration_does_not_import_the_update_machinery() -> Non
     probe = (
         "import sys, agent.config; "
         "print([m for m in ('tuf', 'requests', 'agent.ota.installer', 'agent.ota.fetchers', 'agent.app.model_updates',"
-        " 'agent.app.daemon') if m in sys.modules])"
+        " 'agent.daemon') if m in sys.modules])"
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == "[]"

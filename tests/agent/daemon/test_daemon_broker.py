@@ -123,26 +123,26 @@ def _outage(tmp_path: Path, model: Path, outage_s: float) -> None:
         with InProcessDaemon(cfg) as d:
             wait_for(lambda: collector.on("/samples"), 20, "first sample")
             broker.stop()
-            counters = lambda: d.daemon.writer.snapshot()  # noqa: E731
+            counters = lambda: d.daemon.parts.writer.snapshot()  # noqa: E731
             produced_before = counters().samples_spooled + counters().alerts_spooled
             time.sleep(outage_s)
-            queued = len(d.daemon.spool)
+            queued = len(d.daemon.parts.spool)
             assert counters().samples_spooled + counters().alerts_spooled > produced_before + 3
             assert queued > 3, "nothing was spooled during the outage"
             broker.start()
-            wait_for(lambda: d.daemon.link.connected, 20, "reconnect")
-            d.daemon.pipeline.call_soon(lambda: d.daemon.pipeline.cameras.clear())  # stop producing
+            wait_for(lambda: d.daemon.parts.link.connected, 20, "reconnect")
+            d.daemon.live.pipeline.call_soon(lambda: d.daemon.live.pipeline.cameras.clear())  # stop producing
             time.sleep(0.5)
-            wait_for(lambda: len(d.daemon.spool) == 0, 30, "spool drained")
+            wait_for(lambda: len(d.daemon.parts.spool) == 0, 30, "spool drained")
             produced = counters().samples_spooled + counters().alerts_spooled
             time.sleep(0.5)
-            stats = d.daemon.spool.stats()
+            stats = d.daemon.parts.spool.stats()
             assert not any(k.startswith("evicted") for k in stats.counters)
             d.stop()
         ids = collector.ids("/samples") + collector.ids("/alerts")
         assert len(set(ids)) == produced, (len(set(ids)), produced)
         duplicates = len(ids) - len(set(ids))
-        assert duplicates <= d.daemon.link.metrics().disconnects * 64  # at-least-once: only in-flight resends
+        assert duplicates <= d.daemon.parts.link.metrics().disconnects * 64  # at-least-once: only in-flight resends
     finally:
         collector.close()
         broker.close()
@@ -177,14 +177,14 @@ def test_commands_reach_the_daemon_after_broker_restart_without_persistence(
     )
     with InProcessDaemon(cfg) as d:
         collector = Collector(broker.port, client_id="c1")
-        wait_for(lambda: d.daemon.link.metrics().connects >= 1, 10, "connected")
+        wait_for(lambda: d.daemon.parts.link.metrics().connects >= 1, 10, "connected")
         time.sleep(0.3)
         collector.publish(CMD, _command("before"))
         wait_for(lambda: "before" in _replies(collector), 10, "reply before restart")
         collector.close()
         broker.stop()
         broker.start(persistence=False)
-        wait_for(lambda: d.daemon.link.metrics().connects >= 2, 20, "reconnected")
+        wait_for(lambda: d.daemon.parts.link.metrics().connects >= 2, 20, "reconnected")
         collector = Collector(broker.port, client_id="c2")
         time.sleep(0.5)  # the daemon re-subscribes on connect; give the SUBACK a moment
         now = datetime.now(timezone.utc)
@@ -225,7 +225,7 @@ def test_commands_reach_the_daemon_after_broker_restart_without_persistence(
         ref, jpeg = requested()[0]
         assert (ref.request_id, ref.camera) == ("snap", "cam1")  # the requester can match the answer
         assert jpeg[:2] == b"\xff\xd8"
-        wait_for(lambda: d.daemon.pipeline.decode.conf == 0.3, 5, "threshold applied")
+        wait_for(lambda: d.daemon.live.pipeline.decode.conf == 0.3, 5, "threshold applied")
         collector.close()
 
 
@@ -252,7 +252,7 @@ def test_fuzzed_commands_never_crash_the_daemon(tmp_path: Path, broker: Mosquitt
     )
     with InProcessDaemon(cfg) as d:
         collector = Collector(broker.port)
-        wait_for(lambda: d.daemon.link.connected, 10, "connected")
+        wait_for(lambda: d.daemon.parts.link.connected, 10, "connected")
         time.sleep(0.3)
         sent = [0]
 
@@ -266,10 +266,10 @@ def test_fuzzed_commands_never_crash_the_daemon(tmp_path: Path, broker: Mosquitt
         fuzz()
         collector.publish(CMD, _command("alive"))
         wait_for(lambda: "alive" in _replies(collector), 15, "reply after fuzzing")
-        assert d.rc is None and not d.daemon.errors, d.daemon.errors
-        assert d.daemon.link.metrics().commands >= sent[0]
-        processed = d.daemon.pipeline.counters.frames
-        wait_for(lambda: d.daemon.pipeline.counters.frames > processed, 5, "still detecting")
+        assert d.rc is None and not d.daemon.live.errors, d.daemon.live.errors
+        assert d.daemon.parts.link.metrics().commands >= sent[0]
+        processed = d.daemon.live.pipeline.counters.frames
+        wait_for(lambda: d.daemon.live.pipeline.counters.frames > processed, 5, "still detecting")
         collector.close()
 
 
@@ -288,7 +288,7 @@ def test_camera_disappears_and_comes_back(tmp_path: Path, daemon_model: Path) ->
     }
     cfg = write_config(tmp_path / "c.yaml", config_dict(tmp_path, free_port(), daemon_model, [camera]))
     with InProcessDaemon(cfg) as d:
-        status = lambda: d.daemon.camera_status.get("folder")  # noqa: E731
+        status = lambda: d.daemon.live.camera_status.get("folder")  # noqa: E731
         wait_for(lambda: status() and status().state.value == "streaming", 10, "streaming")
         os.rename(folder, tmp_path / "gone")
         wait_for(lambda: status().state.value == "reconnecting", 10, "reconnecting")
@@ -305,15 +305,15 @@ def test_spool_full_evicts_samples_before_alerts_and_counts(tmp_path: Path, daem
     data = config_dict(tmp_path, free_port(), daemon_model, [cam], spool={"max_bytes": 150_000})
     cfg = write_config(tmp_path / "c.yaml", data)
     with InProcessDaemon(cfg) as d:  # no broker listens: everything stays in the spool
-        wait_for(lambda: d.daemon.spool.stats().counters.get("evicted.sample", 0) > 3, 30, "sample evictions")
-        stats = d.daemon.spool.stats()
+        wait_for(lambda: d.daemon.parts.spool.stats().counters.get("evicted.sample", 0) > 3, 30, "sample evictions")
+        stats = d.daemon.parts.spool.stats()
         assert stats.bytes <= 150_000
         assert stats.counters.get("evicted.alert", 0) == 0
-        d.daemon._write_status()
+        d.daemon.write_status()
         document = json.loads((tmp_path / "state" / "status.json").read_text())
         assert document["spool"]["counters"]["evicted.sample"] > 3
         assert "evicted" in render_summary(document)
-        assert d.daemon.pipeline.counters.frames > 10
+        assert d.daemon.live.pipeline.counters.frames > 10
 
 
 class BlockingBackend:
@@ -388,42 +388,47 @@ def test_hot_swap_reload_and_status_cli(tmp_path: Path, daemon_model: Path, caps
         # both cameras added (all() of no cameras is True) and running
         wait_for(
             lambda: (
-                len(daemon.pipeline.cameras) == 2
-                and all(r.stats.processed > 5 for r in daemon.pipeline.cameras.values())
+                len(daemon.live.pipeline.cameras) == 2
+                and all(r.stats.processed > 5 for r in daemon.live.pipeline.cameras.values())
             ),
             20,
             "frames",
         )
-        before = {n: (s.dropped, daemon.pipeline.cameras[n].stats.processed) for n, s in daemon.camera_status.items()}
-        drops_before = {n: daemon.pipeline.cameras[n].source.status().dropped for n in before}
+        before = {
+            n: (s.dropped, daemon.live.pipeline.cameras[n].stats.processed)
+            for n, s in daemon.live.camera_status.items()
+        }
+        drops_before = {n: daemon.live.pipeline.cameras[n].source.status().dropped for n in before}
         import asyncio
 
-        ok = asyncio.run_coroutine_threadsafe(daemon.swap_model(other, "other", "2.0"), daemon._loop).result(30)
-        assert ok and daemon.pipeline.model.name == "other" and daemon.pipeline.counters.swaps == 1
+        ok = asyncio.run_coroutine_threadsafe(
+            daemon.parts.models.swap_model(other, "other", "2.0"), daemon._loop
+        ).result(30)
+        assert ok and daemon.live.pipeline.model.name == "other" and daemon.live.pipeline.counters.swaps == 1
         wait_for(
-            lambda: all(daemon.pipeline.cameras[n].stats.processed > before[n][1] + 5 for n in before),
+            lambda: all(daemon.live.pipeline.cameras[n].stats.processed > before[n][1] + 5 for n in before),
             20,
             "frames after swap",
         )
         for name in before:
-            assert daemon.pipeline.cameras[name].source.status().dropped - drops_before[name] <= 1
-        assert daemon.pipeline.counters.inference_errors == 0
+            assert daemon.live.pipeline.cameras[name].source.status().dropped - drops_before[name] <= 1
+        assert daemon.live.pipeline.counters.inference_errors == 0
 
         # reload: cam2 removed, cam3 added, cam1's rules changed, log level changed
         data["cameras"] = [synthetic_camera("cam1", fps=10, alerts=[]), synthetic_camera("cam3", seed=3, fps=10)]
         data["logging"]["level"] = "error"
         write_config(cfg, data)
         d.daemon.request_reload()
-        wait_for(lambda: set(daemon.pipeline.cameras) == {"cam1", "cam3"}, 10, "cameras reloaded")
-        wait_for(lambda: daemon.pipeline.cameras["cam1"].alerts.rules == (), 5, "rules reloaded")
-        wait_for(lambda: daemon.pipeline.cameras["cam3"].stats.processed > 3, 20, "new camera running")
+        wait_for(lambda: set(daemon.live.pipeline.cameras) == {"cam1", "cam3"}, 10, "cameras reloaded")
+        wait_for(lambda: daemon.live.pipeline.cameras["cam1"].alerts.rules == (), 5, "rules reloaded")
+        wait_for(lambda: daemon.live.pipeline.cameras["cam3"].stats.processed > 3, 20, "new camera running")
         write_config(cfg, {"mqtt": {"site": "x"}})  # invalid: keeps running unchanged
         d.daemon.request_reload()
-        wait_for(lambda: any("reload rejected" in e for e in daemon.errors), 5, "reload rejected")
-        assert set(daemon.pipeline.cameras) == {"cam1", "cam3"}
-        daemon.errors.clear()
+        wait_for(lambda: any("reload rejected" in e for e in daemon.live.errors), 5, "reload rejected")
+        assert set(daemon.live.pipeline.cameras) == {"cam1", "cam3"}
+        daemon.live.errors.clear()
         write_config(cfg, data)
-        daemon._write_status()
+        daemon.write_status()
         capsys.readouterr()
         assert status_main(cfg, as_json=False) == 0
         text = capsys.readouterr().out

@@ -63,7 +63,7 @@ def test_an_install_by_the_cli_is_served_by_the_running_daemon(
             assert done.stdout.splitlines()[-1].startswith("trial widget 1.1.0")
             # was: still 1.0.0 45 s later, until a restart
             wait_for(lambda: model_version(d) == "1.1.0", 15, "the daemon serving the release the CLI installed")
-            installer = d.daemon.installer
+            installer = d.daemon.parts.installer
             assert installer is not None
             wait_for(lambda: installer.state().trial.serving_since is not None, 10, "probation begun")  # type: ignore[union-attr]
             trial = installer.state().trial
@@ -113,7 +113,7 @@ def test_a_drive_plugged_in_during_probation_installs_after_the_commit(
             if isinstance(queued, dict):
                 assert queued["release"]["version"] == "1.2.0"
             wait_for(lambda: model_version(d) == "1.2.0", 60, "the queued release served after the commit")
-            installer = d.daemon.installer
+            installer = d.daemon.parts.installer
             assert installer is not None
             state = installer.state()
             assert state.active is not None and state.active.version == "1.2.0" and state.trial is not None

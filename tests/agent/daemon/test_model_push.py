@@ -115,15 +115,17 @@ def test_url_push_installs_health_checks_switches_commits_once(committed_world: 
             assert done["release"] == {"name": "widget", "version": "1.1.0", "counter": 2}
             assert done["active"]["version"] == "1.1.0"
             wait_for(lambda: model_version(d) == "1.1.0", 30, "pipeline serving 1.1.0")
-            assert d.daemon.installer.state().floor == 2  # raised at commit
+            assert d.daemon.parts.installer.state().floor == 2  # raised at commit
             # the same retained push delivered again (twice, and again on a reconnect) → no second install
             with publisher(broker) as pub:
                 publish(pub, publication)
                 publish(pub, publication)
-            d.daemon.link.remove_subscription(PUSH_TOPIC)
-            d.daemon.link.add_subscription(PUSH_TOPIC, d.daemon.link._handle_push)  # re-subscribe: retained again
-            wait_for(lambda: d.daemon.link.metrics().pushes >= 4, 30, "pushes delivered again")
-            assert d.daemon.updates.installs == 1
+            d.daemon.parts.link.remove_subscription(PUSH_TOPIC)
+            d.daemon.parts.link.add_subscription(
+                PUSH_TOPIC, d.daemon.parts.link._handle_push
+            )  # re-subscribe: retained again
+            wait_for(lambda: d.daemon.parts.link.metrics().pushes >= 4, 30, "pushes delivered again")
+            assert d.daemon.parts.updates.installs == 1
             assert [r["phase"] for r in reports(collector)].count("downloading") == 1
     finally:
         collector.close()
@@ -139,7 +141,7 @@ def test_box_offline_during_push_catches_up_on_start(committed_world: World, bro
                 publish(pub, build_push(PUSH_TOPIC, "stable", urls=[url], repo=w.repo_path))
             with InProcessDaemon(daemon_config(w, broker), model_updates=FAST) as d:
                 wait_for(lambda: model_version(d) == "1.1.0", 60, "caught up to 1.1.0")
-                assert d.daemon.installer.state().trial is not None  # in probation (long period)
+                assert d.daemon.parts.installer.state().trial is not None  # in probation (long period)
                 wait_for(lambda: "probation" in phases(collector), 30, "probation report")
     finally:
         collector.close()
@@ -156,9 +158,9 @@ def test_chunk_push_resumes_from_persisted_offset(committed_world: World, broker
         pub.publish(publication.chunks[:half])  # the publisher died half-way
         pub.publish([(PUSH_TOPIC, encode_json(publication.push))])
     with InProcessDaemon(config, model_updates=FAST) as d:
-        status = d.daemon.updates.status
+        status = d.daemon.parts.updates.status
         wait_for(lambda: (status()["transfer"] or {}).get("offset") == half * CHUNK, 30, "half the chunks")
-        first = d.daemon.updates.last_transfer
+        first = d.daemon.parts.updates.last_transfer
         assert first is not None and first.bytes_appended == half * CHUNK
         assert model_version(d) == "1.0.0"
     part = w.config.state_dir / "staging" / "push" / publication.push.bundle_sha256 / "bundle.tar.part"
@@ -167,7 +169,7 @@ def test_chunk_push_resumes_from_persisted_offset(committed_world: World, broker
         pub.publish(publication.chunks[half:])
     with InProcessDaemon(config, model_updates=FAST) as d:
         wait_for(lambda: model_version(d) == "1.1.0", 60, "installed from chunks")
-        second = d.daemon.updates.last_transfer
+        second = d.daemon.parts.updates.last_transfer
         assert second is not None
         assert second.bytes_appended == size - half * CHUNK  # resumed: did not start over
         assert second.duplicates >= half  # the retained first half came again and was dropped
@@ -190,8 +192,8 @@ def test_tampered_chunk_refused_then_recovered(committed_world: World, broker: M
         with InProcessDaemon(daemon_config(w, broker), model_updates=FAST) as d:
             wait_for(lambda: any("bad_digest" in (r["detail"] or "") for r in reports(collector)), 20, "chunk refusal")
             # the chunks after the refused one keep arriving: kept aside (spilled), not appended
-            wait_for(lambda: d.daemon.updates.status()["transfer"]["spilled"] >= 1, 20, "later chunks spilled")
-            transfer = d.daemon.updates.status()["transfer"]
+            wait_for(lambda: d.daemon.parts.updates.status()["transfer"]["spilled"] >= 1, 20, "later chunks spilled")
+            transfer = d.daemon.parts.updates.status()["transfer"]
             assert transfer["offset"] == 2 * CHUNK and transfer["refused"] >= 1
             assert model_version(d) == "1.0.0"
             with publisher(broker) as pub:
@@ -260,16 +262,16 @@ def test_foreign_signed_bundle_rejected_and_not_retried(
             assert failed[0]["release"]["version"] == "9.0.0", failed[0]
             assert "as announced by the push" in failed[0]["detail"]
             assert model_version(d) == "1.0.0"
-            assert d.daemon.installer.state().active.version == "1.0.0"
+            assert d.daemon.parts.installer.state().active.version == "1.0.0"
             # the rejection is persisted by the worker right after the installer's report goes out: wait for it
             pushes = w.config.state_dir / "pushes.json"
             wait_for(lambda: pushes.is_file() and "rejected" in pushes.read_text(), 30, "rejection persisted")
             handled = json.loads(pushes.read_text())["handled"]
             assert list(handled.values()) == ["rejected:unsigned"]
             # delivered again (re-subscribe): not fetched again
-            d.daemon.link.remove_subscription(PUSH_TOPIC)
-            d.daemon.link.add_subscription(PUSH_TOPIC, d.daemon.link._handle_push)
-            wait_for(lambda: d.daemon.link.metrics().pushes >= 2, 30, "push delivered again")
+            d.daemon.parts.link.remove_subscription(PUSH_TOPIC)
+            d.daemon.parts.link.add_subscription(PUSH_TOPIC, d.daemon.parts.link._handle_push)
+            wait_for(lambda: d.daemon.parts.link.metrics().pushes >= 2, 30, "push delivered again")
             # a push claiming an older release than the active one: reported once, ignored
             stale = ModelPush(
                 release=ReleaseRef(name="widget", version="0.9.0", counter=0),
@@ -284,7 +286,7 @@ def test_foreign_signed_bundle_rejected_and_not_retried(
             wait_for(lambda: any("stale_push" in (r["detail"] or "") for r in reports(collector)), 30, "stale report")
             starts = [r for r in reports(collector) if (r["detail"] or "").startswith("chunked transfer")]
             assert len(starts) == 1  # fetched once
-            assert d.daemon.updates.installs == 0
+            assert d.daemon.parts.updates.installs == 0
             assert model_version(d) == "1.0.0"
     finally:
         collector.close()
@@ -302,7 +304,7 @@ def test_unhealthy_trial_rolled_back_by_probation(committed_world: World, broker
             with InProcessDaemon(daemon_config(w, broker, min_fps=1.0), model_updates=FAST) as d:
                 wait_for(lambda: "rolled_back" in phases(collector), 60, "rollback report")
                 wait_for(lambda: model_version(d) == "1.0.0", 30, "back on 1.0.0")
-                state = d.daemon.installer.state()
+                state = d.daemon.parts.installer.state()
                 assert state.active.version == "1.0.0" and state.trial is None and state.floor == 1
     finally:
         collector.close()
@@ -327,7 +329,7 @@ def test_a_box_without_a_loadable_model_stays_up_and_recovers_from_a_pushed_rele
     collector = Collector(broker.port, "edge/site1/dev1/#")
     try:
         with InProcessDaemon(cfg, model_updates=FAST) as d:
-            assert d.rc is None and d.daemon.pipeline is None
+            assert d.rc is None and d.daemon.live.pipeline is None
             status = d.status()
             assert status["model"]["error"].endswith("missing.onnx: model file not found")
             assert any(
@@ -346,7 +348,7 @@ def test_a_box_without_a_loadable_model_stays_up_and_recovers_from_a_pushed_rele
             publication = chunk_release(w, "1.0.0", "r1")
             with publisher(broker) as pub:
                 publish(pub, publication)
-            wait_for(lambda: d.daemon.pipeline is not None, 60, "pipeline up from the pushed release")
+            wait_for(lambda: d.daemon.live.pipeline is not None, 60, "pipeline up from the pushed release")
             assert d.rc is None
             wait_for(lambda: d.status()["model"].get("version") == "1.0.0", 10, "model reported")
             assert not any(p.startswith("model: error") for p in d.status()["problems"])
@@ -369,10 +371,10 @@ def test_a_release_on_probation_whose_model_does_not_load_is_rolled_back_at_star
     active.write_bytes(b"the release's model file, broken on this box")
     with InProcessDaemon(daemon_config(w, broker), model_updates=FAST) as d:
         # not a wait for a release, not a restart loop: the known-good release runs again, at once
-        assert d.rc is None and d.daemon.pipeline is not None
+        assert d.rc is None and d.daemon.live.pipeline is not None
         assert model_version(d) == "1.0.0"
-        state = d.daemon.installer.state()
+        state = d.daemon.parts.installer.state()
         assert state.trial is None and state.active is not None and state.active.version == "1.0.0"
         assert state.last is not None and state.last["kind"] == "rolled_back"
         assert "model does not load" in state.last["reason"]
-        assert d.daemon.model_error is None
+        assert d.daemon.live.model_error is None

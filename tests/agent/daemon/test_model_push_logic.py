@@ -210,8 +210,8 @@ def test_push_cli_publishes_retained_chunks_and_clears_superseded(tmp_path: Path
 
 
 def test_the_daemon_gives_the_installer_its_factory_model_and_the_classes_its_rules_name(tmp_path: Path) -> None:
-    from agent.app.daemon import Daemon
     from agent.config import load_config
+    from agent.daemon import Daemon
     from tests.agent.daemon.helpers import config_dict, synthetic_camera, write_config
     from tests.agent.ota.conftest import TINY_MODEL
 
@@ -221,7 +221,7 @@ def test_the_daemon_gives_the_installer_its_factory_model_and_the_classes_its_ru
     ]
     path = write_config(tmp_path / "config.yaml", config_dict(tmp_path, 1883, TINY_MODEL, cameras))
     daemon = Daemon(load_config(path, environ={}), path, install_signal_handlers=False)
-    serving = daemon._serving()
+    serving = daemon.live.serving_context()
     assert serving.factory_model == TINY_MODEL
     assert serving.needs.names == {"defect"} and serving.needs.ids == {0}  # the disabled camera names nothing
     assert serving.needs.where == ("line1/defects=defect", "line1/defects=0")

@@ -102,8 +102,8 @@ def test_a_dying_capture_thread_never_blocks_stderr_and_is_reported(tmp_path: Pa
     assert run.stdout.decode().splitlines() == ["OSError", "not blocked"]
     assert json.loads(run.stderr.decode().splitlines()[0])["line"] == "wrapped"
 
-    from agent.app.daemon import Daemon
     from agent.config import load_config
+    from agent.daemon import Daemon
     from agent.threads import BEST_EFFORT, Supervisor, Worker
 
     supervisor = Supervisor()  # what run_daemon shares between the capture and the daemon

@@ -10,15 +10,17 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 import time
 from pathlib import Path
 from typing import Any, List
 
-from agent.app.daemon import Daemon
 from agent.app.pipeline import CameraStats
+from agent.app.report import aggregate_fps, camera_fps
 from agent.config import load_config
 from agent.core.backoff import Backoff
+from agent.daemon import Daemon
 from agent.protocol import SetThresholdsCommand
 from agent.threads import CAMERA, FRAME_PATH, SIDE_TASK, OnDeath, Policy, Worker
 from tests.agent.broker import MosquittoBroker
@@ -50,7 +52,7 @@ def test_readers_of_camera_stats_never_see_them_change_under_them(tmp_path: Path
     path = write_config(tmp_path / "c.yaml", config_dict(tmp_path, 1883, daemon_model, [synthetic_camera("cam0")]))
     daemon = Daemon(load_config(path, environ={}), path, install_signal_handlers=False)
     pipeline = _Pipeline(2)
-    daemon.pipeline = pipeline  # type: ignore[assignment]
+    daemon.live.pipeline = pipeline  # type: ignore[assignment]
     stop = threading.Event()
     writers = [
         threading.Thread(target=_write_like_the_rules_thread, args=(r.stats, stop), daemon=True)
@@ -64,8 +66,8 @@ def test_readers_of_camera_stats_never_see_them_change_under_them(tmp_path: Path
     try:
         while time.monotonic() < deadline:
             try:
-                daemon.report.aggregate_fps()  # what the status task, the probation check and the status line read
-                daemon.report.camera_fps("cam0")
+                aggregate_fps(daemon.live)  # what the status task, the probation check and the status line read
+                camera_fps(daemon.live, "cam0")
                 reads += 1
             except RuntimeError as exc:
                 errors.append(str(exc))
@@ -86,19 +88,19 @@ def test_two_quick_set_thresholds_both_hold(tmp_path: Path, broker: MosquittoBro
     with InProcessDaemon(cfg) as d:
         daemon = d.daemon
         loop = daemon._loop
-        assert loop is not None and daemon.pipeline is not None
+        assert loop is not None and daemon.live.pipeline is not None
 
         async def both() -> Any:
             # back to back on the event loop, as the commands task handles two commands that arrive together
-            first = await daemon.commands.handle(
+            first = await daemon.parts.commands.handle(
                 SetThresholdsCommand(type="set_thresholds", request_id="t1", thresholds={"conf": 0.31})
             )
-            second = await daemon.commands.handle(
+            second = await daemon.parts.commands.handle(
                 SetThresholdsCommand(
                     type="set_thresholds", request_id="t2", thresholds={"iou": 0.55, "any-part.min_confidence": 0.42}
                 )
             )
-            third = await daemon.commands.handle(
+            third = await daemon.parts.commands.handle(
                 SetThresholdsCommand(type="set_thresholds", request_id="t3", thresholds={"nonsense": 0.5})
             )
             return first, second, third
@@ -106,7 +108,7 @@ def test_two_quick_set_thresholds_both_hold(tmp_path: Path, broker: MosquittoBro
         first, second, third = asyncio.run_coroutine_threadsafe(both(), loop).result(15)
         assert first.status.value == "ok" and second.status.value == "ok"
         assert third.error is not None and third.error.code == "invalid"
-        pipeline = daemon.pipeline
+        pipeline = daemon.live.pipeline
         wait_for(lambda: pipeline.decode.iou == 0.55, 5, "second command applied")
         assert pipeline.decode.conf == 0.31  # the first one was not undone by the second
         rules = pipeline.cameras["cam1"].rules
@@ -123,22 +125,32 @@ class _SpyInstaller:
         self.clean += 1
 
 
+class _SpyUpdates:
+    """Stands in for the model-update service at shutdown only: its installer is the spy."""
+
+    def __init__(self, installer: _SpyInstaller) -> None:
+        self.installer = installer
+
+    def stop(self, timeout: float) -> bool:
+        return True
+
+
 def test_a_side_task_crash_is_not_a_model_crash(tmp_path: Path, broker: MosquittoBroker, daemon_model: Path) -> None:
     cfg = write_config(
         tmp_path / "c.yaml", config_dict(tmp_path, broker.port, daemon_model, [synthetic_camera("cam1")])
     )
     with InProcessDaemon(cfg) as d:
         spy = _SpyInstaller()
-        d.daemon.installer = spy  # type: ignore[assignment]
+        d.daemon._parts = dataclasses.replace(d.daemon.parts, updates=_SpyUpdates(spy))  # type: ignore[arg-type]
 
         def broken() -> None:
             raise RuntimeError("status document bug")
 
-        d.daemon._write_status = broken  # type: ignore[method-assign]
+        d.daemon.write_status = broken  # type: ignore[method-assign]
         wait_for(lambda: d.rc is not None, 15, "daemon stopped")
     assert d.rc == 4  # EXIT_SIDE_TASK: systemd restarts it ...
     assert spy.clean == 1  # ... and probation does not count it as a crash of the release
-    assert any("status" in e for e in d.daemon.errors)
+    assert any("status" in e for e in d.daemon.live.errors)
 
 
 class _Fatal(BaseException):
@@ -152,7 +164,7 @@ def test_a_dying_output_writer_is_restarted_and_reported(
         tmp_path / "c.yaml", config_dict(tmp_path, broker.port, daemon_model, [synthetic_camera("cam1")])
     )
     with InProcessDaemon(cfg) as d:
-        writer = d.daemon.writer
+        writer = d.daemon.parts.writer
         assert writer is not None
         real = writer._handle
         calls = {"n": 0}
@@ -180,8 +192,8 @@ def test_a_dying_rules_thread_stops_the_daemon_as_a_model_failure(
     )
     with InProcessDaemon(cfg) as d:
         spy = _SpyInstaller()
-        d.daemon.installer = spy  # type: ignore[assignment]
-        pipeline = d.daemon.pipeline
+        d.daemon._parts = dataclasses.replace(d.daemon.parts, updates=_SpyUpdates(spy))  # type: ignore[arg-type]
+        pipeline = d.daemon.live.pipeline
         assert pipeline is not None and pipeline._rules_stage is not None
 
         def broken(*_: Any) -> None:
@@ -191,7 +203,7 @@ def test_a_dying_rules_thread_stops_the_daemon_as_a_model_failure(
         wait_for(lambda: d.rc is not None, 15, "daemon stopped")
     assert d.rc == 1  # EXIT_FAILED: the frame path died; during probation that counts against the release
     assert spy.clean == 0
-    assert any("rules" in e for e in d.daemon.errors)
+    assert any("rules" in e for e in d.daemon.live.errors)
 
 
 def test_a_side_thread_that_keeps_dying_stops_the_daemon_cleanly(
@@ -202,7 +214,7 @@ def test_a_side_thread_that_keeps_dying_stops_the_daemon_cleanly(
     )
     with InProcessDaemon(cfg) as d:
         spy = _SpyInstaller()
-        d.daemon.installer = spy  # type: ignore[assignment]
+        d.daemon._parts = dataclasses.replace(d.daemon.parts, updates=_SpyUpdates(spy))  # type: ignore[arg-type]
 
         def broken() -> None:
             raise _Fatal("side thread bug")
@@ -213,7 +225,7 @@ def test_a_side_thread_that_keeps_dying_stops_the_daemon_cleanly(
     assert d.rc == 4 and spy.clean == 1  # EXIT_SIDE_TASK, and probation does not count it
     state = {s.name: s for s in d.daemon.supervisor.states()}["side-worker"]
     assert state.state == "gave_up" and state.deaths == 3 and state.restarts == 2
-    assert any("side-worker" in e for e in d.daemon.errors)
+    assert any("side-worker" in e for e in d.daemon.live.errors)
 
 
 def test_every_thread_of_a_running_daemon_is_supervised(
@@ -226,7 +238,9 @@ def test_every_thread_of_a_running_daemon_is_supervised(
         config_dict(tmp_path, broker.port, daemon_model, [synthetic_camera("cam1"), synthetic_camera("cam2", seed=2)]),
     )
     with InProcessDaemon(cfg) as d:
-        wait_for(lambda: d.daemon.pipeline is not None and d.daemon.pipeline.counters.batches > 2, 30, "batches")
+        wait_for(
+            lambda: d.daemon.live.pipeline is not None and d.daemon.live.pipeline.counters.batches > 2, 30, "batches"
+        )
         states = {s.name: s for s in d.daemon.supervisor.states()}
         policies = {name: w.policy for name, w in d.daemon.supervisor._workers.items()}
         expected = {

@@ -92,7 +92,7 @@ def test_the_camera_status_follows_the_camera_at_every_interval(
             lambda: [m for m in _retained(collector) if m["reconnect_attempts"] >= attempts[1]], 5, "MQTT"
         )[-1]
         assert latest["state"] == "reconnecting" and "connection refused" in latest["error"]
-        samples = {s.name: s for s in daemon.daemon.report.samples()}
+        samples = {s.name: s for s in daemon.daemon.parts.report.samples()}
         assert "camera_frames_decoded_total" in samples and "camera_reconnect_attempts_total" in samples
 
         server.start()

@@ -59,7 +59,7 @@ def test_box_page_and_a_fleet_command_to_the_box(tmp_path: Path, broker, demo_in
     collector = Collector(broker.port)
     try:
         with InProcessDaemon(write_config(tmp_path / "agent.yaml", data)) as running:
-            url = f"http://127.0.0.1:{running.daemon.console_server.port}/"
+            url = f"http://127.0.0.1:{running.daemon.parts.pages.port}/"
             driver.get(url)
             rows = lambda: driver.find_elements(By.CSS_SELECTOR, "#cameras tbody tr")  # noqa: E731
             wait(lambda: len(rows()) == 2 and all("streaming" in r.text for r in rows()), 30, "two streaming cameras")

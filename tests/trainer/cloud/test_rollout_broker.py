@@ -62,7 +62,7 @@ def trainer_yaml(tmp_path: Path, broker) -> Path:
 
 
 def active(d: InProcessDaemon):
-    return d.daemon.installer.state().active.version
+    return d.daemon.parts.installer.state().active.version
 
 
 def registry_phase(config, device):
@@ -88,7 +88,7 @@ def run_rollout(tmp_path, broker, w, bundle, scenario):
         wait_for(lambda: registered(config) == {"canary1": ("canary",), "other1": ()}, 30, "both devices registered")
         assert main(["rollout", "start", "--bundle", str(bundle), "--config", str(path)]) == 0
         scenario(path, config, canary, other)
-        assert active(other) == "1.0.0" and other.daemon.updates.installs == 0  # never saw 1.1.0
+        assert active(other) == "1.0.0" and other.daemon.parts.updates.installs == 0  # never saw 1.1.0
 
 
 def test_a_canary_whose_install_fails_halts_the_rollout(committed_world, broker, model_b, tmp_path, capsys):
@@ -113,18 +113,18 @@ def test_halt_after_the_canary_committed_rolls_it_back(committed_world, broker, 
 
     def scenario(path, config, canary, other):
         wait_for(
-            lambda: active(canary) == "1.1.0" and canary.daemon.installer.state().trial is None,
+            lambda: active(canary) == "1.1.0" and canary.daemon.parts.installer.state().trial is None,
             90,
             "the canary committed 1.1.0",
         )
         wait_for(lambda: registry_phase(config, "canary1") == ("committed", "1.1.0"), 30, "registry: committed")
-        wait_for(lambda: canary.daemon.pipeline.model.version == "1.1.0", 30, "canary serving 1.1.0")
+        wait_for(lambda: canary.daemon.live.pipeline.model.version == "1.1.0", 30, "canary serving 1.1.0")
         assert main(["rollout", "status", "--config", str(path)]) == 0
         assert main(["rollout", "halt", "--reason", "test: false alarms", "--config", str(path)]) == 0
         wait_for(lambda: active(canary) == "1.0.0", 60, "the canary rolled back by the halt")
         # the halt is repeated on every tick, and the conditional rollback keeps the canary where it is now
         assert main(["rollout", "watch", "--config", str(path), "--max-minutes", "1"]) == 1
-        wait_for(lambda: canary.daemon.pipeline.model.version == "1.0.0", 30, "canary serving 1.0.0 again")
+        wait_for(lambda: canary.daemon.live.pipeline.model.version == "1.0.0", 30, "canary serving 1.0.0 again")
         assert active(canary) == "1.0.0"
 
     run_rollout(tmp_path, broker, w, bundle, scenario)

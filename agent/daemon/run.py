@@ -1,5 +1,5 @@
 """``edge-agent run``: load the configuration, set up logging (and the capture of C libraries' stderr), run
-the :class:`~agent.app.daemon.Daemon` until SIGTERM; ``run --check`` validates the configuration and the
+the :class:`~agent.daemon.Daemon` until SIGTERM; ``run --check`` validates the configuration and the
 factory model without starting anything. Exit codes are the daemon's (docs/DAEMON.md).
 """
 
@@ -13,7 +13,6 @@ from typing import Any, List, Optional
 
 import structlog
 
-from agent.app.daemon import EXIT_CONFIG, EXIT_OK, Daemon
 from agent.config import (
     CREDENTIALS_SOURCE,
     AgentConfig,
@@ -23,6 +22,7 @@ from agent.config import (
     credential_file_problems,
     load_config,
 )
+from agent.daemon.daemon import EXIT_CONFIG, EXIT_OK, Daemon
 from agent.observability.logs import setup_logging
 from agent.observability.native_stderr import capture_native_stderr
 from agent.threads import Supervisor
@@ -111,7 +111,7 @@ def add_run_parser(subparsers: Any) -> Any:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """``python -m agent.app.run --config PATH`` (the same as ``edge-agent run``)."""
+    """``python -m agent.daemon --config PATH`` (the same as ``edge-agent run``)."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="edge-agent")
