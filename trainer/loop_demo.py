@@ -30,7 +30,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import yaml
 
@@ -286,7 +286,7 @@ def agent_yaml(work: Path, port: int, release: Dict[str, Path], args: argparse.N
     return path
 
 
-def index_query(index: Path, sql: str, params: tuple = ()) -> List[tuple]:
+def index_query(index: Path, sql: str, params: Tuple[Any, ...] = ()) -> List[Tuple[Any, ...]]:
     if not index.is_file():
         return []
     db = sqlite3.connect(str(index), timeout=10)
@@ -381,7 +381,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     say("commissioning the box: edge-agent ota install of the signed 1.0.0 bundle (verify, health check, commit)")
     run([bin_of("edge-agent"), "ota", "--config", str(agent_config), "install", str(release["usb"])], log)
     index = work / "cloud" / "store" / "index.sqlite3"
-    processes: List[subprocess.Popen] = []
+    processes: List[subprocess.Popen[bytes]] = []
     summary: Dict[str, Any] = {"workdir": str(work)}
     try:
         env = dict(os.environ, PYTHONUNBUFFERED="1", YOLO_OFFLINE="1")

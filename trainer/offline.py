@@ -85,8 +85,9 @@ def offline_environment(config_dir: Optional[Path] = None, strict: bool = True) 
             refuse(f"DNS lookup of {host}")
         return original_getaddrinfo(host, *args, **kwargs)
 
-    socket.socket.connect = guarded_connect  # type: ignore[method-assign]
-    socket.socket.connect_ex = guarded_connect_ex  # type: ignore[method-assign]
+    # typeshed's signatures name the address types; the guards take and pass on any address
+    socket.socket.connect = guarded_connect  # type: ignore[method-assign,assignment]
+    socket.socket.connect_ex = guarded_connect_ex  # type: ignore[method-assign,assignment]
     socket.getaddrinfo = guarded_getaddrinfo
     try:
         _disable_ultralytics_online_features()

@@ -18,6 +18,7 @@ Loaded like the agent's (``agent.config.load_settings``): YAML, then environment
 
 from __future__ import annotations
 
+import argparse
 import os
 from pathlib import Path
 from typing import Literal, Mapping, Optional, Union
@@ -74,7 +75,7 @@ def load_trainer_config(path: Union[str, Path], environ: Optional[Mapping[str, s
     return load_settings(path, TrainerConfig, environ, ENV_PREFIX)
 
 
-def add_config_argument(parser, required: bool = False) -> None:
+def add_config_argument(parser: argparse.ArgumentParser, required: bool = False) -> None:
     """The one ``--config`` option of every cloud command: $EDGE_TRAINER_CONFIG, else the default path."""
     parser.add_argument(
         "--config",

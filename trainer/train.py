@@ -150,7 +150,12 @@ def build_replay_dataset(new_data: Path, base_data: Path, fraction: float, out_d
     train_list.write_text("\n".join(str(p.resolve()) for p in new_images + replay) + "\n")
     val_list = out_dir / "val.txt"
     val_list.write_text("\n".join(str(p.resolve()) for p in _images_of(new_data, "val")) + "\n")
-    merged = {"path": str(out_dir.resolve()), "train": "train.txt", "val": "val.txt", "names": _names(new_spec)}
+    merged: Dict[str, Any] = {
+        "path": str(out_dir.resolve()),
+        "train": "train.txt",
+        "val": "val.txt",
+        "names": _names(new_spec),
+    }
     merged["nc"] = len(merged["names"])
     target = out_dir / "data.yaml"
     target.write_text(yaml.safe_dump(merged, sort_keys=False))

@@ -24,7 +24,7 @@ def add_parser(subparsers: Any) -> None:
     sub = devices.add_subparsers(dest="devices_command", required=True)
 
     def command(name: str, helptext: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=helptext)
+        p: argparse.ArgumentParser = sub.add_parser(name, help=helptext)
         p.add_argument("--pki", type=Path, required=True, help="the site PKI directory (e.g. /etc/mosquitto/edge)")
         return p
 

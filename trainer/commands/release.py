@@ -15,7 +15,7 @@ import json
 import re
 import sys
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 from trainer.release import (
     ROLE_FILENAMES,
@@ -117,7 +117,7 @@ def add_parsers(subparsers: Any) -> None:
     usb.add_argument("--online", action="store_true", help="carry the online metadata (for an MQTT push)")
 
 
-def _model_files(model: Path) -> dict:
+def _model_files(model: Path) -> Dict[str, Path]:
     if model.is_file():
         return {"onnx": model}
     files = {role: model / name for role, name in ROLE_FILENAMES.items() if (model / name).is_file()}
@@ -235,7 +235,7 @@ def _human(delta: dt.timedelta) -> str:
     return f"{seconds / 60:.0f} min"
 
 
-def main(argv: Optional[List[str]] = None) -> int:  # type: ignore[assignment]
+def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="edge-trainer")
     add_parsers(parser.add_subparsers(dest="command", required=True))
     return run(parser.parse_args(argv))

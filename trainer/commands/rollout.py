@@ -6,7 +6,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Dict, Optional
 
 from agent.config import ConfigError
 from trainer.commands.tables import format_table
@@ -66,7 +66,7 @@ def _fail(exc: Exception) -> int:
     return 2
 
 
-def _line(state: dict) -> str:
+def _line(state: Dict[str, Any]) -> str:
     stage = state["stages"][min(state["stage"], len(state["stages"]) - 1)]
     release = state["release"]
     text = f"rollout {state['id']}: {release['name']} {release['version']} (#{release['counter']}) {state['state']}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from typing import Any, Dict
 
 from agent.config import ConfigError
 from trainer.commands.tables import format_table, iso
@@ -67,7 +67,7 @@ def run_round(args: argparse.Namespace) -> int:
     return 0 if record["state"] == "published" else 1
 
 
-def summary_line(record: dict) -> str:
+def summary_line(record: Dict[str, Any]) -> str:
     f = (record.get("gate") or {}).get("figures") or {}
     scores = ""
     if f:

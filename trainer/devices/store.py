@@ -186,8 +186,12 @@ class SitePki:
     # ------------------------------------------------------------------ internals
 
     def _issue(self, records: List[CertRecord], device: str, days: Optional[int]) -> CertRecord:
-        kwargs = {"days": days} if days else {}
-        issued: Issued = issue_device(*self._ca(), device, self.now(), **kwargs)
+        ca_key, ca_cert = self._ca()
+        issued: Issued = (
+            issue_device(ca_key, ca_cert, device, self.now(), days)
+            if days
+            else issue_device(ca_key, ca_cert, device, self.now())
+        )
         info = describe(issued.cert_pem)
         record = CertRecord(
             device=device,

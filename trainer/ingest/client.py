@@ -217,7 +217,7 @@ class IngestClient:
         self._deliver(
             Delivery(
                 topic=message.topic,
-                payload=message.payload,
+                payload=bytes(message.payload),
                 qos=message.qos,
                 mid=message.mid,
                 generation=self._state["generation"],

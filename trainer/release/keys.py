@@ -145,7 +145,7 @@ def rotate_keys(ring: KeyRing, role: str, count: int = 0) -> KeyRing:
     current = ring.roles[role]
     n = count or len(current.keys)
     taken = {p.name for p in ring.directory.glob(f"{role}-*.pem")}
-    new = []
+    new: List[Dict[str, Any]] = []
     i = 1
     while len(new) < n:
         name = f"{role}-{i}"

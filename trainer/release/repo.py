@@ -22,8 +22,9 @@ import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Union
+from typing import Any, Dict, Mapping, Optional, Sequence, Union
 
+from securesystemslib.signer import Signer
 from tuf.api.metadata import (
     DelegatedRole,
     Delegations,
@@ -107,14 +108,14 @@ class Repository:
                 best = max(best, int(m.group(1)))
         return best
 
-    def load(self, role: str) -> Metadata:
+    def load(self, role: str) -> Metadata[Any]:
         version = self.latest_version(role)
         if version == 0:
             raise RepositoryError(f"{self.meta_dir}: no {role} metadata (run init first)")
         name = "timestamp.json" if role == "timestamp" else f"{version}.{role}.json"
         return Metadata.from_file(str(self.meta_dir / name))
 
-    def _sign_and_write(self, md: Metadata, role: str, extra_signers: Optional[List[object]] = None) -> None:
+    def _sign_and_write(self, md: Metadata[Any], role: str, extra_signers: Optional[Sequence[Signer]] = None) -> None:
         md.signatures.clear()
         for signer in self.ring.signers(self.signing_role(role)) + list(extra_signers or []):
             md.sign(signer, append=True)
@@ -174,7 +175,7 @@ class Repository:
         self._sign_and_write(Metadata(ts), "timestamp")
 
     # ------------------------------------------------------------------ operations
-    def add_targets(self, files: Dict[str, Union[bytes, Path]]) -> Dict[str, TargetFile]:
+    def add_targets(self, files: Mapping[str, Union[bytes, Path]]) -> Dict[str, TargetFile]:
         """Add (or replace) targets, signed by the trainer role (online) or the offline key; bump versions."""
         role = "targets" if self.offline else "trainer"
         md = self.load(role)

@@ -20,7 +20,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, Tuple
 
-from agent.protocol import RollbackCommand, Topics, encode_json
+from agent.protocol import ReleaseRef, RollbackCommand, Topics, encode_json
 from trainer.release import Publisher, build_push, bundle_manifest, publish
 from trainer.rollout.config import RolloutConfig
 from trainer.rollout.plan import Action, DeviceView, Figures, decide_stage, ota_failure, quality_signals
@@ -326,7 +326,7 @@ class Rollout:
                 type="rollback",
                 request_id=f"rollout-{state['id']}-{uuid.uuid4().hex[:8]}",
                 reason=f"rollout {state['id']} halted: {'; '.join(halt['reasons'])}"[:1024],
-                if_active={"name": release["name"], "version": release["version"], "counter": release["counter"]},
+                if_active=ReleaseRef(name=release["name"], version=release["version"], counter=release["counter"]),
             )
             topics = Topics(self.config.topic_prefix, self.config.site, view.device)
             self.actions.send(topics.cmd, encode_json(command))

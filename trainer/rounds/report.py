@@ -86,8 +86,8 @@ def _plots(record: Dict[str, Any], history: Sequence[Dict[str, Any]], out: Path)
         for key, label in (("base", "base holdout"), ("new", "new-domain holdout")):
             ys = [first[f"{key}_before"]["map50_95"]] + [r["scores"][f"{key}_after"]["map50_95"] for r in judged]
             ax.plot(xs, ys, marker="o", label=label)
-        for x, r in zip(xs[1:], judged):
-            ax.annotate(r.get("state", "?")[:9], (x, 0.02), ha="center", fontsize=7, rotation=90)
+        for at, r in zip(xs[1:], judged):
+            ax.annotate(r.get("state", "?")[:9], (at, 0.02), ha="center", fontsize=7, rotation=90)
         ax.set_xticks(xs)
         ax.set_xticklabels(["before"] + [f"round {i}" for i in range(1, len(judged) + 1)], fontsize=8)
         ax.set_ylim(0, 1)

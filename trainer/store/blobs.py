@@ -94,7 +94,7 @@ def _syncfs_function() -> Optional[Callable[[int], int]]:
         return None
     function.argtypes = [ctypes.c_int]
     function.restype = ctypes.c_int
-    return function  # type: ignore[no-any-return]
+    return function
 
 
 class LocalBlobStore:
