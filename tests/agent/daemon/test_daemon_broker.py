@@ -402,7 +402,7 @@ def test_hot_swap_reload_and_status_cli(tmp_path: Path, daemon_model: Path, caps
         import asyncio
 
         ok = asyncio.run_coroutine_threadsafe(
-            daemon.parts.models.swap_model(other, "other", "2.0"), daemon._loop
+            daemon.parts.hot_swap.swap_model(other, "other", "2.0"), daemon._loop
         ).result(30)
         assert ok and daemon.live.pipeline.model.name == "other" and daemon.live.pipeline.counters.swaps == 1
         wait_for(

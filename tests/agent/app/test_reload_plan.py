@@ -1,7 +1,7 @@
 """agent/app/reload.py plan_reload: what a SIGHUP changes, decided from the two configurations alone (pure).
 
-The daemon-level reload (signals, cameras really restarted) is in test_daemon_broker.py; these are the
-decisions, table-driven.
+The daemon-level reload (signals, cameras really restarted) is in tests/agent/daemon/test_daemon_broker.py;
+these are the decisions, table-driven.
 """
 
 from __future__ import annotations

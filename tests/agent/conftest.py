@@ -1,4 +1,5 @@
-"""Fixtures of the daemon tests. A real mosquitto (tests.agent.broker), real ONNX Runtime, real SQLite."""
+"""Fixtures of the agent's tests: the model the daemon, app and box-page tests run (real ONNX Runtime); a real
+mosquitto comes from tests.agent.broker_fixtures (a plugin of the root conftest)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,6 @@ import os
 from pathlib import Path
 
 import pytest
-
-from tests.agent.broker_fixtures import broker, broker_factory  # noqa: F401 - fixtures
 
 
 @pytest.fixture(scope="session")

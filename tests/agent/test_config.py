@@ -115,7 +115,7 @@ def test_example_config_is_valid(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     (tmp_path / "press-1-url").write_text("rtsp://10.0.0.21:554/stream1\n")
     (tmp_path / "press-1-sub-url").write_text("rtsp://10.0.0.21:554/stream2\n")
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
-    example = Path(__file__).resolve().parents[3] / "examples" / "config.yaml"
+    example = Path(__file__).resolve().parents[2] / "examples" / "config.yaml"
     config = load_config(example, environ={})
     assert config.cameras and config.metrics.enabled is False
     press = config.cameras[0].source
