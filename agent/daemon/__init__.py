@@ -6,7 +6,7 @@
     daemon.py    Daemon: assemble, the asyncio tasks, supervision (exit codes), reload, the bounded stop
     assemble.py  assemble(): OTA → model → spool → writer → pipeline → link → cameras → metrics → pages,
                  returning the frozen Parts record that closes them in reverse
-    models.py    which model runs: the start model, the first model OTA brings, hot swaps (ModelSlot)
+    hot_swap.py  which model runs: the start model, the first model OTA brings, hot swaps (HotSwap)
     cameras.py   the cameras on the pipeline and their states (CameraWiring)
 
 Nothing below this package imports it: the services in ``agent/app/`` are handed the parts they use and the
@@ -23,7 +23,7 @@ from agent.daemon.daemon import (
     MODEL_TASKS,
     Daemon,
 )
-from agent.daemon.models import DetectorFactory
+from agent.daemon.hot_swap import DetectorFactory
 
 __all__ = [
     "EXIT_CONFIG",

@@ -6,7 +6,7 @@
     writer     the output-writer worker (JPEG encoding, Spool.put)
     pipeline   Pipeline (rules thread) on the inference worker, when a model loaded
     link       the mqtt-link worker; the command handler and the reporter that read from it
-    cameras    one worker per camera; the model slot that swaps models (and brings up the first one)
+    cameras    one worker per camera; HotSwap, which swaps models (and brings up the first one)
     metrics    the metrics-http worker (optional)
     pages      the box page's console-http worker (optional; a port in use is reported, not fatal)
 
@@ -33,7 +33,7 @@ from agent.app.report import Reporter, camera_message, device_status
 from agent.app.tasks import in_thread
 from agent.console.server import ConsoleServer
 from agent.daemon.cameras import CameraWiring, stop_sources
-from agent.daemon.models import DetectorFactory, ModelSlot, new_pipeline, open_start_model
+from agent.daemon.hot_swap import DetectorFactory, HotSwap, new_pipeline, open_start_model
 from agent.link.link import MqttLink
 from agent.observability.metrics import MetricsServer, SnapshotCollector, registry_of
 from agent.observability.sdnotify import SdNotifier, WatchdogGate
@@ -70,7 +70,7 @@ class Parts:
     commands: CommandHandler
     report: Reporter
     cameras: CameraWiring
-    models: ModelSlot
+    hot_swap: HotSwap
     metrics: Optional[MetricsServer]
     pages: Optional[ConsoleServer]
 
@@ -186,7 +186,7 @@ async def _assemble(
     on_trial = updates is not None and updates.installer.state().trial is not None
     if detector is None and updates is not None and on_trial:
         # a release on probation whose model does not load is the release's fault: back to known-good,
-        # whose model the model slot loads below, as it would that of a pushed release
+        # whose model HotSwap loads below, as it would that of a pushed release
         try:
             reason = f"model does not load: {live.model_error}"[:500]
             rolled_back = await updates.rollback(reason) is not None
@@ -242,7 +242,7 @@ async def _assemble(
         updates=updates,
     )
 
-    # cameras, and the model slot that brings them up when the first model arrives later
+    # cameras, and HotSwap, which brings them up when the first model arrives later
     def publish(status: SourceStatus) -> None:
         try:
             link.set_retained(topics.camera_status(status.camera), encode_json(camera_message(live, status)))
@@ -251,13 +251,13 @@ async def _assemble(
 
     cameras = CameraWiring(live, supervisor, loop, publish)
     undo.append(("cameras", lambda: _stop_cameras(live, bound)))
-    models = ModelSlot(live, factory, writer, supervisor, installer, on_first_model=cameras.start_all)
+    hot_swap = HotSwap(live, factory, writer, supervisor, installer, on_first_model=cameras.start_all)
     if updates is not None:
-        updates.attach(spool.put, topics, link, models.sync, loop, cfg.mqtt.limits)
+        updates.attach(spool.put, topics, link, hot_swap.sync, loop, cfg.mqtt.limits)
     if live.pipeline is not None:
         cameras.start_all()
     elif rolled_back:
-        await models.first_model()
+        await hot_swap.first_model()
 
     # metrics
     metrics = None
@@ -301,7 +301,7 @@ async def _assemble(
         commands=commands,
         report=report,
         cameras=cameras,
-        models=models,
+        hot_swap=hot_swap,
         metrics=metrics,
         pages=pages,
     )

@@ -41,7 +41,7 @@ from agent.app.status import write_status
 from agent.app.tasks import TaskGroup
 from agent.config import AgentConfig, ConfigError, load_config
 from agent.daemon.assemble import Parts, assemble
-from agent.daemon.models import DetectorFactory, default_detector_factory
+from agent.daemon.hot_swap import DetectorFactory, default_detector_factory
 from agent.observability.sdnotify import SdNotifier
 from agent.ota.config import ModelUpdatesConfig
 from agent.protocol.parse import encode_json

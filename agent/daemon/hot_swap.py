@@ -2,7 +2,7 @@
 hot swaps (event loop; the loads run in a loader thread, the swap itself on the inference thread).
 
 The state it changes is the daemon's :class:`~agent.app.live.LiveState` (``pipeline``, ``model_path``,
-``model_error``); the OTA worker asks for a swap through :meth:`ModelSlot.sync` after every install, rollback
+``model_error``); the OTA worker asks for a swap through :meth:`HotSwap.sync` after every install, rollback
 or install by another process, and starts a trial's probation from the :class:`Serving` it returns.
 """
 
@@ -24,7 +24,7 @@ from agent.engine.detector import Detector
 from agent.ota.installer import Installer
 from agent.threads import Supervisor
 
-__all__ = ["Backend", "DetectorFactory", "ModelSlot", "default_detector_factory", "new_pipeline", "open_start_model"]
+__all__ = ["Backend", "DetectorFactory", "HotSwap", "default_detector_factory", "new_pipeline", "open_start_model"]
 
 log = structlog.get_logger("agent.daemon")
 
@@ -100,7 +100,7 @@ def new_pipeline(
     )
 
 
-class ModelSlot:
+class HotSwap:
     """Brings up and swaps the model in ``live`` (event loop).
 
     Args:
