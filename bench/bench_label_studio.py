@@ -18,8 +18,8 @@ from pathlib import Path
 
 from agent.synthetic import CLASS_NAMES
 from bench.common import machine, write_section
-from tests.trainer.cloud import helpers as h
-from tests.trainer.cloud.label_studio_server import start_label_studio
+from tests.trainer import helpers as h
+from tests.trainer.labelling.label_studio_server import start_label_studio
 from trainer.labelling.label_studio import LabelStudio
 from trainer.labelling.oracle import oracle_boxes
 from trainer.labelling.roundtrip import export_to_label_studio, import_annotations

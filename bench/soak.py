@@ -528,7 +528,7 @@ def render(report: Dict[str, Any]) -> str:
         "",
         "Reproduce: `make setup && PYTHONPATH=. .venv/bin/python bench/soak.py --minutes 30 --write` (as root, for "
         "the tmpfs); raw figures in bench/results/soak.json; the suite runs a 1-minute version "
-        "(tests/trainer/cloud/test_soak.py).",
+        "(tests/trainer/loop/test_soak.py).",
     ]
     return "\n".join(lines)
 

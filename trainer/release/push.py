@@ -304,14 +304,3 @@ def publish(publisher: Publisher, publication: Publication, clear_old: bool = Tr
     count += publisher.publish(publication.chunks)
     count += publisher.publish([(publication.topic, encode_json(publication.push))])
     return count
-
-
-def __getattr__(name: str) -> Any:
-    """Moved: ``add_parser``, ``run`` and ``main`` are trainer/commands/push.py. This alias keeps
-    ``trainer.release.push.add_parser`` / ``.run`` working for the agent's tests (tests/agent/daemon) until they
-    import ``trainer.commands.push``; delete it then (issue 27)."""
-    if name in ("add_parser", "run", "main"):
-        from trainer.commands import push as command  # noqa: PLC0415 (at the top: an import cycle)
-
-        return getattr(command, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

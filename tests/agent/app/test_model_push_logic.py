@@ -20,7 +20,7 @@ from agent.ota.push import Decision, PushRejected, check_chunk_header, check_chu
 from agent.ota.state import InstallState, SlotRecord, Trial
 from agent.protocol import ChunkPlan, ModelChunkHeader, ModelPush, ProtocolLimits, ReleaseRef, parse_model_chunk
 from tests.agent.broker import MosquittoBroker
-from trainer.release import push as push_cli
+from trainer.commands import push as push_cli
 
 TOPIC = "edge/s/fleet/models"
 DATA = bytes(range(256)) * 40  # 10240 bytes

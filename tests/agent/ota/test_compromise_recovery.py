@@ -17,7 +17,7 @@ import pytest
 
 from agent.ota import ReleaseRejected, VerificationError
 from tests.agent.ota.conftest import World, serve_directory
-from trainer.release.cli import main as release_main
+from trainer.commands.release import main as release_main
 from trainer.release.keys import KeyRing
 from trainer.release.repo import Repository
 

@@ -15,7 +15,7 @@ import pytest
 
 from agent.ota import VerificationError
 from tests.agent.ota.conftest import World, serve_directory
-from trainer.release.cli import main as release_main
+from trainer.commands.release import main as release_main
 from trainer.release.keys import KeyRing
 from trainer.release.refresh import RepositoryBusy, expiries, refresh, repository_lock
 from trainer.release.repo import Expiry, Repository, RepositoryError

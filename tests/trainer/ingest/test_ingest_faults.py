@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from tests.trainer.cloud import helpers as h
+from tests.trainer import helpers as h
 from trainer.store import LocalBlobStore, drop_counts, list_samples, open_reader
 
 pytestmark = [pytest.mark.trainer, pytest.mark.broker]

@@ -12,7 +12,7 @@ import pytest
 
 from agent.protocol import ProtocolLimits
 from tests.agent.broker import free_port
-from tests.trainer.cloud import helpers as h
+from tests.trainer import helpers as h
 from trainer.ingest import decode
 from trainer.store import (
     BlobCorruptError,

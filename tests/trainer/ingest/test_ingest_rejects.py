@@ -9,7 +9,7 @@ import struct
 import pytest
 
 from agent.protocol import Topics, encode_frame
-from tests.trainer.cloud import helpers as h
+from tests.trainer import helpers as h
 from trainer.store import drop_counts, list_samples, open_reader, sample_stats
 
 pytestmark = [pytest.mark.trainer, pytest.mark.broker]

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from agent.synthetic import CLASS_NAMES
-from tests.trainer.cloud import helpers as h
-from tests.trainer.cloud.label_studio_server import EMAIL, label_studio_bin, start_label_studio
+from tests.trainer import helpers as h
+from tests.trainer.labelling.label_studio_server import EMAIL, label_studio_bin, start_label_studio
 from trainer.cli import main
 from trainer.labelling.label_studio import LabelStudio, LabelStudioAuthError
 from trainer.labelling.oracle import oracle_boxes

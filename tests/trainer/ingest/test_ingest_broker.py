@@ -7,7 +7,7 @@ import urllib.request
 
 import pytest
 
-from tests.trainer.cloud import helpers as h
+from tests.trainer import helpers as h
 from trainer.store import alert_history, fleet, list_samples, open_reader, sample_stats
 
 pytestmark = [pytest.mark.trainer, pytest.mark.broker]

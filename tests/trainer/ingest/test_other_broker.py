@@ -24,7 +24,7 @@ import pytest
 
 from agent.protocol import Topics
 from tests.agent.broker import free_port, wait_port
-from tests.trainer.cloud import helpers as h
+from tests.trainer import helpers as h
 
 EJABBERDCTL = shutil.which("ejabberdctl") or (
     "/usr/sbin/ejabberdctl" if Path("/usr/sbin/ejabberdctl").exists() else None

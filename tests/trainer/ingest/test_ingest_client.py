@@ -9,7 +9,7 @@ import time
 import pytest
 
 from tests.agent.broker import free_port
-from tests.trainer.cloud import helpers as h
+from tests.trainer import helpers as h
 from trainer.ingest.client import IngestClient
 from trainer.ingest.service import IngestService
 

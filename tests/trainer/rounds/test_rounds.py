@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from agent.synthetic import CLASS_NAMES, write_yolo_dataset
-from tests.trainer.cloud import helpers as h
+from tests.trainer import helpers as h
 from trainer.cli import main
 from trainer.rounds.dataset import RoundRefused, check_split, in_holdout, split_field_samples
 from trainer.rounds.gate import HoldoutScores, decide

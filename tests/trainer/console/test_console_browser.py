@@ -19,7 +19,7 @@ from tests.agent.daemon.helpers import (
     write_config,
 )
 from tests.browser import Screenshots, browser, wait
-from tests.trainer.cloud import console_world
+from tests.trainer.console import world as console_world
 from trainer.console.config import CloudConsoleConfig
 from trainer.console.data import ConsoleData
 from trainer.console.server import CloudConsoleServer
@@ -159,7 +159,7 @@ def fleet_command(tmp_path: Path, port: int, driver, shots) -> None:
     from selenium.webdriver.common.by import By
 
     from agent.link.config import BrokerConnection
-    from tests.trainer.cloud import helpers as h
+    from tests.trainer import helpers as h
 
     config, _ = h.store_config(tmp_path / "cloud")
     h.fill_store(

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from tests.agent.console.helpers import request
-from tests.trainer.cloud import console_world
+from tests.trainer.console import world as console_world
 from trainer.console.config import CloudConsoleConfig
 from trainer.console.data import ConsoleData
 from trainer.console.server import CloudConsoleServer

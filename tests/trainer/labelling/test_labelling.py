@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from agent.synthetic import CLASS_NAMES
-from tests.trainer.cloud import helpers as h
+from tests.trainer import helpers as h
 from trainer.cli import main
 from trainer.labelling.oracle import OracleRefused, oracle_boxes
 from trainer.store import get_sample, list_samples, open_reader

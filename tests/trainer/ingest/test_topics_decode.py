@@ -8,7 +8,7 @@ import struct
 import pytest
 
 from agent.protocol import ProtocolLimits, Topics, encode_frame
-from tests.trainer.cloud import helpers as h
+from tests.trainer import helpers as h
 from trainer.ingest import Kind, TopicError, decode, parse_topic, subscription_filters
 from trainer.store import AlertIn, CameraStatusIn, DeviceStatusIn, DropIn, OtaReportIn, SampleIn, SnapshotIn
 

@@ -12,8 +12,8 @@ from types import SimpleNamespace
 import pytest
 
 from agent.protocol import ModelRef, OtaPhase
-from tests.trainer.cloud import helpers as h
-from tests.trainer.cloud.helpers import RecordedActions
+from tests.trainer import helpers as h
+from tests.trainer.helpers import RecordedActions
 from trainer.rollout.config import QualityBounds
 from trainer.rollout.driver import Rollout, RolloutError, release_of_bundle
 from trainer.rollout.plan import Action, DeviceView, Figures, decide_stage, device_problems, ota_failure

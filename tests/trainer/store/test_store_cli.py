@@ -7,7 +7,7 @@ import json
 import pytest
 
 from agent.protocol import OtaPhase, SampleReason
-from tests.trainer.cloud import helpers as h
+from tests.trainer import helpers as h
 from trainer.cli import main
 from trainer.commands.tables import ago, format_table
 

@@ -12,7 +12,7 @@ from typing import Any, Dict
 
 from agent.protocol import ModelRef, OtaPhase
 from agent.synthetic import CLASS_NAMES
-from tests.trainer.cloud import helpers as h
+from tests.trainer import helpers as h
 from trainer.rollout.driver import Rollout, release_of_bundle
 from trainer.settings import TrainerConfig
 from trainer.store import open_reader

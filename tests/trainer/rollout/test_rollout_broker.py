@@ -17,7 +17,7 @@ from agent.ota.config import ModelUpdatesConfig
 from tests.agent.daemon.helpers import InProcessDaemon, config_dict, wait_for, write_config
 from tests.agent.ota import conftest as ota_fixtures
 from tests.agent.ota.conftest import TINY_MODEL, World
-from tests.trainer.cloud import helpers as h
+from tests.trainer import helpers as h
 from trainer.cli import main
 from trainer.rollout.state import RolloutStore
 

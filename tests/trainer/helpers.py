@@ -38,7 +38,7 @@ from agent.protocol import (
 from tests.agent.link.link_helpers import wait_until as link_wait_until
 from trainer.settings import TrainerConfig
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[2]
 MODEL = ModelRef(name="demo", version="1.0.0", sha256="ab" * 32)
 _BASE_JPEG: Dict[Tuple[int, int], bytes] = {}
 
