@@ -37,7 +37,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple, Type, TypeVar, Uni
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
-from agent.console.config import ConsoleConfig
+from agent.box_page.config import ConsoleConfig
 from agent.core.decode import DecodeParams
 from agent.engine.config import BackendConfig, OnnxRuntimeConfig
 from agent.link.config import MqttConfig

@@ -7,7 +7,7 @@ In one run, with one Detector: bench_cameras' four synthetic 1080p cameras throu
 alternating phases (off, on, on, off, ...; ``--pairs`` pairs) so that drift in the machine's load hits both:
 
 - **off**: no console;
-- **on**: the console's HTTP server (``agent.console.server.ConsoleServer``) on the pipeline's preview frames,
+- **on**: the console's HTTP server (``agent.box_page.server.BoxPageServer``) on the pipeline's preview frames,
   and ``--viewers`` browsers (threads of one child process: a browser is not on the box, but its requests
   are served there) each fetching every camera's preview the way the page does (one GET per camera every
   1 / preview_fps s over real loopback HTTP).
@@ -30,9 +30,9 @@ from typing import Any, Callable, Dict, List, Optional
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agent.app.pipeline import Pipeline
-from agent.console.config import ConsoleConfig
-from agent.console.preview import PreviewImage, PreviewRenderer
-from agent.console.server import ConsoleServer
+from agent.box_page.config import ConsoleConfig
+from agent.box_page.preview import PreviewImage, PreviewRenderer
+from agent.box_page.server import BoxPageServer
 from agent.engine import Detector, OnnxRuntimeConfig
 from agent.memory import release_free_memory
 from agent.synthetic.render import render_stream_frames
@@ -43,7 +43,7 @@ TARGET_RATIO = 0.98
 
 
 class PipelinePreviews:
-    """A ConsoleSource with only the preview (what the bench measures); the rest is not served."""
+    """A BoxPageSource with only the preview (what the bench measures); the rest is not served."""
 
     def __init__(self, pipeline: Pipeline, config: ConsoleConfig) -> None:
         self.pipeline = pipeline
@@ -75,7 +75,7 @@ def viewers_attached(
 ) -> Callable[[Pipeline], Callable[[], None]]:
     def attach(pipeline: Pipeline) -> Callable[[], None]:
         source = PipelinePreviews(pipeline, config)
-        server = ConsoleServer(config, source, "edge/bench/box/cmd")
+        server = BoxPageServer(config, source, "edge/bench/box/cmd")
         serve, spent = server._serve, [0.0]
 
         def counted(request: Any, method: str) -> None:  # CPU of every request, the render included

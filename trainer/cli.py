@@ -7,10 +7,10 @@ import sys
 from typing import List, Optional
 
 from trainer.commands import (
-    console,
     devices,
     evaluate,
     export,
+    fleet_pages,
     ingest,
     labelling,
     push,
@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     rounds.add_parser(sub)
     rollout.add_parser(sub)
     devices.add_parser(sub)
-    console.add_parser(sub)
+    fleet_pages.add_parser(sub)
     return parser
 
 

@@ -11,7 +11,7 @@ Loaded like the agent's (``agent.config.load_settings``): YAML, then environment
     labelling: trainer.labelling.config.LabellingConfig  Label Studio, classes, image URLs
     rounds:    trainer.rounds.config.RoundsConfig      learning rounds: data, training, gate, release
     rollout:   trainer.rollout.config.RolloutConfig    staged rollout: stages, quality bounds, broker
-    console:   trainer.console.config.CloudConsoleConfig  the fleet pages: bind address, password
+    console:   trainer.fleet_pages.config.CloudConsoleConfig  the fleet pages: bind address, password
     http:      status / metrics endpoint
     logging:   level and format
 """
@@ -27,7 +27,7 @@ from pydantic import Field
 
 from agent.config import ConfigError, load_settings
 from agent.strict import StrictModel
-from trainer.console import CloudConsoleConfig
+from trainer.fleet_pages import CloudConsoleConfig
 from trainer.ingest import IngestConfig
 from trainer.labelling import LabellingConfig
 from trainer.rollout import RolloutConfig

@@ -24,14 +24,14 @@ from typing import Any, Callable, Coroutine, List, Optional, Tuple
 
 import structlog
 
+from agent.app.box_page import BoxPageBackend
 from agent.app.commands import CommandHandler
-from agent.app.console import DaemonConsole
 from agent.app.live import LiveState
 from agent.app.model_updates import ModelUpdateService
 from agent.app.pipeline import OutputWriter
 from agent.app.report import Reporter, camera_message, device_status
 from agent.app.tasks import in_thread
-from agent.console.server import ConsoleServer
+from agent.box_page.server import BoxPageServer
 from agent.daemon.cameras import CameraWiring, stop_sources
 from agent.daemon.hot_swap import DetectorFactory, HotSwap, new_pipeline, open_start_model
 from agent.link.link import MqttLink
@@ -72,7 +72,7 @@ class Parts:
     cameras: CameraWiring
     hot_swap: HotSwap
     metrics: Optional[MetricsServer]
-    pages: Optional[ConsoleServer]
+    pages: Optional[BoxPageServer]
 
     @property
     def installer(self) -> Optional[Installer]:
@@ -278,9 +278,9 @@ async def _assemble(
             link.reply(reply)
             return reply
 
-        side = DaemonConsole(live, cfg.console, loop, document=report.document, writer=writer, command=page_command)
+        side = BoxPageBackend(live, cfg.console, loop, document=report.document, writer=writer, command=page_command)
         try:  # the page is a side feature: a port in use is a problem to report, not a reason to stop
-            pages = ConsoleServer(cfg.console, side, topics.cmd, cfg.mqtt.limits, supervisor=supervisor)
+            pages = BoxPageServer(cfg.console, side, topics.cmd, cfg.mqtt.limits, supervisor=supervisor)
         except OSError as exc:
             live.errors.append(f"console: cannot serve on {cfg.console.host}:{cfg.console.port}: {exc}")
             log.error("console_bind_failed", host=cfg.console.host, port=cfg.console.port, error=str(exc))

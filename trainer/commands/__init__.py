@@ -1,5 +1,5 @@
 """The ``edge-trainer`` commands: each command's argument parsing and wiring, on the top floor. The packages
-below (ingest, store, labelling, rounds, rollout, release, devices, console, and the train / evaluate / export
+below (ingest, store, labelling, rounds, rollout, release, devices, fleet_pages, and the train / evaluate / export
 modules) hold the domain and know nothing of the command line; only these modules, trainer/cli.py (the entry
 point that assembles them) and trainer/settings.py (``trainer.yaml``) read the configuration file.
 
@@ -17,7 +17,7 @@ point that assembles them) and trainer/settings.py (``trainer.yaml``) read the c
     rounds      round rounds                 learning rounds (trainer.rounds)
     rollout     rollout                      staged rollouts (trainer.rollout)
     devices     devices                      the site PKI (trainer.devices)
-    console     console                      the fleet pages (trainer.console)
+    fleet_pages console                      the fleet pages (trainer.fleet_pages)
     common      the SIGTERM / SIGINT stop event; tables: plain-text tables
 
 ``release``, ``push`` and ``devices`` import without torch on Python 3.8 (the agent's tests and the boxes run

@@ -1,4 +1,4 @@
-"""The last alerts and samples the box produced, with their JPEGs, for the box page (``agent/console``).
+"""The last alerts and samples the box produced, with their JPEGs, for the box page (``agent/box_page``).
 
 Written by the output-writer thread only, after the message is in the spool; every other thread reads
 :attr:`RecentOutputs.snapshot`, a tuple the writer replaces (one reference swap), never the deque itself.

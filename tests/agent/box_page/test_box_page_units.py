@@ -1,5 +1,5 @@
 """The box page's pure parts (access rule, command forms, page document), its preview cache, and its server
-over an in-memory source (the seam to the daemon; the real daemon is in test_box_console.py)."""
+over an in-memory source (the seam to the daemon; the real daemon is in test_box_page.py)."""
 
 from __future__ import annotations
 
@@ -15,16 +15,16 @@ from pydantic import ValidationError
 from agent.app.pipeline import PreviewFrame
 from agent.app.pipeline.recent import RecentOutput, RecentOutputs
 from agent.app.status import assess
-from agent.console.access import decide
-from agent.console.config import ConsoleConfig
-from agent.console.http import MAX_BODY
-from agent.console.preview import PreviewImage, PreviewRenderer
-from agent.console.server import ConsoleServer
-from agent.console.views import CommandFormError, command_payload, page_state
+from agent.box_page.access import decide
+from agent.box_page.config import ConsoleConfig
+from agent.box_page.http import MAX_BODY
+from agent.box_page.preview import PreviewImage, PreviewRenderer
+from agent.box_page.server import BoxPageServer
+from agent.box_page.views import CommandFormError, command_payload, page_state
 from agent.core.detections import Detections
 from agent.protocol.models import CommandReply
 from agent.sources.frame import Frame
-from tests.agent.console.helpers import request
+from tests.agent.box_page.helpers import request
 
 NOW = datetime(2026, 12, 3, 12, 0, 0, tzinfo=timezone.utc)
 GOOD = "correct horse battery"
@@ -170,7 +170,7 @@ def test_preview_is_rendered_at_most_at_the_configured_rate_for_any_number_of_vi
 
 
 class MemorySource:
-    """An in-memory ConsoleSource: what the server is given, and the commands it passes on."""
+    """An in-memory BoxPageSource: what the server is given, and the commands it passes on."""
 
     def __init__(self):
         self.commands = []
@@ -196,7 +196,7 @@ class MemorySource:
 def served(request_config=None):
     def make(**config):
         source = MemorySource()
-        server = ConsoleServer(ConsoleConfig(enabled=True, port=0, **config), source, "edge/s/dev1/cmd")
+        server = BoxPageServer(ConsoleConfig(enabled=True, port=0, **config), source, "edge/s/dev1/cmd")
         server.start()
         made.append(server)
         return f"http://127.0.0.1:{server.port}", source
@@ -263,7 +263,7 @@ def test_a_command_from_the_same_origin_goes_through(served):
 def test_the_page_falls_back_to_status_json_when_the_event_loop_does_not_answer(tmp_path):
     import asyncio
 
-    from agent.app.console import DaemonConsole
+    from agent.app.box_page import BoxPageBackend
     from agent.app.status import write_status
 
     path = tmp_path / "status.json"
@@ -276,6 +276,6 @@ def test_the_page_falls_back_to_status_json_when_the_event_loop_does_not_answer(
     def never(*_: object) -> None:
         raise AssertionError("not called: the loop is gone")
 
-    side = DaemonConsole(live, ConsoleConfig(), loop, document=never, writer=writer, command=never)  # type: ignore[arg-type]
+    side = BoxPageBackend(live, ConsoleConfig(), loop, document=never, writer=writer, command=never)  # type: ignore[arg-type]
     state = side.state()
     assert state["source"] == "file" and state["health"]["verdict"] == "not running"  # that pid is gone

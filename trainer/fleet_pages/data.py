@@ -18,12 +18,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Protocol, Tuple
 
-from agent.console.views import command_payload, encode_payload
+from agent.box_page.views import command_payload, encode_payload
 from agent.protocol import ProtocolLimits, Topics
 from agent.protocol.models import CommandReply
 from agent.protocol.parse import parse_command
-from trainer.console.config import CloudConsoleConfig
-from trainer.console.views import fleet_view, rollout_view, rounds_view, samples_view
+from trainer.fleet_pages.config import CloudConsoleConfig
+from trainer.fleet_pages.views import fleet_view, rollout_view, rounds_view, samples_view
 from trainer.labelling import LabellingConfig
 from trainer.release import Publisher
 from trainer.rollout import MqttActions, Rollout, RolloutConfig
@@ -39,7 +39,7 @@ from trainer.store import (
     sample_stats,
 )
 
-__all__ = ["ConsoleData", "ConsoleSettings", "NotFound"]
+__all__ = ["ConsoleSettings", "FleetData", "NotFound"]
 
 _PLOT = re.compile(r"^[A-Za-z0-9_-]{1,64}\.png$")
 
@@ -58,7 +58,7 @@ class ConsoleSettings(Protocol):
     console: Optional[CloudConsoleConfig]
 
 
-class ConsoleData:
+class FleetData:
     def __init__(self, config: ConsoleSettings, rollout_factory: Optional[Callable[[], Any]] = None) -> None:
         self.config = config
         self._rollout_factory = rollout_factory or self._default_rollout
@@ -130,7 +130,7 @@ class ConsoleData:
         return None
 
     def device_command(self, device: str, form: Dict[str, Any]) -> Dict[str, Any]:
-        """Send a box-page command (``agent.console.views.command_payload``) to ``device`` over the site broker
+        """Send a box-page command (``agent.box_page.views.command_payload``) to ``device`` over the site broker
         and wait for its reply. Raises CommandFormError / ProtocolError for a bad form, NotFound, PushError."""
         target = self._command_broker()
         if target is None:

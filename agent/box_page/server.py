@@ -1,4 +1,4 @@
-"""The box page's server: :class:`~agent.console.http.PageServer` routes over a :class:`ConsoleSource`.
+"""The box page's server: :class:`~agent.box_page.http.PageServer` routes over a :class:`BoxPageSource`.
 
 Routes (behind the access rule, ``access.py``)::
 
@@ -8,7 +8,7 @@ Routes (behind the access rule, ``access.py``)::
     GET  /api/outputs/<id>.jpg     a recent alert's snapshot or sample's image
     POST /api/commands             a console command (views.command_payload) -> the daemon's command handler
 
-What the page reads comes from the daemon (:class:`ConsoleSource`), never from the broker, so it works while
+What the page reads comes from the daemon (:class:`BoxPageSource`), never from the broker, so it works while
 the box is offline.
 """
 
@@ -23,27 +23,27 @@ import structlog
 from pydantic import ValidationError
 from typing_extensions import Protocol
 
-from agent.console.config import ConsoleConfig
-from agent.console.http import STATIC, HttpError, PageServer, Response, json_response
-from agent.console.preview import PreviewImage
-from agent.console.views import CommandFormError, command_payload, encode_payload
+from agent.box_page.config import ConsoleConfig
+from agent.box_page.http import STATIC, HttpError, PageServer, Response, json_response
+from agent.box_page.preview import PreviewImage
+from agent.box_page.views import CommandFormError, command_payload, encode_payload
 from agent.protocol.config import ProtocolLimits
 from agent.protocol.errors import ProtocolError
 from agent.protocol.models import Command, CommandReply
 from agent.protocol.parse import encode_json, parse_command
 from agent.threads import Supervisor
 
-__all__ = ["ConsoleServer", "ConsoleSource"]
+__all__ = ["BoxPageServer", "BoxPageSource"]
 
-log = structlog.get_logger("agent.console")
+log = structlog.get_logger("agent.box_page")
 
 FILES = {"/": STATIC / "box.html", "/box.js": STATIC / "box.js", "/console.css": STATIC / "console.css"}
 _PREVIEW = re.compile(r"^/api/preview/([A-Za-z0-9_.:-]{1,128})\.jpg$")
 _OUTPUT = re.compile(r"^/api/outputs/([0-9a-f]{32})\.jpg$")
 
 
-class ConsoleSource(Protocol):
-    """What the page reads from and sends to the daemon (the daemon's side: ``agent.app.console.DaemonConsole``)."""
+class BoxPageSource(Protocol):
+    """What the page reads from and sends to the daemon (the daemon's side: ``agent.app.box_page.BoxPageBackend``)."""
 
     def state(self) -> Dict[str, Any]: ...
 
@@ -56,13 +56,13 @@ class ConsoleSource(Protocol):
     def command(self, command: Command) -> CommandReply: ...
 
 
-class ConsoleServer(PageServer):
+class BoxPageServer(PageServer):
     """Serves ``source`` on ``config.host:config.port`` from the ``console-http`` worker."""
 
     def __init__(
         self,
         config: ConsoleConfig,
-        source: ConsoleSource,
+        source: BoxPageSource,
         command_topic: str,
         limits: Optional[ProtocolLimits] = None,
         supervisor: Optional[Supervisor] = None,

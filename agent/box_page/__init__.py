@@ -3,7 +3,7 @@
 Off unless ``console.enabled``; loopback only unless a password is set (``access.py``). A request's path::
 
     browser -> server.py (console-http worker: access check, routes)
-            -> agent.app.console.DaemonConsole (the daemon's side of the seam)
+            -> agent.app.box_page.BoxPageBackend (the daemon's side of the seam)
                  state    the status document, built by the event loop (status.json when the loop is slow)
                  preview  preview.py: the rules thread's newest PreviewFrame -> annotated JPEG, rate-capped
                  outputs  the output writer's RecentOutputs snapshot
@@ -13,6 +13,6 @@ Off unless ``console.enabled``; loopback only unless a password is set (``access
 ``agent.config`` can include it without pulling in the pipeline.
 """
 
-from agent.console.config import ConsoleConfig
+from agent.box_page.config import ConsoleConfig
 
 __all__ = ["ConsoleConfig"]

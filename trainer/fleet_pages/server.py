@@ -1,4 +1,4 @@
-"""The fleet pages' server: :class:`~agent.console.http.PageServer` routes over :class:`ConsoleData`.
+"""The fleet pages' server: :class:`~agent.box_page.http.PageServer` routes over :class:`FleetData`.
 
 GET  /                                    the pages (static/fleet.html, fleet.js; console.css of the box page)
 GET  /api/fleet?site=&group=&version=     devices, filtered, with the values each filter can take
@@ -19,19 +19,19 @@ from typing import Any, Dict
 
 import structlog
 
-from agent.console.http import STATIC as BOX_STATIC
-from agent.console.http import HttpError, PageServer, Response, json_response
-from agent.console.views import CommandFormError
+from agent.box_page.http import STATIC as BOX_STATIC
+from agent.box_page.http import HttpError, PageServer, Response, json_response
+from agent.box_page.views import CommandFormError
 from agent.protocol.errors import ProtocolError
-from trainer.console.config import CloudConsoleConfig
-from trainer.console.data import ConsoleData, NotFound
+from trainer.fleet_pages.config import CloudConsoleConfig
+from trainer.fleet_pages.data import FleetData, NotFound
 from trainer.release import PushError
 from trainer.rollout import RolloutError
 from trainer.store import StoreError
 
-__all__ = ["CloudConsoleServer"]
+__all__ = ["FleetPagesServer"]
 
-log = structlog.get_logger("trainer.console")
+log = structlog.get_logger("trainer.fleet_pages")
 
 STATIC = Path(__file__).parent / "static"
 FILES = {"/": STATIC / "fleet.html", "/fleet.js": STATIC / "fleet.js", "/console.css": BOX_STATIC / "console.css"}
@@ -41,8 +41,8 @@ _SAMPLE_FILTERS = ("device", "camera", "reason", "label_state")
 _COMMAND = re.compile(r"^/api/devices/([A-Za-z0-9_.:-]{1,128})/commands$")
 
 
-class CloudConsoleServer(PageServer):
-    def __init__(self, config: CloudConsoleConfig, data: ConsoleData) -> None:
+class FleetPagesServer(PageServer):
+    def __init__(self, config: CloudConsoleConfig, data: FleetData) -> None:
         super().__init__("console-http", config.host, config.port, config.username, config.password, FILES)
         self.data = data
 

@@ -1,7 +1,7 @@
 """The fleet pages: what the fleet team looks at, served by ``edge-trainer console``.
 
-    browser -> server.py (PageServer from agent.console.http: access rule, static files, POST checks)
-            -> data.py   ConsoleData: the I/O (sample store index read-only, blobs, rollout driver, round records)
+    browser -> server.py (PageServer from agent.box_page.http: access rule, static files, POST checks)
+            -> data.py   FleetData: the I/O (sample store index read-only, blobs, rollout driver, round records)
             -> views.py  pure: rows and records -> the pages' JSON (filters, summaries, links)
 
 Pages (one document, four tabs): fleet, rollouts (promote / halt with confirmation), rounds (report and
@@ -9,14 +9,14 @@ plots), samples (image, predicted boxes, the Label Studio task). Off the network
 like the box page.
 """
 
-from trainer.console.config import CloudConsoleConfig
-from trainer.console.data import ConsoleData, ConsoleSettings, NotFound
-from trainer.console.server import CloudConsoleServer
+from trainer.fleet_pages.config import CloudConsoleConfig
+from trainer.fleet_pages.data import ConsoleSettings, FleetData, NotFound
+from trainer.fleet_pages.server import FleetPagesServer
 
 __all__ = [
     "CloudConsoleConfig",
-    "CloudConsoleServer",
-    "ConsoleData",
     "ConsoleSettings",
+    "FleetData",
+    "FleetPagesServer",
     "NotFound",
 ]

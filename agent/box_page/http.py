@@ -1,4 +1,4 @@
-"""The pages' HTTP layer, shared by the box page and the fleet pages (``trainer/console``): a standard-library
+"""The pages' HTTP layer, shared by the box page and the fleet pages (``trainer/fleet_pages``): a standard-library
 ``ThreadingHTTPServer`` in a supervised worker, the access rule on every request, static files, JSON errors,
 and the checks every POST passes before a route sees it.
 
@@ -22,12 +22,12 @@ from urllib.parse import parse_qs, urlsplit
 
 import structlog
 
-from agent.console.access import decide
+from agent.box_page.access import decide
 from agent.threads import SIDE_TASK, Supervisor, Worker
 
 __all__ = ["MAX_BODY", "SECURITY_HEADERS", "STATIC", "HttpError", "PageServer", "Response", "json_response"]
 
-log = structlog.get_logger("agent.console")
+log = structlog.get_logger("agent.box_page")
 
 STATIC = Path(__file__).parent / "static"
 MAX_BODY = 16 * 1024

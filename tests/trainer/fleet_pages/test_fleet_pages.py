@@ -7,15 +7,15 @@ import json
 
 import pytest
 
-from tests.agent.console.helpers import request
-from tests.trainer.console import world as console_world
-from trainer.console.config import CloudConsoleConfig
-from trainer.console.data import ConsoleData
-from trainer.console.server import CloudConsoleServer
+from tests.agent.box_page.helpers import request
+from tests.trainer.fleet_pages import world as console_world
+from trainer.fleet_pages.config import CloudConsoleConfig
+from trainer.fleet_pages.data import FleetData
+from trainer.fleet_pages.server import FleetPagesServer
 
 
 def serve(world, **config):
-    server = CloudConsoleServer(CloudConsoleConfig(port=0, **config), ConsoleData(world.config, world.make_rollout))
+    server = FleetPagesServer(CloudConsoleConfig(port=0, **config), FleetData(world.config, world.make_rollout))
     server.start()
     return server, f"http://127.0.0.1:{server.port}"
 
@@ -145,7 +145,7 @@ def test_password_and_missing_parts(tmp_path, world):
         server.stop()
     bare = world.config.model_copy(update={"rollout": None, "rounds": None})
     bare = bare.model_copy(update={"store": bare.store.model_copy(update={"path": tmp_path / "none"})})
-    server = CloudConsoleServer(CloudConsoleConfig(port=0), ConsoleData(bare))
+    server = FleetPagesServer(CloudConsoleConfig(port=0), FleetData(bare))
     server.start()
     try:
         url = f"http://127.0.0.1:{server.port}"
@@ -168,7 +168,7 @@ def test_the_pages_read_with_the_broker_down(tmp_path, bundles):
         update={"broker": world.config.rollout.broker.model_copy(update={"port": free_port()})}
     )
     config = world.config.model_copy(update={"rollout": rollout})
-    server = CloudConsoleServer(CloudConsoleConfig(port=0), ConsoleData(config))
+    server = FleetPagesServer(CloudConsoleConfig(port=0), FleetData(config))
     server.start()
     try:
         url = f"http://127.0.0.1:{server.port}"

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from agent.imaging import opencv
-from tests.agent.console.helpers import get_json, request
+from tests.agent.box_page.helpers import get_json, request
 from tests.agent.daemon.helpers import Collector, InProcessDaemon, config_dict, synthetic_camera, wait_for, write_config
 
 

@@ -19,10 +19,10 @@ from tests.agent.daemon.helpers import (
     write_config,
 )
 from tests.browser import Screenshots, browser, wait
-from tests.trainer.console import world as console_world
-from trainer.console.config import CloudConsoleConfig
-from trainer.console.data import ConsoleData
-from trainer.console.server import CloudConsoleServer
+from tests.trainer.fleet_pages import world as console_world
+from trainer.fleet_pages.config import CloudConsoleConfig
+from trainer.fleet_pages.data import FleetData
+from trainer.fleet_pages.server import FleetPagesServer
 
 
 @pytest.fixture
@@ -105,7 +105,7 @@ def test_fleet_pages(tmp_path: Path, bundles, driver, shots):
     from selenium.webdriver.support.ui import Select
 
     world = console_world.build(tmp_path / "world", bundles)
-    server = CloudConsoleServer(CloudConsoleConfig(port=0), ConsoleData(world.config, world.make_rollout))
+    server = FleetPagesServer(CloudConsoleConfig(port=0), FleetData(world.config, world.make_rollout))
     server.start()
     try:
         url = f"http://127.0.0.1:{server.port}/"
@@ -171,7 +171,7 @@ def fleet_command(tmp_path: Path, port: int, driver, shots) -> None:
         ],
     )
     console = CloudConsoleConfig(port=0, broker=BrokerConnection(host="127.0.0.1", port=port))
-    server = CloudConsoleServer(console, ConsoleData(config.model_copy(update={"console": console})))
+    server = FleetPagesServer(console, FleetData(config.model_copy(update={"console": console})))
     server.start()
     try:
         driver.get(f"http://127.0.0.1:{server.port}/#fleet")

@@ -6,7 +6,7 @@ from typing import Optional
 
 from pydantic import Field, model_validator
 
-from agent.console.config import PageAccess
+from agent.box_page.config import PageAccess
 from agent.link.config import BrokerConnection
 
 

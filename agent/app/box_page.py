@@ -1,4 +1,4 @@
-"""The daemon's side of the box page (``agent/console``): what the page reads, each from its owner.
+"""The daemon's side of the box page (``agent/box_page``): what the page reads, each from its owner.
 
     state     the status document, built by the event loop (its owner) for each request; when the loop
               does not answer within STATE_TIMEOUT_S, status.json as the status task last wrote it
@@ -21,18 +21,18 @@ from typing import Any, Callable, Coroutine, Dict, List, Optional
 from agent.app.live import LiveState
 from agent.app.pipeline import OutputWriter, PreviewFrame
 from agent.app.status import assess, pid_alive, read_status
-from agent.console.config import ConsoleConfig
-from agent.console.preview import PreviewImage, PreviewRenderer
-from agent.console.views import page_state
+from agent.box_page.config import ConsoleConfig
+from agent.box_page.preview import PreviewImage, PreviewRenderer
+from agent.box_page.views import page_state
 from agent.protocol.models import Command, CommandReply
 
-__all__ = ["STATE_TIMEOUT_S", "DaemonConsole"]
+__all__ = ["STATE_TIMEOUT_S", "BoxPageBackend"]
 
 STATE_TIMEOUT_S = 2.0
 
 
-class DaemonConsole:
-    """The page's source (:class:`agent.console.server.ConsoleSource`) for the running daemon.
+class BoxPageBackend:
+    """The page's source (:class:`agent.box_page.server.BoxPageSource`) for the running daemon.
 
     Args:
         live: the daemon's changing state (the pipeline's previews, the configuration).

@@ -10,7 +10,7 @@ from typing import Any
 from agent.config import ConfigError
 from agent.observability import setup_logging
 from trainer.commands.common import install_signal_handlers
-from trainer.console import CloudConsoleConfig, CloudConsoleServer, ConsoleData
+from trainer.fleet_pages import CloudConsoleConfig, FleetData, FleetPagesServer
 from trainer.settings import add_config_argument, load_trainer_config
 
 
@@ -36,9 +36,9 @@ def run_console(args: argparse.Namespace) -> int:
     console = config.console or CloudConsoleConfig()
     if args.port is not None:
         console = console.model_copy(update={"port": args.port})
-    data = ConsoleData(config)
+    data = FleetData(config)
     try:
-        server = CloudConsoleServer(console, data)
+        server = FleetPagesServer(console, data)
     except OSError as exc:
         print(f"error: cannot serve on {console.host}:{console.port}: {exc}", file=sys.stderr)
         return 2
