@@ -22,14 +22,24 @@ from urllib.parse import parse_qs, urlsplit
 
 import structlog
 
-from agent.box_page.access import decide
 from agent.threads import SIDE_TASK, Supervisor, Worker
+from agent.web.access import decide
 
-__all__ = ["MAX_BODY", "SECURITY_HEADERS", "STATIC", "HttpError", "PageServer", "Response", "json_response"]
+__all__ = [
+    "MAX_BODY",
+    "SECURITY_HEADERS",
+    "STATIC",
+    "WEB_STATIC",
+    "HttpError",
+    "PageServer",
+    "Response",
+    "json_response",
+]
 
 log = structlog.get_logger("agent.box_page")
 
 STATIC = Path(__file__).parent / "static"
+WEB_STATIC = Path(__file__).parents[1] / "web" / "static"  # what both pages share
 MAX_BODY = 16 * 1024
 SECURITY_HEADERS = (
     ("Cache-Control", "no-store"),

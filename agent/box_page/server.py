@@ -2,11 +2,11 @@
 
 Routes (behind the access rule, ``access.py``)::
 
-    GET  /                         the page (static/box.html, box.js, console.css: no outside resources)
+    GET  /                         the page (static/box.html, box.js, pages.css: no outside resources)
     GET  /api/state                page_state(): status document, health, recent alerts and samples
     GET  /api/preview/<camera>.jpg the annotated preview (X-Frame-Index, X-Captured, X-Detections headers)
     GET  /api/outputs/<id>.jpg     a recent alert's snapshot or sample's image
-    POST /api/commands             a console command (views.command_payload) -> the daemon's command handler
+    POST /api/commands             a console command (agent.web.forms.command_payload) -> the daemon's command handler
 
 What the page reads comes from the daemon (:class:`BoxPageSource`), never from the broker, so it works while
 the box is offline.
@@ -24,20 +24,20 @@ from pydantic import ValidationError
 from typing_extensions import Protocol
 
 from agent.box_page.config import ConsoleConfig
-from agent.box_page.http import STATIC, HttpError, PageServer, Response, json_response
+from agent.box_page.http import STATIC, WEB_STATIC, HttpError, PageServer, Response, json_response
 from agent.box_page.preview import PreviewImage
-from agent.box_page.views import CommandFormError, command_payload, encode_payload
 from agent.protocol.config import ProtocolLimits
 from agent.protocol.errors import ProtocolError
 from agent.protocol.models import Command, CommandReply
 from agent.protocol.parse import encode_json, parse_command
 from agent.threads import Supervisor
+from agent.web.forms import CommandFormError, command_payload, encode_payload
 
 __all__ = ["BoxPageServer", "BoxPageSource"]
 
 log = structlog.get_logger("agent.box_page")
 
-FILES = {"/": STATIC / "box.html", "/box.js": STATIC / "box.js", "/console.css": STATIC / "console.css"}
+FILES = {"/": STATIC / "box.html", "/box.js": STATIC / "box.js", "/pages.css": WEB_STATIC / "pages.css"}
 _PREVIEW = re.compile(r"^/api/preview/([A-Za-z0-9_.:-]{1,128})\.jpg$")
 _OUTPUT = re.compile(r"^/api/outputs/([0-9a-f]{32})\.jpg$")
 

@@ -18,10 +18,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Protocol, Tuple
 
-from agent.box_page.views import command_payload, encode_payload
 from agent.protocol import ProtocolLimits, Topics
 from agent.protocol.models import CommandReply
 from agent.protocol.parse import parse_command
+from agent.web.forms import command_payload, encode_payload
 from trainer.fleet_pages.config import CloudConsoleConfig
 from trainer.fleet_pages.views import fleet_view, rollout_view, rounds_view, samples_view
 from trainer.labelling import LabellingConfig
@@ -130,7 +130,7 @@ class FleetData:
         return None
 
     def device_command(self, device: str, form: Dict[str, Any]) -> Dict[str, Any]:
-        """Send a box-page command (``agent.box_page.views.command_payload``) to ``device`` over the site broker
+        """Send a box-page command (``agent.web.forms.command_payload``) to ``device`` over the site broker
         and wait for its reply. Raises CommandFormError / ProtocolError for a bad form, NotFound, PushError."""
         target = self._command_broker()
         if target is None:

@@ -1,6 +1,6 @@
 """The fleet pages' server: :class:`~agent.box_page.http.PageServer` routes over :class:`FleetData`.
 
-GET  /                                    the pages (static/fleet.html, fleet.js; console.css of the box page)
+GET  /                                    the pages (static/fleet.html, fleet.js; pages.css, shared with the box page)
 GET  /api/fleet?site=&group=&version=     devices, filtered, with the values each filter can take
 GET  /api/rollouts                        the current rollout (stages, devices, signals, halt) and earlier ones
 POST /api/rollouts/promote  {"force": false}
@@ -19,10 +19,9 @@ from typing import Any, Dict
 
 import structlog
 
-from agent.box_page.http import STATIC as BOX_STATIC
-from agent.box_page.http import HttpError, PageServer, Response, json_response
-from agent.box_page.views import CommandFormError
+from agent.box_page.http import WEB_STATIC, HttpError, PageServer, Response, json_response
 from agent.protocol.errors import ProtocolError
+from agent.web.forms import CommandFormError
 from trainer.fleet_pages.config import CloudConsoleConfig
 from trainer.fleet_pages.data import FleetData, NotFound
 from trainer.release import PushError
@@ -34,7 +33,7 @@ __all__ = ["FleetPagesServer"]
 log = structlog.get_logger("trainer.fleet_pages")
 
 STATIC = Path(__file__).parent / "static"
-FILES = {"/": STATIC / "fleet.html", "/fleet.js": STATIC / "fleet.js", "/console.css": BOX_STATIC / "console.css"}
+FILES = {"/": STATIC / "fleet.html", "/fleet.js": STATIC / "fleet.js", "/pages.css": WEB_STATIC / "pages.css"}
 _PLOT = re.compile(r"^/api/rounds/([A-Za-z0-9_.-]{1,100})/([A-Za-z0-9_-]{1,64}\.png)$")
 _IMAGE = re.compile(r"^/api/samples/([0-9]{1,18})\.jpg$")
 _SAMPLE_FILTERS = ("device", "camera", "reason", "label_state")

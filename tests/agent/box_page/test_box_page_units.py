@@ -15,15 +15,16 @@ from pydantic import ValidationError
 from agent.app.pipeline import PreviewFrame
 from agent.app.pipeline.recent import RecentOutput, RecentOutputs
 from agent.app.status import assess
-from agent.box_page.access import decide
 from agent.box_page.config import ConsoleConfig
 from agent.box_page.http import MAX_BODY
 from agent.box_page.preview import PreviewImage, PreviewRenderer
 from agent.box_page.server import BoxPageServer
-from agent.box_page.views import CommandFormError, command_payload, page_state
+from agent.box_page.views import page_state
 from agent.core.detections import Detections
 from agent.protocol.models import CommandReply
 from agent.sources.frame import Frame
+from agent.web.access import decide
+from agent.web.forms import CommandFormError, command_payload
 from tests.agent.box_page.helpers import request
 
 NOW = datetime(2026, 12, 3, 12, 0, 0, tzinfo=timezone.utc)
@@ -216,7 +217,7 @@ def test_server_routes(served):
     assert request(f"{url}/api/outputs/{'a' * 32}.jpg")[2] == b"\xff\xd8out"
     assert request(f"{url}/api/outputs/{'b' * 32}.jpg")[0] == 404
     assert json.loads(request(f"{url}/api/state")[2])["status"]["device"] == "dev1"
-    assert request(f"{url}/box.js")[0] == 200 and request(f"{url}/console.css")[0] == 200
+    assert request(f"{url}/box.js")[0] == 200 and request(f"{url}/pages.css")[0] == 200
     assert request(f"{url}/etc/passwd")[0] == 404
 
 
