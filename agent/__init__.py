@@ -15,7 +15,8 @@ Every package, from the top floor down::
     agent.cli            the ``edge-agent`` command line (wiring only)
     agent.app            the services the daemon assembles (pipeline, commands, reports, reload, model
                          updates, the box page's daemon side) and the detect / status / config commands
-    agent.box_page       the box page: its HTTP server, access rules, routes, previews (no daemon imports)
+    agent.box_page       the box page: its routes, page document, previews (no daemon imports)
+    agent.web            the one web layer: the HTTP server with a route table, the access rule, the buttons
     agent.observability  logs, the Prometheus endpoint, sd_notify, C libraries' stderr
     agent.ota            signed model updates: TUF trust, fetchers, slots, installer, health check, USB bundles
     agent.link, agent.spool, agent.sources, agent.engine  (above)

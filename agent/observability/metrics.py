@@ -5,22 +5,23 @@ yields :class:`Sample` values from the frozen snapshots its threads publish (pip
 stats, spool stats, link metrics, worker states); ``prometheus-client`` calls it on every ``GET /metrics``
 and renders the exposition text. A camera removed at reload is simply no longer in the snapshots.
 
-``MetricsServer`` serves ``GET /metrics`` (and read-only extra routes, e.g. the cloud ingest's ``/status``)
-from a ``ThreadingHTTPServer`` on the supervised ``metrics-http`` worker; anything else is 404. Off by default.
+``MetricsServer`` serves ``GET /metrics`` (and extra routes, e.g. the cloud ingest's ``/status``) on the one
+web server of the project (:class:`agent.web.server.WebServer`) from the supervised ``metrics-http`` worker;
+anything else is 404. Off by default.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable, Dict, Iterable, Iterator, Mapping, Optional, Tuple, Union
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from agent.threads import SIDE_TASK, Supervisor, Worker
+from agent.threads import Supervisor
+from agent.web.server import Request, Response, Route, WebServer
 
 __all__ = ["MetricsServer", "Sample", "SnapshotCollector", "counter", "gauge", "registry_of"]
 
@@ -89,15 +90,11 @@ def registry_of(*collectors: Collector) -> CollectorRegistry:
     return registry
 
 
-Route = Callable[[], Tuple[int, str, bytes]]
-"""An extra ``GET`` route: returns (HTTP status, content type, body)."""
-
-
-class MetricsServer:
+class MetricsServer(WebServer):
     """``GET /metrics`` of ``registry`` on ``host:port`` from the ``metrics-http`` worker.
 
-    ``routes`` adds other read-only ``GET`` paths (the cloud ingest's ``/status`` and ``/healthz``); a route
-    that raises answers 500 and never stops the server.
+    ``routes`` adds others (the cloud ingest's ``/status`` and ``/healthz``); a route that raises answers 500
+    and never stops the server. No access rule: bind it to loopback (the default) or a monitoring network.
     """
 
     def __init__(
@@ -105,47 +102,10 @@ class MetricsServer:
         registry: CollectorRegistry,
         host: str = "127.0.0.1",
         port: int = 9108,
-        routes: Optional[Mapping[str, Route]] = None,
+        routes: Iterable[Route] = (),
         supervisor: Optional[Supervisor] = None,
     ) -> None:
-        def metrics_route() -> Tuple[int, str, bytes]:
-            return 200, CONTENT_TYPE_LATEST, generate_latest(registry)
+        def metrics(request: Request) -> Response:
+            return Response(200, CONTENT_TYPE_LATEST, generate_latest(registry))
 
-        table: Dict[str, Route] = {"/metrics": metrics_route, **dict(routes or {})}
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                route = table.get(self.path.split("?", 1)[0])
-                if route is None:
-                    self.send_error(404)
-                    return
-                try:
-                    status, content_type, body = route()
-                except Exception:  # a broken route must not take the server down
-                    self.send_error(500)
-                    return
-                self.send_response(status)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: object) -> None:
-                return
-
-        self._server = ThreadingHTTPServer((host, port), Handler)
-        self._server.daemon_threads = True
-        self._worker = Worker("metrics-http", self._server.serve_forever, SIDE_TASK, supervisor)
-
-    @property
-    def port(self) -> int:
-        return int(self._server.server_address[1])
-
-    def start(self) -> None:
-        self._worker.start()
-
-    def stop(self) -> None:
-        self._worker.cancel_restarts()
-        if self._worker.alive:  # shutdown() waits for serve_forever to return: never call it before start
-            self._server.shutdown()
-        self._server.server_close()
+        super().__init__("metrics-http", host, port, [Route("GET", "/metrics", metrics), *routes], None, supervisor)

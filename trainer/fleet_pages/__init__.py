@@ -1,6 +1,6 @@
 """The fleet pages: what the fleet team looks at, served by ``edge-trainer console``.
 
-    browser -> server.py (PageServer from agent.box_page.http: access rule, static files, POST checks)
+    browser -> server.py (the route table on agent.web.server.WebServer: access rule, static files, POST checks)
             -> data.py   FleetData: the I/O (sample store index read-only, blobs, rollout driver, round records)
             -> views.py  pure: rows and records -> the pages' JSON (filters, summaries, links)
 

@@ -32,6 +32,7 @@ import structlog
 
 from agent.observability import MetricsServer, Sample, SdNotifier, SnapshotCollector, counter, gauge, registry_of
 from agent.threads import OnDeath, Policy, Supervisor, Worker
+from agent.web.server import Request, Response, Route
 from trainer.ingest.client import IngestClient
 from trainer.ingest.config import IngestConfig
 from trainer.ingest.writer import StoreWriter
@@ -118,7 +119,7 @@ class IngestService:
                 self.metrics,
                 config.http.host,
                 config.http.port,
-                routes={"/status": self._status_route, "/healthz": self._health_route},
+                routes=[Route("GET", "/status", self._status_route), Route("GET", "/healthz", self._health_route)],
                 supervisor=self.supervisor,
             )
         self.notifier = SdNotifier()
@@ -177,13 +178,13 @@ class IngestService:
             "warnings": self.warnings(),
         }
 
-    def _status_route(self) -> Tuple[int, str, bytes]:
-        return 200, "application/json", json.dumps(self.status(), default=str).encode("utf-8")
+    def _status_route(self, request: Request) -> Response:
+        return Response(200, "application/json", json.dumps(self.status(), default=str).encode("utf-8"))
 
-    def _health_route(self) -> Tuple[int, str, bytes]:
+    def _health_route(self, request: Request) -> Response:
         problems = self.problems()
         body = json.dumps({"ok": not problems, "problems": problems, "warnings": self.warnings()}).encode("utf-8")
-        return (503 if problems else 200), "application/json", body
+        return Response(503 if problems else 200, "application/json", body)
 
     def samples(self) -> Iterator[Sample]:
         """The metrics, read at scrape time from the client's and writer's snapshots."""

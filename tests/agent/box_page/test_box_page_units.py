@@ -16,7 +16,6 @@ from agent.app.pipeline import PreviewFrame
 from agent.app.pipeline.recent import RecentOutput, RecentOutputs
 from agent.app.status import assess
 from agent.box_page.config import ConsoleConfig
-from agent.box_page.http import MAX_BODY
 from agent.box_page.preview import PreviewImage, PreviewRenderer
 from agent.box_page.server import BoxPageServer
 from agent.box_page.views import page_state
@@ -25,6 +24,7 @@ from agent.protocol.models import CommandReply
 from agent.sources.frame import Frame
 from agent.web.access import decide
 from agent.web.forms import CommandFormError, command_payload
+from agent.web.server import MAX_BODY
 from tests.agent.box_page.helpers import request
 
 NOW = datetime(2026, 12, 3, 12, 0, 0, tzinfo=timezone.utc)

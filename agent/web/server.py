@@ -1,6 +1,9 @@
-"""The pages' HTTP layer, shared by the box page and the fleet pages (``trainer/fleet_pages``): a standard-library
-``ThreadingHTTPServer`` in a supervised worker, the access rule on every request, static files, JSON errors,
-and the checks every POST passes before a route sees it.
+"""The one HTTP server of the box page, the fleet pages and the metrics endpoints: a standard-library
+``ThreadingHTTPServer`` in a supervised worker, answering from a route table.
+
+A request's path::
+
+    access rule (pages only: agent.web.access)  ->  POST checks (below)  ->  the route table  ->  a Response
 
 Exceptions a route raises::
 
@@ -9,15 +12,17 @@ Exceptions a route raises::
 
 A POST must be ``application/json`` (a cross-site form cannot send it without a CORS preflight, which this
 server never grants), from the page's own origin when the browser says one, at most ``MAX_BODY`` bytes, and
-a JSON object.
+a JSON object. Every answer carries :data:`SECURITY_HEADERS`.
 """
 
 from __future__ import annotations
 
 import json
+import re
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Dict, Mapping, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Mapping, NamedTuple, Optional, Pattern, Tuple
 from urllib.parse import parse_qs, urlsplit
 
 import structlog
@@ -28,18 +33,21 @@ from agent.web.access import decide
 __all__ = [
     "MAX_BODY",
     "SECURITY_HEADERS",
-    "STATIC",
     "WEB_STATIC",
+    "Access",
+    "Handler",
     "HttpError",
-    "PageServer",
+    "Request",
     "Response",
+    "Route",
+    "WebServer",
     "json_response",
+    "page_files",
 ]
 
-log = structlog.get_logger("agent.box_page")
+log = structlog.get_logger("agent.web")
 
-STATIC = Path(__file__).parent / "static"
-WEB_STATIC = Path(__file__).parents[1] / "web" / "static"  # what both pages share
+WEB_STATIC = Path(__file__).parent / "static"  # what both pages load
 MAX_BODY = 16 * 1024
 SECURITY_HEADERS = (
     ("Cache-Control", "no-store"),
@@ -74,10 +82,78 @@ def json_response(document: Any, status: int = 200) -> Response:
     return Response(status, "application/json", json.dumps(document, default=str, separators=(",", ":")).encode())
 
 
-class PageServer:
-    """Serves ``files`` (URL path -> file) and the routes of a subclass.
+@dataclass(frozen=True)
+class Request:
+    """What a route is given: ``params`` are the groups of its pattern; ``form`` the JSON object a POST sent."""
 
-    Subclasses implement :meth:`get` and :meth:`post`; both run in the server's request threads.
+    path: str
+    query: Mapping[str, str] = field(default_factory=dict)
+    params: Tuple[str, ...] = ()
+    form: Mapping[str, Any] = field(default_factory=dict)
+    peer: str = ""
+
+
+Handler = Callable[[Request], Response]
+
+
+@dataclass(frozen=True)
+class Route:
+    """``method`` and ``path`` -> ``handler``. A path that starts with ``^`` is a pattern matched in full
+    (its groups become ``Request.params``); any other is matched exactly."""
+
+    method: str
+    path: str
+    handler: Handler
+
+    def match(self, method: str, path: str) -> Optional[Tuple[str, ...]]:
+        if method != self.method:
+            return None
+        if not self.path.startswith("^"):
+            return () if path == self.path else None
+        found = _pattern(self.path).fullmatch(path)
+        return None if found is None else tuple(found.groups())
+
+
+_PATTERNS: Dict[str, Pattern[str]] = {}
+
+
+def _pattern(text: str) -> Pattern[str]:
+    compiled = _PATTERNS.get(text)
+    if compiled is None:
+        compiled = _PATTERNS[text] = re.compile(text)
+    return compiled
+
+
+def page_files(index: Path) -> List[Route]:
+    """A page's files: ``GET /`` -> ``index``, every file beside it and every file both pages share
+    (:data:`WEB_STATIC`) at ``/<its name>`` (the page's own win a name). Read at each request; nothing else
+    on disk is reachable."""
+    files: Dict[str, Path] = {"/": index}
+    for directory in (index.parent, WEB_STATIC):
+        for path in sorted(directory.iterdir()):
+            if path.is_file() and path.suffix in _TYPES:
+                files.setdefault(f"/{path.name}", path)
+
+    def serve(file: Path) -> Handler:
+        content_type = _TYPES[file.suffix]
+        return lambda request: Response(200, content_type, file.read_bytes())
+
+    return [Route("GET", url, serve(file)) for url, file in files.items()]
+
+
+@dataclass(frozen=True)
+class Access:
+    """A page's access rule (:func:`agent.web.access.decide`): loopback only without a password."""
+
+    username: str
+    password: Optional[str]
+
+
+class WebServer:
+    """Serves ``routes`` on ``host:port`` from the worker ``name``; ``access`` (the pages) checks every
+    request first, ``None`` (the metrics endpoints, bound to loopback by default) lets every request in.
+
+    ``port`` 0 binds any free port (tests). Routes run in the server's request threads.
     """
 
     def __init__(
@@ -85,17 +161,15 @@ class PageServer:
         name: str,
         host: str,
         port: int,
-        username: str,
-        password: Optional[str],
-        files: Mapping[str, Path],
+        routes: Iterable[Route],
+        access: Optional[Access] = None,
         supervisor: Optional[Supervisor] = None,
     ) -> None:
-        self.username = username
-        self.password = password
-        self.files = dict(files)
+        self.routes = tuple(routes)
+        self.access = access
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class RequestHandler(BaseHTTPRequestHandler):
             server_version = name
             sys_version = ""
 
@@ -108,7 +182,7 @@ class PageServer:
             def log_message(self, format: str, *args: object) -> None:
                 return
 
-        self._server = ThreadingHTTPServer((host, port), Handler)
+        self._server = ThreadingHTTPServer((host, port), RequestHandler)
         self._server.daemon_threads = True
         self._worker = Worker(name, lambda: self._server.serve_forever(0.1), SIDE_TASK, supervisor)
 
@@ -121,46 +195,43 @@ class PageServer:
 
     def stop(self) -> None:
         self._worker.cancel_restarts()
-        if self._worker.alive:
+        if self._worker.alive:  # shutdown() waits for serve_forever to return: never call it before start
             self._server.shutdown()
         self._server.server_close()
-
-    # ------------------------------------------------------------------ for subclasses
-
-    def get(self, path: str, query: Dict[str, str]) -> Response:
-        raise HttpError(404, "not found")
-
-    def post(self, path: str, form: Dict[str, Any], peer: str) -> Response:
-        raise HttpError(404, "not found")
 
     # ------------------------------------------------------------------ requests
 
     def _serve(self, request: BaseHTTPRequestHandler, method: str) -> None:
         peer = str(request.client_address[0])
-        headers = request.headers
-        decision = decide(peer, headers.get("Authorization"), self.username, self.password, headers.get("Host"))
-        if not decision.allowed:
-            log.warning("console_refused", peer=peer, path=request.path[:200], reason=decision.reason)
-            challenge = 'Basic realm="edge-vision-loop", charset="UTF-8"'
-            extra = (("WWW-Authenticate", challenge),) if decision.status == 401 else ()
-            self._send(request, Response(decision.status, "text/plain; charset=utf-8", b"refused\n", extra))
-            return
+        if self.access is not None:
+            headers = request.headers
+            decision = decide(
+                peer, headers.get("Authorization"), self.access.username, self.access.password, headers.get("Host")
+            )
+            if not decision.allowed:
+                log.warning("console_refused", peer=peer, path=request.path[:200], reason=decision.reason)
+                challenge = 'Basic realm="edge-vision-loop", charset="UTF-8"'
+                extra = (("WWW-Authenticate", challenge),) if decision.status == 401 else ()
+                self._send(request, Response(decision.status, "text/plain; charset=utf-8", b"refused\n", extra))
+                return
         url = urlsplit(request.path)
         try:
-            if method == "POST":
-                response = self.post(url.path, self._form(request), peer)
-            elif url.path in self.files:
-                file = self.files[url.path]
-                response = Response(200, _TYPES.get(file.suffix, "application/octet-stream"), file.read_bytes())
-            else:
-                query = {k: v[-1] for k, v in parse_qs(url.query).items()}
-                response = self.get(url.path, query)
+            response = self._route(request, method, url.path, url.query, peer)
         except HttpError as exc:
             response = json_response({"error": str(exc)}, exc.status)
         except Exception as exc:  # a broken route must not take the server down
-            log.exception("console_request_failed", path=url.path)
+            log.exception("web_request_failed", path=url.path)
             response = json_response({"error": f"{type(exc).__name__}: {exc}"}, 500)
         self._send(request, response)
+
+    def _route(self, request: BaseHTTPRequestHandler, method: str, path: str, query: str, peer: str) -> Response:
+        for route in self.routes:
+            params = route.match(method, path)
+            if params is not None:
+                form = self._form(request) if method == "POST" else {}
+                args = {k: v[-1] for k, v in parse_qs(query).items()}
+                return route.handler(Request(path, args, params, form, peer))
+        raise HttpError(404, "not found")
 
     def _form(self, request: BaseHTTPRequestHandler) -> Dict[str, Any]:
         content_type = request.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
