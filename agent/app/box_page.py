@@ -18,6 +18,9 @@ import concurrent.futures
 from datetime import datetime, timezone
 from typing import Any, Callable, Coroutine, Dict, List, Optional
 
+import structlog
+from pydantic import ValidationError
+
 from agent.app.live import LiveState
 from agent.app.pipeline import OutputWriter, PreviewFrame
 from agent.app.status import assess, pid_alive, read_status
@@ -29,6 +32,8 @@ from agent.protocol.models import Command, CommandReply
 __all__ = ["STATE_TIMEOUT_S", "BoxPageBackend"]
 
 STATE_TIMEOUT_S = 2.0
+
+log = structlog.get_logger("agent.box_page")
 
 
 class BoxPageBackend:
@@ -94,7 +99,11 @@ class BoxPageBackend:
             alive = pid_alive(document.get("pid"))
         recent = self._writer.recent.snapshot
         health = assess(document, alive)
-        return page_state(document, health, recent, source, self._config.preview_fps, self._ota())
+        try:
+            return page_state(document, health, recent, source, self._config.preview_fps, self._ota())
+        except ValidationError as exc:  # the server answers this request with a 500; the daemon goes on
+            log.error("box_page_state_invalid", source=source, errors=exc.error_count(), detail=str(exc)[:2000])
+            raise
 
     def _ota(self) -> Optional[Dict[str, Any]]:
         """The installer's state as ``edge-agent status`` reads it (from disk: the OTA worker owns the installer)."""

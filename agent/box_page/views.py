@@ -3,6 +3,9 @@
 :func:`page_state` is the document behind ``GET /api/state``: the daemon's status document (exactly what
 ``edge-agent status`` reads), its health verdict, and the recent alerts and samples. What its buttons send is
 ``agent.web.forms`` (the fleet pages send the same commands).
+
+What it returns is declared in ``documents.py`` (:class:`~agent.box_page.documents.PageState`): the document
+is validated against the declaration before it is served, so the page and its JSON Schema cannot part ways.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any, Dict, List, Optional, Protocol, Sequence, Tuple
 
+from agent.box_page.documents import PageState
 from agent.web.forms import CONSOLE_COMMANDS
 
 __all__ = ["RecentItem", "page_state"]
@@ -68,9 +72,12 @@ def page_state(
     code and problems: ``agent.app.status.assess``). ``source`` says where ``status`` came from: ``"live"``
     (built by the daemon's event loop for this request) or ``"file"`` (status.json, when the loop did not
     answer in time); ``ota`` is the installer's own status (active release, probation, floor), read from its
-    state on disk."""
+    state on disk.
+
+    Raises ``pydantic.ValidationError`` when the document is not what ``PageState`` declares (the server
+    answers that request with a 500 and logs it; the daemon goes on)."""
     code, problems = health
-    return {
+    document = {
         "status": status,
         "health": {
             "code": code,
@@ -84,3 +91,5 @@ def page_state(
         "commands": list(CONSOLE_COMMANDS),
         "preview_fps": preview_fps,
     }
+    # exclude_unset: a camera's figures that are not known yet stay absent, as the daemon built them
+    return PageState.model_validate(document).model_dump(mode="json", exclude_unset=True)

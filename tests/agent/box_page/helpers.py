@@ -6,7 +6,11 @@ import base64
 import json
 import urllib.error
 import urllib.request
+from types import SimpleNamespace
 from typing import Any, Dict, Optional, Tuple
+
+from agent.app.report import unassembled_document
+from agent.threads import Supervisor
 
 
 def request(
@@ -37,3 +41,20 @@ def get_json(url: str, **kwargs: Any) -> Any:
     status, _, body = request(url, **kwargs)
     assert status == 200, (status, body[:300])
     return json.loads(body)
+
+
+def status_document(**changes: Any) -> Dict[str, Any]:
+    """A status document as the daemon writes it before its parts run (``agent.app.report.unassembled_document``),
+    with ``changes``: the smallest one the page's declaration (``agent.box_page.documents.StatusDocument``) takes."""
+    live = SimpleNamespace(
+        phase="running",
+        started_wall=1796295600.0,
+        config=SimpleNamespace(mqtt=SimpleNamespace(device="box-1", site="plant")),
+        ota_last=None,
+        reloads=0,
+        model_error=None,
+        errors=[],
+    )
+    document = unassembled_document(live, Supervisor(), watchdog=False)  # type: ignore[arg-type]
+    document.update(changes)
+    return document

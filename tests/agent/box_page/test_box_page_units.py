@@ -25,7 +25,7 @@ from agent.sources.frame import Frame
 from agent.web.access import decide
 from agent.web.forms import CommandFormError, command_payload
 from agent.web.server import MAX_BODY
-from tests.agent.box_page.helpers import request
+from tests.agent.box_page.helpers import request, status_document
 
 NOW = datetime(2026, 12, 3, 12, 0, 0, tzinfo=timezone.utc)
 GOOD = "correct horse battery"
@@ -133,7 +133,7 @@ def test_page_state_lists_recent_outputs_newest_first():
     for i in range(3):
         recent.add(RecentOutput("alert", f"{i:032x}", "dock", 1000.0 + i, "intrusion", "person 0.91", b"jpeg"))
     recent.add(RecentOutput("sample", "f" * 32, "dock", 999.0, "uncertain", "", None))
-    status = {"state": "running", "updated": datetime.now(timezone.utc).isoformat(), "cameras": {}}
+    status = status_document(updated=datetime.now(timezone.utc).isoformat())
     doc = page_state(status, assess(status, True), recent.snapshot, "live", 2.0)
     assert [a["id"][-1] for a in doc["alerts"]] == ["2", "1"]  # kept 2, newest first
     assert doc["alerts"][0]["image"] == f"/api/outputs/{2:032x}.jpg" and doc["samples"][0]["image"] is None
@@ -268,7 +268,7 @@ def test_the_page_falls_back_to_status_json_when_the_event_loop_does_not_answer(
     from agent.app.status import write_status
 
     path = tmp_path / "status.json"
-    write_status(path, {"state": "running", "pid": 2**22 + 12345, "updated": NOW.isoformat(), "cameras": {}})
+    write_status(path, status_document(pid=2**22 + 12345, updated=NOW.isoformat()))
     loop = asyncio.new_event_loop()
     loop.close()  # stands for a loop that is gone: run_coroutine_threadsafe refuses
     live = SimpleNamespace(status_path=path, config=SimpleNamespace(ota=None, cameras=[]))
