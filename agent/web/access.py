@@ -22,7 +22,7 @@ import hmac
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
-from agent.box_page.config import is_loopback
+from agent.web.config import is_loopback
 
 __all__ = ["Decision", "decide"]
 

@@ -6,8 +6,8 @@ from typing import Optional
 
 from pydantic import Field, model_validator
 
-from agent.box_page.config import PageAccess
 from agent.link.config import BrokerConnection
+from agent.web.config import PageAccess
 
 
 class CloudConsoleConfig(PageAccess):
