@@ -1,41 +1,152 @@
 // The box page: polls /api/state every 2 s, refreshes each camera's preview at the console's rate, sends
 // commands after a confirmation. Everything comes from this box; nothing is fetched from elsewhere.
-"use strict";
-const $ = (id) => document.getElementById(id);
-const el = (tag, attrs, text) => { const e = document.createElement(tag); Object.assign(e, attrs || {}); if (text !== undefined) e.textContent = text; return e; };
-const fmt = (v, d) => (v === null || v === undefined) ? "-" : (typeof v === "number" ? v.toFixed(d === undefined ? 1 : d) : String(v));
-let previewFps = 2, cameras = [], previewTimers = {};
+// A native ES module: the helpers both pages share are /pages.js (agent/web/static/pages.js).
+import { $, HttpError, ago, clock, el, fmt, getJSON, postJSON, replyLine, since } from "./pages.js";
 
+/** @typedef {import("./pages.js").CommandForm} CommandForm */
+/** @typedef {import("./pages.js").CommandReply} CommandReply */
+
+// The documents it reads are declared in agent/box_page/documents.py (JSON Schemas: docs/schemas/pages/box_*); the
+// typedefs below name the fields this page shows.
+
+/**
+ * A camera in the status document (documents.CameraRecord: the source's record and the pipeline's figures).
+ * @typedef {object} CameraRecord
+ * @property {string} [state]
+ * @property {string} [reason]
+ * @property {number} [fps]
+ * @property {number} [dropped]
+ * @property {number} [reconnects]
+ * @property {number} [alerts]
+ * @property {number} [samples]
+ * @property {number | null} [latency_p99_ms]
+ */
+
+/**
+ * The model served, or why there is none (documents.ModelSection, ModelError).
+ * @typedef {object} ModelRecord
+ * @property {string} [name]
+ * @property {string} [version]
+ * @property {string} [sha256]
+ * @property {string} [path]
+ * @property {string} [error]
+ */
+
+/**
+ * The spool's figures (documents.SpoolSection: counts by message kind, the oldest of each kind as ISO 8601).
+ * @typedef {object} SpoolRecord
+ * @property {number} [items]
+ * @property {number} [bytes]
+ * @property {Record<string, number>} [by_kind]
+ * @property {Record<string, string>} [oldest_by_kind]
+ */
+
+/**
+ * The MQTT link's figures (documents.MqttSection: agent.link.metrics.LinkMetrics, and since when it is down).
+ * @typedef {object} LinkRecord
+ * @property {boolean} [connected]
+ * @property {string | null} [down_since]
+ * @property {string | null} [last_connack]
+ * @property {number} [connects]
+ * @property {number} [disconnects]
+ * @property {number} [published]
+ * @property {number} [acked]
+ * @property {number} [commands]
+ */
+
+/**
+ * The daemon's own view of the probation, served in running time (documents.ProbationRecord).
+ * @typedef {object} ServedProbation
+ * @property {boolean} served_by_daemon
+ * @property {number} served_s
+ * @property {number} period_s
+ */
+
+/**
+ * The status document (documents.StatusDocument: status.json, what `edge-agent status` reads).
+ * @typedef {object} StatusDocument
+ * @property {string} [device]
+ * @property {string} [site]
+ * @property {string} [agent_version]
+ * @property {ModelRecord} [model]
+ * @property {Record<string, CameraRecord>} [cameras]
+ * @property {SpoolRecord} [spool]
+ * @property {LinkRecord} [mqtt]
+ * @property {{ kind: string, detail?: string | null } | null} [ota]
+ * @property {{ probation?: ServedProbation | null } | null} [model_updates]
+ */
+
+/** @typedef {{ name: string, version: string }} ReleaseName */
+
+/**
+ * The installer's own status, read from its state on disk (documents.InstallerStatus).
+ * @typedef {object} OtaStatus
+ * @property {ReleaseName | null} active
+ * @property {{ starts: number, crashes: number, power_losses?: number } | null} probation
+ * @property {{ release: ReleaseName, source: string } | null} queued
+ */
+
+/**
+ * A recent alert or sample (documents.RecentOutput).
+ * @typedef {object} RecentOutput
+ * @property {string} id
+ * @property {string} camera
+ * @property {string} at
+ * @property {string} what
+ * @property {string} detail
+ * @property {string | null} image
+ */
+
+/**
+ * GET /api/state (documents.PageState).
+ * @typedef {object} BoxState
+ * @property {StatusDocument} status
+ * @property {{ code: 0 | 1 | 2 | 3, verdict: string, problems: string[] }} health
+ * @property {"live" | "file"} source
+ * @property {OtaStatus | { error: string } | null} ota  null: OTA not configured; an error: its state is unreadable
+ * @property {RecentOutput[]} alerts
+ * @property {RecentOutput[]} samples
+ * @property {string[]} commands
+ * @property {number} preview_fps
+ */
+
+let previewFps = 2;
+/** @type {string[]} */
+let cameras = [];
+/** @type {Record<string, number>} */
+let previewTimers = {};
+
+/**
+ * A two-column table: a name and its value on each row.
+ * @param {HTMLElement} table
+ * @param {Array<[string, number | string | boolean | null | undefined]>} pairs
+ */
 function rows(table, pairs) {
-  table.replaceChildren(...pairs.map(([k, v]) => { const tr = el("tr"); tr.append(el("th", {}, k), el("td", {}, fmt(v, 0))); return tr; }));
+  table.replaceChildren(...pairs.map(([k, v]) => el("tr", {}, el("th", {}, k), el("td", {}, fmt(v, 0)))));
 }
 
-function ago(iso) {
-  if (!iso) return "-";
-  const s = (Date.now() - Date.parse(iso)) / 1000;
-  return s < 90 ? `${s.toFixed(0)} s ago` : s < 5400 ? `${(s / 60).toFixed(0)} min ago` : `${(s / 3600).toFixed(1)} h ago`;
-}
-
+/** @param {BoxState} state */
 function render(state) {
   const st = state.status, health = state.health;
   $("title").textContent = `${st.device || "edge-agent"} · ${st.site || ""}`;
   const badge = $("health");
   badge.textContent = health.verdict + (state.source === "file" ? " (from status.json)" : "");
   badge.className = "badge " + ["ok", "warn", "bad", "bad"][health.code];
-  $("updated").textContent = `agent ${st.agent_version} · updated ${new Date().toLocaleTimeString()}`;
+  $("updated").textContent = `agent ${st.agent_version} · updated ${clock()}`;
   $("problems-card").hidden = health.problems.length === 0;
   $("problems").replaceChildren(...health.problems.map((p) => el("li", {}, p)));
   const cams = st.cameras || {};
-  const body = $("cameras").tBodies[0];
+  const body = $("cameras", HTMLTableElement).tBodies[0];
   body.replaceChildren(...Object.keys(cams).sort().map((name) => {
-    const c = cams[name], tr = el("tr");
-    const cls = c.state === "streaming" ? "ok" : (["reconnecting", "stalled", "error"].includes(c.state) ? "bad" : "warn");
-    tr.append(el("td", {}, name), el("td", { className: cls }, c.state + (c.reason ? `: ${c.reason}` : "")),
+    const c = cams[name];
+    const cls = c.state === "streaming" ? "ok" : (["reconnecting", "stalled", "error"].includes(c.state || "") ? "bad" : "warn");
+    return el("tr", {}, el("td", {}, name), el("td", { className: cls }, c.state + (c.reason ? `: ${c.reason}` : "")),
       el("td", {}, fmt(c.fps)), el("td", {}, fmt(c.dropped, 0)), el("td", {}, fmt(c.reconnects, 0)),
       el("td", {}, fmt(c.alerts, 0)), el("td", {}, fmt(c.samples, 0)), el("td", {}, c.latency_p99_ms == null ? "-" : `${fmt(c.latency_p99_ms, 0)} ms`));
-    return tr;
   }));
-  const m = st.model || {}, ota = state.ota || {}, trial = ota.probation, q = ota.queued;
+  /** @type {Partial<OtaStatus>} */
+  const ota = state.ota && !("error" in state.ota) ? state.ota : {};
+  const m = st.model || {}, trial = ota.probation, q = ota.queued;
   // the daemon's own view of the trial: probation counts from when it serves the release, in running time
   const live = (st.model_updates || {}).probation;
   const served = live && live.served_by_daemon ? `served ${fmt(live.served_s, 0)} of ${fmt(live.period_s, 0)} s` : "not served by the daemon yet";
@@ -45,7 +156,8 @@ function render(state) {
     ["queued", q ? `${q.release.name} ${q.release.version}: verified, installs when the probation ends (from ${q.source})` : "-"],
     ["last OTA event", st.ota ? `${st.ota.kind}${st.ota.detail ? ": " + st.ota.detail : ""}` : "-"], ["error", m.error]]);
   const sp = st.spool || {}, byKind = sp.by_kind || {}, oldest = sp.oldest_by_kind || {};
-  rows($("spool"), [["items", sp.items], ["bytes", sp.bytes], ...Object.keys(byKind).sort().map((k) => [k, `${byKind[k]} (oldest ${ago(oldest[k])})`])]);
+  rows($("spool"), [["items", sp.items], ["bytes", sp.bytes], ...Object.keys(byKind).sort().map(
+    (k) => /** @type {[string, string]} */ ([k, `${byKind[k]} (oldest ${ago(since(oldest[k]))})`]))]);
   const mq = st.mqtt || {};
   rows($("mqtt"), [["connected", mq.connected ? "yes" : "no"], ["down since", mq.down_since], ["last CONNACK", mq.last_connack],
     ["connects", mq.connects], ["disconnects", mq.disconnects], ["published / acked", `${fmt(mq.published, 0)} / ${fmt(mq.acked, 0)}`],
@@ -56,32 +168,35 @@ function render(state) {
   if (names.join() !== cameras.join()) { cameras = names; buildPreviews(); }
 }
 
+/**
+ * @param {HTMLElement} box
+ * @param {RecentOutput[]} items
+ */
 function thumbs(box, items) {
   box.replaceChildren(...(items.length ? items.map((o) => {
     const f = el("figure");
     if (o.image) f.append(el("img", { src: o.image, alt: o.what }));
-    f.append(el("figcaption", {}, `${o.camera} · ${o.what} · ${new Date(o.at).toLocaleTimeString()} · ${o.detail}`));
+    f.append(el("figcaption", {}, `${o.camera} · ${o.what} · ${clock(o.at)} · ${o.detail}`));
     return f;
   }) : [el("span", { className: "mute" }, "none yet")]));
 }
 
 function buildPreviews() {
   Object.values(previewTimers).forEach(clearTimeout); previewTimers = {};
-  const box = $("previews"), select = $("cmd-camera");
+  const box = $("previews"), select = $("cmd-camera", HTMLSelectElement);
   box.replaceChildren(); select.replaceChildren(...cameras.map((c) => el("option", { value: c }, c)));
   for (const name of cameras) {
     const img = el("img", { alt: `preview of ${name}` }), cap = el("figcaption", {}, "waiting for a frame");
-    const fig = el("figure"); fig.append(img, cap);
-    const wrap = el("div", { className: "preview" }); wrap.dataset.camera = name; wrap.append(fig); box.append(wrap);
+    const wrap = el("div", { className: "preview" }, el("figure", {}, img, cap)); wrap.dataset.camera = name; box.append(wrap);
     const tick = async () => {
       try {
         const r = await fetch(`/api/preview/${encodeURIComponent(name)}.jpg`, { cache: "no-store" });
         if (r.ok) {
           const url = URL.createObjectURL(await r.blob()), old = img.src;
           img.src = url; if (old.startsWith("blob:")) URL.revokeObjectURL(old);
-          wrap.dataset.frame = r.headers.get("X-Frame-Index");
-          cap.textContent = `${name} · frame ${r.headers.get("X-Frame-Index")} · ${r.headers.get("X-Detections")} detections · ${new Date(r.headers.get("X-Captured")).toLocaleTimeString()}`;
-        } else { cap.textContent = `${name}: ${(await r.json()).error}`; }
+          wrap.dataset.frame = String(r.headers.get("X-Frame-Index"));
+          cap.textContent = `${name} · frame ${r.headers.get("X-Frame-Index")} · ${r.headers.get("X-Detections")} detections · ${clock(r.headers.get("X-Captured"))}`;
+        } else { cap.textContent = `${name}: ${(/** @type {{ error: string }} */ (await r.json())).error}`; }
       } catch (e) { cap.textContent = `${name}: ${e}`; }
       previewTimers[name] = setTimeout(tick, 1000 / previewFps);
     };
@@ -89,28 +204,37 @@ function buildPreviews() {
   }
 }
 
+/**
+ * Sends a button's command after the person confirms it, and prints the daemon's reply.
+ * @param {CommandForm} form
+ * @param {string} question
+ */
 async function send(form, question) {
   if (!window.confirm(question)) return;
   const log = $("replies");
   try {
-    const r = await fetch("/api/commands", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(form) });
-    const body = await r.json();
-    const line = r.ok ? `${body.request_id}: ${body.status}${body.error ? ` (${body.error.code}: ${body.error.message})` : ""} ${body.result ? JSON.stringify(body.result) : ""}`
-      : `refused: ${body.error}`;
-    log.textContent = `${new Date().toLocaleTimeString()} ${form.type} -> ${line}\n` + (log.textContent === "replies appear here" ? "" : log.textContent);
+    let line;
+    try {
+      const reply = /** @type {CommandReply} */ (await postJSON("/api/commands", form));
+      line = `${reply.request_id}: ${replyLine(reply)}`;
+    } catch (e) {
+      if (!(e instanceof HttpError)) throw e;
+      line = `refused: ${e.message}`;
+    }
+    log.textContent = `${clock()} ${form.type} -> ${line}\n` + (log.textContent === "replies appear here" ? "" : log.textContent);
   } catch (e) { log.textContent = `${form.type}: ${e}\n` + log.textContent; }
 }
 
 $("btn-flag").onclick = () => {
-  const camera = $("cmd-camera").value, seconds = Number($("flag-seconds").value);
-  send({ type: "flag_window", camera, seconds, note: $("flag-note").value }, `Flag the next ${seconds} s of ${camera} as misdetections (each frame's detections are sent back for labelling)?`);
+  const camera = $("cmd-camera", HTMLSelectElement).value, seconds = Number($("flag-seconds", HTMLInputElement).value);
+  send({ type: "flag_window", camera, seconds, note: $("flag-note", HTMLInputElement).value }, `Flag the next ${seconds} s of ${camera} as misdetections (each frame's detections are sent back for labelling)?`);
 };
-$("btn-snapshot").onclick = () => { const camera = $("cmd-camera").value; send({ type: "request_snapshot", camera }, `Request a snapshot of ${camera}?`); };
-$("btn-rollback").onclick = () => send({ type: "rollback", reason: $("rollback-reason").value }, "Roll the model back to the previous release?");
+$("btn-snapshot").onclick = () => { const camera = $("cmd-camera", HTMLSelectElement).value; send({ type: "request_snapshot", camera }, `Request a snapshot of ${camera}?`); };
+$("btn-rollback").onclick = () => send({ type: "rollback", reason: $("rollback-reason", HTMLInputElement).value }, "Roll the model back to the previous release?");
 
 async function poll() {
-  try { const r = await fetch("/api/state", { cache: "no-store" }); if (r.ok) render(await r.json()); else $("updated").textContent = `state: HTTP ${r.status}`; }
-  catch (e) { $("updated").textContent = `unreachable: ${e}`; }
+  try { render(/** @type {BoxState} */ (await getJSON("/api/state"))); }
+  catch (e) { $("updated").textContent = e instanceof HttpError ? `state: HTTP ${e.status}` : `unreachable: ${e}`; }
   setTimeout(poll, 2000);
 }
 poll();

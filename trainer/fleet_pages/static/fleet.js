@@ -1,30 +1,203 @@
 // The fleet pages: one document, four views chosen by the URL's hash; each view reads its /api/ endpoint
 // and redraws every 5 s. Promote and halt ask for confirmation. No outside resources.
-"use strict";
-const $ = (id) => document.getElementById(id);
-const el = (tag, attrs, ...children) => {
-  const e = document.createElement(tag); Object.assign(e, attrs || {});
-  for (const c of children) e.append(c instanceof Node ? c : document.createTextNode(c === null || c === undefined ? "-" : String(c)));
-  return e;
-};
-const num = (v, d) => (v === null || v === undefined) ? "-" : Number(v).toFixed(d === undefined ? 1 : d);
+// A native ES module: the helpers both pages share are /pages.js (agent/web/static/pages.js).
+import { $, clock, el, find, fmt, getJSON, postJSON, replyLine, ago } from "./pages.js";
+
+/** @typedef {import("./pages.js").Child} Child */
+/** @typedef {import("./pages.js").CommandForm} CommandForm */
+/** @typedef {import("./pages.js").CommandReply} CommandReply */
+
+/**
+ * A camera of a device in the fleet registry (trainer.store.CameraRow).
+ * @typedef {object} CameraDoc
+ * @property {string} camera
+ * @property {string} state
+ * @property {number} fps
+ */
+
+/**
+ * A device in the fleet registry (trainer.store.DeviceRow.as_dict, and trainer.fleet_pages.views.fleet_view's figures).
+ * @typedef {object} DeviceDoc
+ * @property {string} device
+ * @property {string} site
+ * @property {string[]} groups
+ * @property {string | null} state
+ * @property {string | null} model_name
+ * @property {string | null} model_version
+ * @property {string | null} ota_phase
+ * @property {number} last_seen_s
+ * @property {number} alerts_per_hour
+ * @property {number} samples_per_hour_total
+ * @property {CameraDoc[]} cameras
+ */
+
+/**
+ * GET /api/fleet (trainer.fleet_pages.views.fleet_view).
+ * @typedef {object} FleetDoc
+ * @property {DeviceDoc[]} devices
+ * @property {{ site: string | null, group: string | null, version: string | null }} filters
+ * @property {string[]} sites
+ * @property {string[]} groups
+ * @property {string[]} versions
+ * @property {number | null} window_s
+ */
+
+/**
+ * What a device command got back over the broker (trainer.fleet_pages.data.FleetData.device_command).
+ * @typedef {object} DeviceCommandDoc
+ * @property {string} request_id
+ * @property {CommandReply | null} reply
+ * @property {number} waited_s
+ */
+
+/**
+ * A stage of the current rollout, as the page shows it (trainer.rollout state, with trainer.fleet_pages.views'
+ * devices reached so far: null for a stage not reached yet).
+ * @typedef {object} StageRow
+ * @property {string} name
+ * @property {string | null} group
+ * @property {number} min_committed
+ * @property {number} watch_s
+ * @property {boolean} pushed
+ * @property {number | null} pushed_at
+ * @property {number | null} promoted_at
+ * @property {boolean} here
+ * @property {string[] | null} devices
+ * @property {number | null} committed
+ */
+
+/**
+ * A quality signal of a device, before and after the new model (trainer.rollout.plan.Signal).
+ * @typedef {object} Signal
+ * @property {string} name
+ * @property {number} before
+ * @property {number} after
+ * @property {string} change
+ * @property {string} bound
+ * @property {boolean} ok
+ */
+
+/**
+ * A device of the current rollout (trainer.rollout.driver.RolloutDriver.status).
+ * @typedef {object} RolloutDevice
+ * @property {string} device
+ * @property {string | null} ota_phase
+ * @property {number} after_frames
+ * @property {string | null} problem
+ * @property {Signal[]} signals
+ */
+
+/**
+ * The current rollout (its state on disk, its devices, the stages as rows, the last events).
+ * @typedef {object} CurrentRollout
+ * @property {string} id
+ * @property {string} state
+ * @property {{ name: string, version: string, counter: number }} release
+ * @property {number} started_at
+ * @property {{ name: string }[]} stages
+ * @property {{ stage: number, reasons: string[] } | null} halt
+ * @property {{ action: string, reasons: string[] } | null} [last_decision]
+ * @property {StageRow[]} stage_rows
+ * @property {RolloutDevice[]} devices
+ * @property {{ at: number, event: string, detail?: string }[]} events
+ */
+
+/**
+ * GET /api/rollouts (trainer.fleet_pages.views.rollout_view).
+ * @typedef {object} RolloutsDoc
+ * @property {boolean} configured
+ * @property {CurrentRollout | null} current
+ * @property {{ id: string, release: string, state: string, stage: string, started_at: number, halt: string | null }[]} history
+ * @property {{ min_frames?: number }} bounds
+ */
+
+/** @typedef {{ base_before?: number | null, base_after?: number | null, new_before?: number | null, new_after?: number | null }} Scores */
+
+/**
+ * A learning round (trainer.fleet_pages.views.rounds_view).
+ * @typedef {object} RoundDoc
+ * @property {string} id
+ * @property {string | null} state
+ * @property {{ version?: string } | null} from
+ * @property {{ version?: string } | null} candidate
+ * @property {{ passed: boolean } | null} gate
+ * @property {string[]} reasons
+ * @property {string | null} error
+ * @property {{ train: number, holdout: number, by_reason: Record<string, number>, by_device: Record<string, number> } | null} split
+ * @property {Scores} map50_95
+ * @property {Record<string, Scores>} per_class
+ * @property {Record<string, string>} plots
+ */
+
+/**
+ * GET /api/rounds.
+ * @typedef {{ configured: boolean, rounds: RoundDoc[] }} RoundsDoc
+ */
+
+/**
+ * A predicted box, in image pixels.
+ * @typedef {{ x1: number, y1: number, x2: number, y2: number, class_name: string, confidence: number }} Prediction
+ */
+
+/**
+ * A stored sample (trainer.fleet_pages.views.samples_view).
+ * @typedef {object} SampleDoc
+ * @property {number} sid
+ * @property {string} device
+ * @property {string} camera
+ * @property {string} reason
+ * @property {string} label_state
+ * @property {number} frame_time
+ * @property {string} image
+ * @property {string | null} label_studio
+ * @property {Prediction[]} predictions
+ */
+
+/**
+ * GET /api/samples (trainer.fleet_pages.data.FleetData.samples: a page of samples, the store's counts, the filters).
+ * @typedef {object} SamplesDoc
+ * @property {SampleDoc[]} samples
+ * @property {{ samples: number, by_reason: Record<string, number>, by_device: Record<string, number>, by_label_state: Record<string, number>, cameras: string[] }} stats
+ * @property {{ device: string | null, camera: string | null, reason: string | null, label_state: string | null }} filters
+ */
+
+/** @typedef {{ site?: string | null, group?: string | null, version?: string | null }} FleetFilters */
+/** @typedef {{ device?: string | null, camera?: string | null, reason?: string | null, label_state?: string | null, before?: number }} SampleFilters */
+/** @typedef {{ device: string | null, cameras: string[], log: string[] }} Panel */
+
+/** @param {number | null | undefined} t seconds since 1970 */
 const when = (t) => t ? new Date(t * 1000).toLocaleString() : "-";
-const ago = (s) => s === null || s === undefined ? "-" : s < 90 ? `${s.toFixed(0)} s ago` : s < 5400 ? `${(s / 60).toFixed(0)} min ago` : `${(s / 3600).toFixed(1)} h ago`;
+/** @param {string} title @param {boolean} wide @param {...Child} body */
 const card = (title, wide, ...body) => el("section", { className: "card" + (wide ? " wide" : "") }, el("h2", {}, title), ...body);
+/** @param {string[]} heads @param {HTMLTableRowElement[]} rows */
 const table = (heads, rows) => el("table", {}, el("thead", {}, el("tr", {}, ...heads.map((h) => el("th", {}, h)))), el("tbody", {}, ...rows));
-const tr = (...cells) => el("tr", {}, ...cells.map((c) => c instanceof Node ? el("td", {}, c) : el("td", {}, c)));
+/** @param {...Child} cells */
+const tr = (...cells) => el("tr", {}, ...cells.map((c) => el("td", {}, c)));
+/** @param {string | null} text @param {string} [kind] */
 const badge = (text, kind) => el("span", { className: `badge ${kind || ""}` }, text);
-const phaseKind = (p) => ({ committed: "ok", probation: "warn", downloading: "warn", installing: "warn", rolled_back: "bad", failed: "bad" })[p] || "";
-let timer = null, lastReply = "", filters = { fleet: {}, samples: {} }, panel = { device: null, cameras: [], log: [] };
+/** @type {Record<string, string>} */
+const PHASE_KINDS = { committed: "ok", probation: "warn", downloading: "warn", installing: "warn", rolled_back: "bad", failed: "bad" };
+/** @param {string | null} p */
+const phaseKind = (p) => PHASE_KINDS[String(p)] || "";
+/** @param {unknown} e */
+const why = (e) => e instanceof Error ? e.message : String(e);
+/** @param {Record<string, string | number | null | undefined>} f the filters set, as a query */
+const query = (f) => new URLSearchParams(Object.entries(f).flatMap(([k, v]) => v ? [[k, String(v)]] : []));
+/** @type {number | undefined} */
+let timer;
+let lastReply = "";
+/** @type {{ fleet: FleetFilters, samples: SampleFilters }} */
+const filters = { fleet: {}, samples: {} };
+/** @type {Panel} */
+let panel = { device: null, cameras: [], log: [] };
 
-async function api(path, body) {
-  const options = body === undefined ? { cache: "no-store" } : { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) };
-  const r = await fetch(path, options);
-  const doc = await r.json();
-  if (!r.ok) throw new Error(doc.error || `HTTP ${r.status}`);
-  return doc;
-}
-
+/**
+ * A filter's choice: all, or one of `values`.
+ * @param {string} name
+ * @param {string[]} values
+ * @param {string | null} current
+ * @param {(value: string | null) => void} onchange
+ */
 function select(name, values, current, onchange) {
   const s = el("select", { id: `filter-${name}` }, el("option", { value: "" }, `all ${name}s`), ...values.map((v) => el("option", { value: v, selected: v === current }, v)));
   s.onchange = () => onchange(s.value || null);
@@ -32,37 +205,38 @@ function select(name, values, current, onchange) {
 }
 
 async function fleetView() {
-  const q = new URLSearchParams(Object.entries(filters.fleet).filter(([, v]) => v));
-  const doc = await api(`/api/fleet?${q}`);
-  const set = (k) => (v) => { filters.fleet[k] = v; render(); };
+  const doc = /** @type {FleetDoc} */ (await getJSON(`/api/fleet?${query(filters.fleet)}`));
+  /** @param {keyof FleetFilters} k */
+  const set = (k) => (/** @type {string | null} */ v) => { filters.fleet[k] = v; render(); };
   const rows = doc.devices.map((d) => tr(d.device, d.site, d.groups.join(", ") || "-", `${d.model_name || "-"} ${d.model_version || ""}`,
-    badge(d.ota_phase || "-", phaseKind(d.ota_phase)), ago(d.last_seen_s), d.state || "-", num(d.alerts_per_hour),
-    num(d.samples_per_hour_total), d.cameras.map((c) => `${c.camera} ${c.state} ${num(c.fps)} fps`).join("; ") || "-",
+    badge(d.ota_phase || "-", phaseKind(d.ota_phase)), ago(d.last_seen_s), d.state || "-", fmt(d.alerts_per_hour),
+    fmt(d.samples_per_hour_total), d.cameras.map((c) => `${c.camera} ${c.state} ${fmt(c.fps)} fps`).join("; ") || "-",
     el("button", { className: "cmd-open", onclick: () => { panel = { device: d.device, cameras: d.cameras.map((c) => c.camera), log: [] }; render(); } }, "commands…")));
-  const out = panel.device ? [commandPanel()] : [];
+  const out = panel.device ? [commandPanel(panel.device)] : [];
   return [...out, card(`Fleet · ${doc.devices.length} devices`, true,
     el("div", { className: "filters" }, select("site", doc.sites, doc.filters.site, set("site")), select("group", doc.groups, doc.filters.group, set("group")),
       select("version", doc.versions, doc.filters.version, set("version"))),
     table(["device", "site", "groups", "model", "OTA", "last seen", "state", "alerts/h", "samples/h", "cameras", ""], rows),
-    el("p", { className: "mute" }, `rates over the last ${num((doc.window_s || 3600) / 3600, 1)} h`))];
+    el("p", { className: "mute" }, `rates over the last ${fmt((doc.window_s || 3600) / 3600, 1)} h`))];
 }
 
-function commandPanel() {
-  const device = panel.device;
+/** @param {string} device the device the panel's commands go to */
+function commandPanel(device) {
   const camera = el("select", { id: "cmd-camera" }, ...panel.cameras.map((c) => el("option", { value: c }, c)));
-  const seconds = el("input", { id: "cmd-seconds", type: "number", min: 1, max: 3600, value: 30, style: "width:5em" });
+  const seconds = el("input", { id: "cmd-seconds", type: "number", min: "1", max: "3600", value: "30", style: "width:5em" });
   const reason = el("input", { id: "cmd-reason", placeholder: "reason" });
   const log = el("pre", { className: "log", id: "device-replies" }, panel.log.join("\n") || "replies appear here");
+  /** @param {CommandForm} form @param {string} question */
   const send = async (form, question) => {
     if (!window.confirm(question)) return;
     log.textContent = `${form.type}: sent, waiting for ${device}'s reply…\n` + log.textContent;
     try {
-      const doc = await api(`/api/devices/${encodeURIComponent(device)}/commands`, form);
+      const doc = /** @type {DeviceCommandDoc} */ (await postJSON(`/api/devices/${encodeURIComponent(device)}/commands`, form));
       const r = doc.reply;
-      const line = r ? `${doc.request_id}: ${r.status}${r.error ? ` (${r.error.code}: ${r.error.message})` : ""} ${r.result ? JSON.stringify(r.result) : ""}`
+      const line = r ? `${doc.request_id}: ${replyLine(r)}`
         : `${doc.request_id}: no reply within ${doc.waited_s} s (the box may be offline; the broker keeps the command for its session)`;
-      panel.log.unshift(`${new Date().toLocaleTimeString()} ${form.type} -> ${line}`);
-    } catch (e) { panel.log.unshift(`${new Date().toLocaleTimeString()} ${form.type} refused: ${e.message}`); }
+      panel.log.unshift(`${clock()} ${form.type} -> ${line}`);
+    } catch (e) { panel.log.unshift(`${clock()} ${form.type} refused: ${why(e)}`); }
     log.textContent = panel.log.join("\n");
   };
   return card(`Commands to ${device} (over the site broker)`, true,
@@ -75,26 +249,28 @@ function commandPanel() {
     log);
 }
 
+/** @param {"promote" | "halt"} kind */
 async function rolloutAction(kind) {
-  const log = { set textContent(t) { lastReply = t; if ($("rollout-reply")) $("rollout-reply").textContent = t; } };
+  /** @param {string} t */
+  const say = (t) => { lastReply = t; const shown = find("rollout-reply"); if (shown) shown.textContent = t; };
   try {
     if (kind === "halt") {
-      const reason = $("halt-reason").value.trim();
-      if (!reason) { log.textContent = "give a reason: the devices and the record are told"; return; }
+      const reason = $("halt-reason", HTMLInputElement).value.trim();
+      if (!reason) { say("give a reason: the devices and the record are told"); return; }
       if (!window.confirm(`Halt the rollout? Every stage's previous push is restored and devices running the new release roll back.\n\nReason: ${reason}`)) return;
-      await api("/api/rollouts/halt", { reason });
+      await postJSON("/api/rollouts/halt", { reason });
     } else {
-      const force = $("promote-force").checked;
+      const force = $("promote-force", HTMLInputElement).checked;
       if (!window.confirm(force ? "Promote the current stage NOW, without waiting for its conditions?" : "Promote the current stage?")) return;
-      await api("/api/rollouts/promote", { force });
+      await postJSON("/api/rollouts/promote", { force });
     }
-    log.textContent = `${kind}: done`;
-  } catch (e) { log.textContent = `${kind} refused: ${e.message}`; }
+    say(`${kind}: done`);
+  } catch (e) { say(`${kind} refused: ${why(e)}`); }
   render();
 }
 
 async function rolloutsView() {
-  const doc = await api("/api/rollouts");
+  const doc = /** @type {RolloutsDoc} */ (await getJSON("/api/rollouts"));
   if (!doc.configured) return [card("Rollouts", true, el("p", {}, "trainer.yaml has no rollout section."))];
   const out = [];
   const c = doc.current;
@@ -102,6 +278,7 @@ async function rolloutsView() {
     const rel = c.release;
     const head = el("div", { className: "row" }, badge(c.state, c.state === "halted" ? "bad" : c.state === "completed" ? "ok" : "warn"),
       el("strong", {}, `${rel.name} ${rel.version} (#${rel.counter})`), el("span", { className: "mute" }, `rollout ${c.id}, started ${when(c.started_at)}`));
+    /** @type {HTMLElement[]} */
     const parts = [head];
     if (c.halt) parts.push(el("div", { id: "halt-reason-shown", className: "bad" }, `Halted at stage ${c.stages[c.halt.stage].name}: ${c.halt.reasons.join("; ")}`));
     if (c.last_decision && c.state === "running") parts.push(el("p", {}, `last decision: ${c.last_decision.action}: ${c.last_decision.reasons.join("; ")}`));
@@ -120,7 +297,7 @@ async function rolloutsView() {
     const signalRows = [];
     for (const d of c.devices) {
       if (!d.signals.length) signalRows.push(tr(d.device, badge(d.ota_phase || "-", phaseKind(d.ota_phase)), `not judged yet (${d.after_frames} frames under the new model)`, "-", "-", "-", d.problem || ""));
-      for (const s of d.signals) signalRows.push(tr(d.device, badge(d.ota_phase || "-", phaseKind(d.ota_phase)), s.name, `${num(s.before, 4)} → ${num(s.after, 4)} (${s.change})`, s.bound, badge(s.ok ? "ok" : "out of bounds", s.ok ? "ok" : "bad"), d.problem || ""));
+      for (const s of d.signals) signalRows.push(tr(d.device, badge(d.ota_phase || "-", phaseKind(d.ota_phase)), s.name, `${fmt(s.before, 4)} → ${fmt(s.after, 4)} (${s.change})`, s.bound, badge(s.ok ? "ok" : "out of bounds", s.ok ? "ok" : "bad"), d.problem || ""));
     }
     out.push(card("Quality signals against their bounds", true, table(["device", "OTA", "signal", "before → after", "bound", "", "problem"], signalRows),
       el("p", { className: "mute" }, `each device against itself, from ${b.min_frames} frames on each model`)));
@@ -131,16 +308,16 @@ async function rolloutsView() {
 }
 
 async function roundsView() {
-  const doc = await api("/api/rounds");
+  const doc = /** @type {RoundsDoc} */ (await getJSON("/api/rounds"));
   if (!doc.configured) return [card("Rounds", true, el("p", {}, "trainer.yaml has no rounds section."))];
   if (!doc.rounds.length) return [card("Rounds", true, el("p", {}, "No learning round yet."))];
   const out = [card("Learning rounds", true, table(["round", "state", "from → candidate", "base mAP50-95", "new-domain mAP50-95", "gate", "why"],
     doc.rounds.map((r) => tr(r.id, badge(r.state, r.state === "published" ? "ok" : r.state === "rejected" || r.state === "failed" ? "bad" : "warn"),
-      `${(r.from || {}).version || "-"} → ${(r.candidate || {}).version || "-"}`, `${num(r.map50_95.base_before, 3)} → ${num(r.map50_95.base_after, 3)}`,
-      `${num(r.map50_95.new_before, 3)} → ${num(r.map50_95.new_after, 3)}`, r.gate ? (r.gate.passed ? "passed" : "rejected") : "-", (r.reasons || []).join("; ") || r.error || ""))))];
+      `${r.from?.version || "-"} → ${r.candidate?.version || "-"}`, `${fmt(r.map50_95.base_before, 3)} → ${fmt(r.map50_95.base_after, 3)}`,
+      `${fmt(r.map50_95.new_before, 3)} → ${fmt(r.map50_95.new_after, 3)}`, r.gate ? (r.gate.passed ? "passed" : "rejected") : "-", (r.reasons || []).join("; ") || r.error || ""))))];
   for (const r of doc.rounds) {
     const body = [];
-    const pc = Object.entries(r.per_class).sort().map(([name, v]) => tr(name, `${num(v.base_before, 3)} → ${num(v.base_after, 3)}`, `${num(v.new_before, 3)} → ${num(v.new_after, 3)}`));
+    const pc = Object.entries(r.per_class).sort().map(([name, v]) => tr(name, `${fmt(v.base_before, 3)} → ${fmt(v.base_after, 3)}`, `${fmt(v.new_before, 3)} → ${fmt(v.new_after, 3)}`));
     if (pc.length) body.push(table(["class", "base holdout mAP50-95 before → after", "new-domain holdout before → after"], pc));
     if (r.split) body.push(el("p", {}, `${r.split.train} field samples trained on, ${r.split.holdout} held out; by reason ${JSON.stringify(r.split.by_reason)}; by device ${JSON.stringify(r.split.by_device)}`));
     for (const [name, url] of Object.entries(r.plots)) body.push(el("figure", {}, el("img", { className: "plot", src: url, alt: `${r.id} ${name}` }), el("figcaption", { className: "mute" }, name.replace("_", " "))));
@@ -149,8 +326,15 @@ async function roundsView() {
   return out;
 }
 
+/**
+ * The sample's image on the canvas, its predicted boxes drawn over it.
+ * @param {HTMLCanvasElement} canvas
+ * @param {HTMLImageElement} img
+ * @param {SampleDoc} sample
+ */
 function drawBoxes(canvas, img, sample) {
   const ctx = canvas.getContext("2d");
+  if (!ctx) return;
   canvas.width = img.naturalWidth; canvas.height = img.naturalHeight;
   ctx.drawImage(img, 0, 0);
   ctx.lineWidth = Math.max(1, img.naturalWidth / 300); ctx.font = `${Math.max(10, img.naturalWidth / 40)}px sans-serif`;
@@ -162,9 +346,10 @@ function drawBoxes(canvas, img, sample) {
 }
 
 async function samplesView() {
-  const q = new URLSearchParams(Object.entries(filters.samples).filter(([, v]) => v));
-  const doc = await api(`/api/samples?${q}`);
-  const st = doc.stats, set = (k) => (v) => { filters.samples[k] = v; render(); };
+  const doc = /** @type {SamplesDoc} */ (await getJSON(`/api/samples?${query(filters.samples)}`));
+  const st = doc.stats;
+  /** @param {"device" | "camera" | "reason" | "label_state"} k */
+  const set = (k) => (/** @type {string | null} */ v) => { filters.samples[k] = v; render(); };
   const grid = el("div", { className: "thumbs", id: "sample-grid" });
   for (const s of doc.samples) {
     const canvas = el("canvas", { style: "width:240px" }), img = new Image();
@@ -180,6 +365,7 @@ async function samplesView() {
     grid, el("div", { className: "row" }, more))];
 }
 
+/** @type {Record<string, () => Promise<HTMLElement[]>>} */
 const VIEWS = { fleet: fleetView, rollouts: rolloutsView, rounds: roundsView, samples: samplesView };
 
 async function render() {
@@ -187,14 +373,15 @@ async function render() {
   const name = (location.hash || "#fleet").slice(1), view = VIEWS[name] || fleetView;
   for (const k of Object.keys(VIEWS)) $(`nav-${k}`).className = k === name ? "here" : "";
   const focused = document.activeElement && document.activeElement.id;
-  const typed = $("halt-reason") ? $("halt-reason").value : "";
+  const typed = find("halt-reason", HTMLInputElement)?.value ?? "";
   try {
     const parts = await view();
     $("page").replaceChildren(...parts);
-    if ($("halt-reason")) $("halt-reason").value = typed;
-    if (focused && $(focused)) $(focused).focus();
-    $("updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
-  } catch (e) { $("page").replaceChildren(card("Error", true, el("p", { className: "bad" }, e.message))); }
+    const halt = find("halt-reason", HTMLInputElement);
+    if (halt) halt.value = typed;
+    if (focused) find(focused)?.focus();
+    $("updated").textContent = `updated ${clock()}`;
+  } catch (e) { $("page").replaceChildren(card("Error", true, el("p", { className: "bad" }, why(e)))); }
   // the samples view and an open command panel refresh on demand (a redraw would lose what is being typed)
   if (name !== "samples" && !(name === "fleet" && panel.device)) timer = setTimeout(render, 5000);
 }
