@@ -18,7 +18,10 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: setup demo loop-demo test test-slow test-system lint typecheck pytest pytest38 bench bench-fleet clean demo-model
 
-setup: .stamps/apt $(VENV)/.installed $(VENV38)/.installed $(VENV_LS)/.installed
+# The pages' type checker and linter (tsc, eslint: make lint), exactly as package-lock.json pins them.
+NODE_TOOLS := node_modules/.installed
+
+setup: .stamps/apt $(VENV)/.installed $(VENV38)/.installed $(VENV_LS)/.installed $(NODE_TOOLS)
 
 # Cameras: GStreamer (the agent's RTSP / CSI reader, with its Python bindings and the headers PyGObject builds
 # against in the test venvs), GStreamer's RTSP server and Debian's python3-gi / python3-gst-1.0 (the tests' RTSP
@@ -67,6 +70,14 @@ $(VENV_LS)/.installed:
 	$(VENV_LS)/bin/pip install -q label-studio==$(LABEL_STUDIO_VERSION)
 	@touch $@
 
+# npm ci: node_modules/ exactly as package-lock.json says (it starts from an empty node_modules/). Node.js 18.18 or
+# newer: Debian 12's own (apt) is 18.20.
+$(NODE_TOOLS): package.json package-lock.json .stamps/apt
+	@command -v npm >/dev/null || { echo "setup: installing Node.js and npm (apt: the pages' type checker and linter)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; }
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
 demo: setup
 	$(VENV)/bin/edge-agent detect --model models/demo/demo.onnx --source samples/factory-line.jpg --save runs/demo
 	@echo "annotated image: runs/demo/factory-line.jpg"
@@ -80,6 +91,9 @@ loop-demo: setup
 lint: setup
 	$(VENV)/bin/ruff check agent trainer tests bench
 	$(VENV)/bin/ruff format --check agent trainer tests bench
+	# the pages' scripts (native ES modules typed with JSDoc): tsconfig.json, eslint.config.js
+	node_modules/.bin/tsc -p tsconfig.json
+	node_modules/.bin/eslint --max-warnings 0 agent/web/static agent/box_page/static trainer/fleet_pages/static
 
 # The agent on Python 3.8 (pyproject's [tool.mypy]: files = agent); the trainer, which needs 3.10+, from its own
 # venv (that mypy no longer targets 3.8 and says so about the shared config: the flag below overrides it).
@@ -156,7 +170,7 @@ bench-fleet: setup
 	PYTHONPATH=. $(VENV)/bin/python bench/soak.py --write
 
 clean:
-	rm -rf $(VENV) $(VENV38) $(VENV_LS) .stamps runs .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(VENV38) $(VENV_LS) node_modules .stamps runs .pytest_cache .mypy_cache .ruff_cache
 
 # Re-create the shipped demo model from nothing (about 45 minutes on 2 idle CPU cores): two stages, as recorded
 # in models/demo/README.md. Writes into data/ and models/demo/.
