@@ -23,7 +23,7 @@ from agent.protocol.models import CommandReply
 from agent.protocol.parse import parse_command
 from agent.web.forms import command_payload, encode_payload
 from trainer.fleet_pages.config import CloudConsoleConfig
-from trainer.fleet_pages.views import fleet_view, rollout_view, rounds_view, samples_view
+from trainer.fleet_pages.views import command_sent, fleet_view, rollout_reply, rollout_view, rounds_view, samples_view
 from trainer.labelling import LabellingConfig
 from trainer.release import Publisher
 from trainer.rollout import MqttActions, Rollout, RolloutConfig
@@ -96,26 +96,26 @@ class FleetData:
 
     def rollouts(self) -> Dict[str, Any]:
         if self.config.rollout is None:
-            return {"configured": False, **rollout_view(None, [], {})}
+            return rollout_view(None, [], {}, configured=False)
         rollout = self._rollout_factory()
         try:
             current = rollout.status() if rollout.store.current() is not None else None
             history = rollout.store.all()
         finally:
             rollout.close()
-        return {"configured": True, **rollout_view(current, history, self.config.rollout.bounds.model_dump())}
+        return rollout_view(current, history, self.config.rollout.bounds.model_dump())
 
     def promote(self, force: bool) -> Dict[str, Any]:
         rollout = self._rollout_factory()
         try:
-            return dict(rollout.promote(force=force))
+            return rollout_reply(rollout.promote(force=force))
         finally:
             rollout.close()
 
     def halt(self, reason: str) -> Dict[str, Any]:
         rollout = self._rollout_factory()
         try:
-            return dict(rollout.halt(reason))
+            return rollout_reply(rollout.halt(reason))
         finally:
             rollout.close()
 
@@ -161,7 +161,7 @@ class FleetData:
                 reply = CommandReply.model_validate_json(raw).model_dump(mode="json")
             except ValueError as exc:
                 reply = {"status": "error", "error": {"code": "bad_reply", "message": str(exc)[:300]}}
-        return {"device": device, "request_id": request_id, "command": payload, "reply": reply, "waited_s": wait_s}
+        return command_sent(device, request_id, payload, reply, wait_s)
 
     # ------------------------------------------------------------------ rounds
 
@@ -170,7 +170,7 @@ class FleetData:
 
     def rounds(self) -> Dict[str, Any]:
         workdir = self._workdir()
-        return {"configured": workdir is not None, **rounds_view(list_rounds(workdir) if workdir else [])}
+        return rounds_view(list_rounds(workdir) if workdir else [], configured=workdir is not None)
 
     def round_plot(self, round_id: str, name: str) -> bytes:
         workdir = self._workdir()
@@ -201,9 +201,7 @@ class FleetData:
             stats["cameras"] = sorted(str(r[0]) for r in db.execute("SELECT DISTINCT camera FROM samples"))
         finally:
             db.close()
-        view = samples_view(rows, tasks, self.config.labelling.label_studio.url, stats)
-        view["filters"] = filters
-        return view
+        return samples_view(rows, tasks, self.config.labelling.label_studio.url, stats, filters)
 
     def sample_image(self, sid: int) -> bytes:
         db = self._db()

@@ -1,12 +1,39 @@
-"""The fleet pages' documents, as pure functions over store rows and records (no I/O)."""
+"""The fleet pages' documents, as pure functions over store rows and records (no I/O).
+
+Each is built through its declaration in ``documents.py`` (validated, then dumped): what is served is what
+the committed JSON Schemas say. An undeclared document raises ``pydantic.ValidationError`` (the server
+answers that request with a 500 and logs it).
+"""
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Type
 
+from agent.strict import StrictModel
+from trainer.fleet_pages.documents import (
+    CommandSent,
+    FleetDocument,
+    RolloutsDocument,
+    RolloutState,
+    RoundsDocument,
+    SamplesDocument,
+)
 from trainer.store import DeviceRow, SampleRow
 
-__all__ = ["fleet_view", "label_studio_link", "rollout_view", "rounds_view", "samples_view"]
+__all__ = [
+    "command_sent",
+    "fleet_view",
+    "label_studio_link",
+    "rollout_reply",
+    "rollout_view",
+    "rounds_view",
+    "samples_view",
+]
+
+
+def _declared(model: Type[StrictModel], document: Mapping[str, Any]) -> Dict[str, Any]:
+    """``document`` as ``model`` declares it (keys left out stay out)."""
+    return model.model_validate(document).model_dump(mode="json", by_alias=True, exclude_unset=True)
 
 
 def _matches(row: DeviceRow, site: Optional[str], group: Optional[str], version: Optional[str]) -> bool:
@@ -33,20 +60,27 @@ def fleet_view(
         doc["last_seen_s"] = max(0.0, now - row.last_seen)
         doc["samples_per_hour_total"] = sum(doc["samples_per_hour"].values())
         devices.append(doc)
-    return {
-        "devices": devices,
-        "filters": {"site": site, "group": group, "version": version},
-        "sites": sorted({r.site for r in rows}),
-        "groups": sorted({g for r in rows for g in r.groups}),
-        "versions": sorted({r.model_version for r in rows if r.model_version}),
-        "window_s": rows[0].window_s if rows else None,
-    }
+    return _declared(
+        FleetDocument,
+        {
+            "devices": devices,
+            "filters": {"site": site, "group": group, "version": version},
+            "sites": sorted({r.site for r in rows}),
+            "groups": sorted({g for r in rows for g in r.groups}),
+            "versions": sorted({r.model_version for r in rows if r.model_version}),
+            "window_s": rows[0].window_s if rows else None,
+        },
+    )
 
 
 def rollout_view(
-    current: Optional[Dict[str, Any]], history: Sequence[Dict[str, Any]], bounds: Mapping[str, Any]
+    current: Optional[Dict[str, Any]],
+    history: Sequence[Dict[str, Any]],
+    bounds: Mapping[str, Any],
+    configured: bool = True,
 ) -> Dict[str, Any]:
-    """The current rollout (its stages, devices with their signals, the halt and why) and the earlier ones."""
+    """The current rollout (its stages, devices with their signals, the halt and why) and the earlier ones;
+    ``configured``: trainer.yaml has a rollout section."""
     summary = []
     for state in reversed(history):
         release = state["release"]
@@ -60,7 +94,7 @@ def rollout_view(
                 "halt": "; ".join((state.get("halt") or {}).get("reasons", [])) or None,
             }
         )
-    doc: Dict[str, Any] = {"current": None, "history": summary, "bounds": dict(bounds)}
+    doc: Dict[str, Any] = {"configured": configured, "current": None, "history": summary, "bounds": dict(bounds)}
     if current is not None:
         stages = []
         reached = (current.get("halt") or {}).get("stage", current["stage"])
@@ -78,7 +112,20 @@ def rollout_view(
                 }
             )
         doc["current"] = {**current, "stage_rows": stages, "events": current.get("events", [])[-30:]}
-    return doc
+    return _declared(RolloutsDocument, doc)
+
+
+def rollout_reply(state: Mapping[str, Any]) -> Dict[str, Any]:
+    """The reply of promote and halt: the rollout's state after it."""
+    return _declared(RolloutState, state)
+
+
+def command_sent(
+    device: str, request_id: str, command: Dict[str, Any], reply: Optional[Dict[str, Any]], waited_s: float
+) -> Dict[str, Any]:
+    """The reply of a device command: what was sent and what the device answered (None: nothing in time)."""
+    document = {"device": device, "request_id": request_id, "command": command, "reply": reply, "waited_s": waited_s}
+    return _declared(CommandSent, document)
 
 
 def _score(scores: Mapping[str, Any], key: str) -> Optional[float]:
@@ -86,9 +133,10 @@ def _score(scores: Mapping[str, Any], key: str) -> Optional[float]:
     return None if value is None else float(value)
 
 
-def rounds_view(records: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
+def rounds_view(records: Sequence[Dict[str, Any]], configured: bool = True) -> Dict[str, Any]:
     """Every round, newest first: the gate's figures, per-class mAP before/after per holdout, samples by reason
-    and device, its plots (URLs), and the learning curve over the rounds that were judged."""
+    and device, its plots (URLs), and the learning curve over the rounds that were judged; ``configured``:
+    trainer.yaml has a rounds section."""
     rounds = []
     curve: List[Dict[str, Any]] = []
     for record in records:
@@ -119,7 +167,8 @@ def rounds_view(records: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
         rounds.append(summary)
         if scores:
             curve.append({"id": record["id"], "state": record.get("state"), **summary["map50_95"]})
-    return {"rounds": list(reversed(rounds)), "learning_curve": curve}
+    document = {"configured": configured, "rounds": list(reversed(rounds)), "learning_curve": curve}
+    return _declared(RoundsDocument, document)
 
 
 def label_studio_link(url: str, task: Optional[Tuple[str, int]]) -> Optional[str]:
@@ -131,10 +180,15 @@ def label_studio_link(url: str, task: Optional[Tuple[str, int]]) -> Optional[str
 
 
 def samples_view(
-    rows: Sequence[SampleRow], tasks: Mapping[int, Tuple[str, int]], label_studio_url: str, stats: Mapping[str, Any]
+    rows: Sequence[SampleRow],
+    tasks: Mapping[int, Tuple[str, int]],
+    label_studio_url: str,
+    stats: Mapping[str, Any],
+    filters: Mapping[str, Optional[str]],
 ) -> Dict[str, Any]:
-    """A page of samples: image URL, predicted boxes (in image pixels), labels, the Label Studio task link."""
-    return {
+    """A page of samples: image URL, predicted boxes (in image pixels), labels, the Label Studio task link;
+    ``filters``: those applied."""
+    document = {
         "samples": [
             {
                 "sid": row.sid,
@@ -157,4 +211,6 @@ def samples_view(
             for row in rows
         ],
         "stats": dict(stats),
+        "filters": dict(filters),
     }
+    return _declared(SamplesDocument, document)
