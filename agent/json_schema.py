@@ -17,7 +17,15 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple, Type, Union
 
 from pydantic import BaseModel, TypeAdapter
 
-__all__ = ["SchemaSet", "diff_schemas", "main", "schema_texts", "undescribed_properties", "write_schemas"]
+__all__ = [
+    "SchemaSet",
+    "diff_schemas",
+    "main",
+    "schema_problems",
+    "schema_texts",
+    "undescribed_properties",
+    "write_schemas",
+]
 
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
@@ -80,6 +88,15 @@ def undescribed_properties(text: str) -> List[str]:
     return missing
 
 
+def schema_problems(schemas: SchemaSet, base_id: str, out_dir: Path, prefix: str = "") -> List[str]:
+    """What ``--check`` reports: the files that differ (:func:`diff_schemas`) and the properties without a
+    description (:func:`undescribed_properties`)."""
+    problems = diff_schemas(schemas, base_id, out_dir, prefix)
+    for name, text in schema_texts(schemas, base_id).items():
+        problems.extend(f"{name}: {prop} has no description" for prop in undescribed_properties(text))
+    return problems
+
+
 def main(schemas: SchemaSet, base_id: str, argv: Optional[List[str]], description: str, prefix: str = "") -> int:
     """``OUT_DIR [--check]``: write the schemas, or compare them and exit 1 when a committed one differs."""
     parser = argparse.ArgumentParser(description=description)
@@ -87,7 +104,7 @@ def main(schemas: SchemaSet, base_id: str, argv: Optional[List[str]], descriptio
     parser.add_argument("--check", action="store_true", help="compare instead of writing")
     args = parser.parse_args(argv)
     if args.check:
-        problems = diff_schemas(schemas, base_id, args.out_dir, prefix)
+        problems = schema_problems(schemas, base_id, args.out_dir, prefix)
         for problem in problems:
             print(problem, file=sys.stderr)
         return 1 if problems else 0

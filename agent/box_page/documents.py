@@ -352,7 +352,7 @@ class StatusDocument(_Document):
         description="The model-update service (null: OTA is not configured, or before the start)."
     )
     threads: Dict[str, ThreadRecord] = Field(description="The supervised threads by name.")
-    watchdog: WatchdogSection = Field(description="The systemd watchdog.")
+    watchdog: WatchdogSection = Field(description="The systemd watchdog (pinged from the inference loop).")
     reloads: int = Field(description="Configuration reloads applied.")
     problems: List[str] = Field(description="What a person should look at (recent errors, threads that died, ...).")
 

@@ -25,6 +25,7 @@ from agent.box_page.documents import InstallerStatus, ModelError, ModelSection, 
 from agent.box_page.server import BoxPageServer
 from agent.box_page.views import page_state
 from agent.config import load_config
+from agent.json_schema import schema_problems
 from agent.link.metrics import LinkMetrics
 from agent.ota import state as ota_state
 from agent.ota.chunks import TransferCounters
@@ -205,3 +206,13 @@ def test_the_daemons_side_logs_an_undeclared_page_document(tmp_path: Path, capsy
     with pytest.raises(ValidationError):
         side.state()
     assert "box_page_state_invalid" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------ the committed schemas
+
+PAGES = Path(__file__).resolve().parents[3] / "docs" / "schemas" / "pages"
+
+
+def test_committed_schemas_equal_the_generated_ones_and_describe_every_property() -> None:
+    problems = schema_problems(documents.DOCUMENTS, documents.SCHEMA_BASE_ID, PAGES, prefix="box_")
+    assert problems == [], "run: python -m agent.box_page.documents docs/schemas/pages"
