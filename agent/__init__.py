@@ -24,6 +24,7 @@ Every package, from the top floor down::
     agent.synthetic      the seeded industrial scene renderer (demo camera, training data, tests)
     agent.core           (above)
     config.py, rules_config.py, strict.py   the configuration (pydantic, one strict base)
+    json_schema.py       JSON Schemas of the MQTT messages and the pages' documents (one generator)
     threads.py           the supervised worker every long-lived thread is
     imaging.py           image and video reading, JPEG, annotation (OpenCV, imported lazily)
     memory.py            hands freed memory back to the OS (glibc malloc_trim) after a model swap

@@ -31,6 +31,7 @@ from agent.threads import SIDE_TASK, Supervisor, Worker
 from agent.web.access import decide
 
 __all__ = [
+    "ERROR_TEXT",
     "MAX_BODY",
     "SECURITY_HEADERS",
     "WEB_STATIC",
@@ -49,6 +50,7 @@ log = structlog.get_logger("agent.web")
 
 WEB_STATIC = Path(__file__).parent / "static"  # what both pages load
 MAX_BODY = 16 * 1024
+ERROR_TEXT = 500  # characters of a broken route's error in its 500 answer
 SECURITY_HEADERS = (
     ("Cache-Control", "no-store"),
     ("X-Content-Type-Options", "nosniff"),
@@ -221,7 +223,8 @@ class WebServer:
             response = json_response({"error": str(exc)}, exc.status)
         except Exception as exc:  # a broken route must not take the server down
             log.exception("web_request_failed", path=url.path)
-            response = json_response({"error": f"{type(exc).__name__}: {exc}"}, 500)
+            # the log has it all; the answer only a line (a validation error can run to pages)
+            response = json_response({"error": f"{type(exc).__name__}: {exc}"[:ERROR_TEXT]}, 500)
         self._send(request, response)
 
     def _route(self, request: BaseHTTPRequestHandler, method: str, path: str, query: str, peer: str) -> Response:

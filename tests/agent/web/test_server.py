@@ -12,7 +12,17 @@ from typing import Optional, Tuple
 
 import pytest
 
-from agent.web.server import WEB_STATIC, HttpError, Request, Response, Route, WebServer, json_response, page_files
+from agent.web.server import (
+    ERROR_TEXT,
+    WEB_STATIC,
+    HttpError,
+    Request,
+    Response,
+    Route,
+    WebServer,
+    json_response,
+    page_files,
+)
 
 
 def _ok(request: Request) -> Response:
@@ -66,7 +76,15 @@ def test_one_server_answers_routes_refusals_and_broken_routes_alike() -> None:
     def refused(request: Request) -> Response:
         raise HttpError(409, "not now")
 
-    routes = [Route("GET", "/ok", _ok), Route("GET", "/broken", broken), Route("GET", "/refused", refused)]
+    def verbose(request: Request) -> Response:
+        raise ValueError("x" * 20000)  # a validation error of a whole document: the log has it, not the answer
+
+    routes = [
+        Route("GET", "/ok", _ok),
+        Route("GET", "/broken", broken),
+        Route("GET", "/refused", refused),
+        Route("GET", "/verbose", verbose),
+    ]
     server = WebServer("test-http", "127.0.0.1", 0, routes)  # no access rule: a metrics endpoint
     server.start()
     try:
@@ -76,6 +94,8 @@ def test_one_server_answers_routes_refusals_and_broken_routes_alike() -> None:
         assert json.loads(_get(f"{base}/broken")[2]) == {"error": "RuntimeError: a bug in a route"}
         assert _get(f"{base}/refused")[0] == 409 and json.loads(_get(f"{base}/refused")[2]) == {"error": "not now"}
         assert _get(f"{base}/missing")[0] == 404
+        status, _, body = _get(f"{base}/verbose")
+        assert status == 500 and len(json.loads(body)["error"]) == ERROR_TEXT
         assert _get(f"{base}/ok")[0] == 200  # still serving after the broken route
     finally:
         server.stop()
