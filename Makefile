@@ -91,9 +91,13 @@ loop-demo: setup
 lint: setup
 	$(VENV)/bin/ruff check agent trainer tests bench
 	$(VENV)/bin/ruff format --check agent trainer tests bench
-	# the pages' scripts (native ES modules typed with JSDoc): tsconfig.json, eslint.config.js
+	# the pages' scripts (native ES modules typed with JSDoc): tsconfig.json, eslint.config.js. The documents' types they
+	# import (agent/web/static/types/*.d.ts) are generated from docs/schemas/ (npm run page-types: tools/page-types.mjs,
+	# json-schema-to-typescript) and must be what the committed schemas give
+	@tmp=$$(mktemp -d) && node tools/page-types.mjs $$tmp && diff -ru agent/web/static/types $$tmp; rc=$$?; rm -rf "$$tmp"; \
+		[ $$rc -eq 0 ] || { echo "lint: agent/web/static/types differs from what docs/schemas/ gives: run npm run page-types (node tools/page-types.mjs) and commit it" >&2; exit 1; }
 	node_modules/.bin/tsc -p tsconfig.json
-	node_modules/.bin/eslint --max-warnings 0 agent/web/static agent/box_page/static trainer/fleet_pages/static
+	node_modules/.bin/eslint --max-warnings 0 tools agent/web/static agent/box_page/static trainer/fleet_pages/static
 
 # The agent on Python 3.8 (pyproject's [tool.mypy]: files = agent); the trainer, which needs 3.10+, from its own
 # venv (that mypy no longer targets 3.8 and says so about the shared config: the flag below overrides it).

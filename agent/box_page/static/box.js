@@ -6,109 +6,10 @@ import { $, HttpError, ago, clock, el, fmt, getJSON, postJSON, replyLine, since 
 /** @typedef {import("./pages.js").CommandForm} CommandForm */
 /** @typedef {import("./pages.js").CommandReply} CommandReply */
 
-// The documents it reads are declared in agent/box_page/documents.py (JSON Schemas: docs/schemas/pages/box_*); the
-// typedefs below name the fields this page shows.
-
-/**
- * A camera in the status document (documents.CameraRecord: the source's record and the pipeline's figures).
- * @typedef {object} CameraRecord
- * @property {string} [state]
- * @property {string} [reason]
- * @property {number} [fps]
- * @property {number} [dropped]
- * @property {number} [reconnects]
- * @property {number} [alerts]
- * @property {number} [samples]
- * @property {number | null} [latency_p99_ms]
- */
-
-/**
- * The model served, or why there is none (documents.ModelSection, ModelError).
- * @typedef {object} ModelRecord
- * @property {string} [name]
- * @property {string} [version]
- * @property {string} [sha256]
- * @property {string} [path]
- * @property {string} [error]
- */
-
-/**
- * The spool's figures (documents.SpoolSection: counts by message kind, the oldest of each kind as ISO 8601).
- * @typedef {object} SpoolRecord
- * @property {number} [items]
- * @property {number} [bytes]
- * @property {Record<string, number>} [by_kind]
- * @property {Record<string, string>} [oldest_by_kind]
- */
-
-/**
- * The MQTT link's figures (documents.MqttSection: agent.link.metrics.LinkMetrics, and since when it is down).
- * @typedef {object} LinkRecord
- * @property {boolean} [connected]
- * @property {string | null} [down_since]
- * @property {string | null} [last_connack]
- * @property {number} [connects]
- * @property {number} [disconnects]
- * @property {number} [published]
- * @property {number} [acked]
- * @property {number} [commands]
- */
-
-/**
- * The daemon's own view of the probation, served in running time (documents.ProbationRecord).
- * @typedef {object} ServedProbation
- * @property {boolean} served_by_daemon
- * @property {number} served_s
- * @property {number} period_s
- */
-
-/**
- * The status document (documents.StatusDocument: status.json, what `edge-agent status` reads).
- * @typedef {object} StatusDocument
- * @property {string} [device]
- * @property {string} [site]
- * @property {string} [agent_version]
- * @property {ModelRecord} [model]
- * @property {Record<string, CameraRecord>} [cameras]
- * @property {SpoolRecord} [spool]
- * @property {LinkRecord} [mqtt]
- * @property {{ kind: string, detail?: string | null } | null} [ota]
- * @property {{ probation?: ServedProbation | null } | null} [model_updates]
- */
-
-/** @typedef {{ name: string, version: string }} ReleaseName */
-
-/**
- * The installer's own status, read from its state on disk (documents.InstallerStatus).
- * @typedef {object} OtaStatus
- * @property {ReleaseName | null} active
- * @property {{ starts: number, crashes: number, power_losses?: number } | null} probation
- * @property {{ release: ReleaseName, source: string } | null} queued
- */
-
-/**
- * A recent alert or sample (documents.RecentOutput).
- * @typedef {object} RecentOutput
- * @property {string} id
- * @property {string} camera
- * @property {string} at
- * @property {string} what
- * @property {string} detail
- * @property {string | null} image
- */
-
-/**
- * GET /api/state (documents.PageState).
- * @typedef {object} BoxState
- * @property {StatusDocument} status
- * @property {{ code: 0 | 1 | 2 | 3, verdict: string, problems: string[] }} health
- * @property {"live" | "file"} source
- * @property {OtaStatus | { error: string } | null} ota  null: OTA not configured; an error: its state is unreadable
- * @property {RecentOutput[]} alerts
- * @property {RecentOutput[]} samples
- * @property {string[]} commands
- * @property {number} preview_fps
- */
+// The documents it reads are declared in agent/box_page/documents.py; their types are generated from the models' JSON
+// Schemas (docs/schemas/pages/box_*) into agent/web/static/types/box_page.d.ts (npm run page-types).
+/** GET /api/state (documents.PageState). @typedef {import("../../web/static/types/box_page").BoxPageState} BoxState */
+/** @typedef {import("../../web/static/types/box_page").RecentOutput} RecentOutput */
 
 let previewFps = 2;
 /** @type {string[]} */
@@ -144,24 +45,24 @@ function render(state) {
       el("td", {}, fmt(c.fps)), el("td", {}, fmt(c.dropped, 0)), el("td", {}, fmt(c.reconnects, 0)),
       el("td", {}, fmt(c.alerts, 0)), el("td", {}, fmt(c.samples, 0)), el("td", {}, c.latency_p99_ms == null ? "-" : `${fmt(c.latency_p99_ms, 0)} ms`));
   }));
-  /** @type {Partial<OtaStatus>} */
-  const ota = state.ota && !("error" in state.ota) ? state.ota : {};
-  const m = st.model || {}, trial = ota.probation, q = ota.queued;
+  // a section the daemon could not read is an error; one of a part that does not run, empty
+  const ota = state.ota && "active" in state.ota ? state.ota : null, trial = ota?.probation, q = ota?.queued;
+  const m = "name" in st.model ? st.model : null, modelError = "error" in st.model ? st.model.error : null;
   // the daemon's own view of the trial: probation counts from when it serves the release, in running time
-  const live = (st.model_updates || {}).probation;
+  const live = st.model_updates?.probation;
   const served = live && live.served_by_daemon ? `served ${fmt(live.served_s, 0)} of ${fmt(live.period_s, 0)} s` : "not served by the daemon yet";
-  rows($("model"), [["name", m.name], ["version", m.version], ["sha256", (m.sha256 || "").slice(0, 16)], ["file", m.path],
-    ["OTA active", ota.active ? `${ota.active.name} ${ota.active.version}` : (state.ota ? "-" : "OTA not configured")],
-    ["probation", trial ? `on trial: ${served} (${trial.starts} starts, ${trial.crashes} crashes, ${trial.power_losses || 0} power losses)` : (ota.active ? "committed" : "-")],
+  rows($("model"), [["name", m?.name], ["version", m?.version], ["sha256", (m?.sha256 || "").slice(0, 16)], ["file", m?.path],
+    ["OTA active", ota?.active ? `${ota.active.name} ${ota.active.version}` : (state.ota ? "-" : "OTA not configured")],
+    ["probation", trial ? `on trial: ${served} (${trial.starts} starts, ${trial.crashes} crashes, ${trial.power_losses || 0} power losses)` : (ota?.active ? "committed" : "-")],
     ["queued", q ? `${q.release.name} ${q.release.version}: verified, installs when the probation ends (from ${q.source})` : "-"],
-    ["last OTA event", st.ota ? `${st.ota.kind}${st.ota.detail ? ": " + st.ota.detail : ""}` : "-"], ["error", m.error]]);
-  const sp = st.spool || {}, byKind = sp.by_kind || {}, oldest = sp.oldest_by_kind || {};
-  rows($("spool"), [["items", sp.items], ["bytes", sp.bytes], ...Object.keys(byKind).sort().map(
+    ["last OTA event", st.ota ? `${st.ota.kind}${st.ota.detail ? ": " + st.ota.detail : ""}` : "-"], ["error", modelError]]);
+  const sp = "items" in st.spool ? st.spool : null, byKind = sp?.by_kind || {}, oldest = sp?.oldest_by_kind || {};
+  rows($("spool"), [["items", sp?.items], ["bytes", sp?.bytes], ...Object.keys(byKind).sort().map(
     (k) => /** @type {[string, string]} */ ([k, `${byKind[k]} (oldest ${ago(since(oldest[k]))})`]))]);
-  const mq = st.mqtt || {};
-  rows($("mqtt"), [["connected", mq.connected ? "yes" : "no"], ["down since", mq.down_since], ["last CONNACK", mq.last_connack],
-    ["connects", mq.connects], ["disconnects", mq.disconnects], ["published / acked", `${fmt(mq.published, 0)} / ${fmt(mq.acked, 0)}`],
-    ["commands", mq.commands]]);
+  const mq = "connected" in st.mqtt ? st.mqtt : null;
+  rows($("mqtt"), [["connected", mq?.connected ? "yes" : "no"], ["down since", mq?.down_since], ["last CONNACK", mq?.last_connack],
+    ["connects", mq?.connects], ["disconnects", mq?.disconnects], ["published / acked", `${fmt(mq?.published, 0)} / ${fmt(mq?.acked, 0)}`],
+    ["commands", mq?.commands]]);
   thumbs($("alerts"), state.alerts); thumbs($("samples"), state.samples);
   previewFps = state.preview_fps || 1;
   const names = Object.keys(cams).sort();

@@ -4,15 +4,15 @@
 // (no bundler, nothing fetched from elsewhere); the pages import it as "./pages.js", which the browser resolves to
 // /pages.js and tsc to this file (tsconfig.json's rootDirs: the three static folders are one folder when served).
 
-/**
- * A command's reply, as both pages show it (agent.protocol.models.CommandReply).
- * @typedef {object} CommandReply
- * @property {string | null} [request_id]
- * @property {string} [device]
- * @property {"ok" | "error"} status
- * @property {{ code: string, message: string } | null} [error]
- * @property {Record<string, string | number | boolean | null> | null} [result]
- */
+// The documents the pages read are declared once, as pydantic models; their TypeScript types are generated from the
+// models' JSON Schemas into agent/web/static/types/ (npm run page-types: tools/page-types.mjs) and imported below
+// and in each page's script. Never served (the server serves only the .html / .js / .css files beside a page).
+
+/** A command's reply (agent.protocol.models.CommandReply: docs/schemas/command_reply.schema.json).
+ * @typedef {import("./types/protocol").CommandReply} CommandReply */
+
+/** What replyLine() prints of a reply.
+ * @typedef {Pick<CommandReply, "status" | "error" | "result">} ReplyFields */
 
 /**
  * What a button sends (agent.web.forms.command_payload reads it).
@@ -164,9 +164,34 @@ export function postJSON(path, body) {
 
 /**
  * A command's reply in one line: its status, error and result ("ok {...}", "error (code: message) ").
- * @param {CommandReply} reply
+ * @param {ReplyFields} reply
  * @returns {string}
  */
 export function replyLine(reply) {
   return `${reply.status}${reply.error ? ` (${reply.error.code}: ${reply.error.message})` : ""} ${reply.result ? JSON.stringify(reply.result) : ""}`;
+}
+
+/**
+ * The fields replyLine() prints, read from a reply that no schema of the page declares (the fleet pages pass on the
+ * device's reply as it came): an object that is no command reply is an error reply that says so.
+ * @param {{ [k: string]: unknown }} reply
+ * @returns {ReplyFields}
+ */
+export function replyFields(reply) {
+  const { status, error, result } = reply;
+  if (status !== "ok" && status !== "error") return { status: "error", error: { code: "bad_reply", message: JSON.stringify(reply) } };
+  /** @type {ReplyFields} */
+  const fields = { status };
+  if (typeof error === "object" && error !== null && "code" in error && "message" in error) {
+    fields.error = { code: String(error.code), message: String(error.message) };
+  }
+  if (typeof result === "object" && result !== null) {
+    /** @type {Record<string, string | number | boolean | null>} */
+    const flat = {};
+    for (const [k, v] of Object.entries(result)) {
+      flat[k] = v === null || typeof v === "string" || typeof v === "number" || typeof v === "boolean" ? v : JSON.stringify(v);
+    }
+    fields.result = flat;
+  }
+  return fields;
 }

@@ -1,165 +1,21 @@
 // The fleet pages: one document, four views chosen by the URL's hash; each view reads its /api/ endpoint
 // and redraws every 5 s. Promote and halt ask for confirmation. No outside resources.
 // A native ES module: the helpers both pages share are /pages.js (agent/web/static/pages.js).
-import { $, clock, el, find, fmt, getJSON, postJSON, replyLine, ago } from "./pages.js";
+import { $, clock, el, find, fmt, getJSON, postJSON, replyFields, replyLine, ago } from "./pages.js";
 
 /** @typedef {import("./pages.js").Child} Child */
 /** @typedef {import("./pages.js").CommandForm} CommandForm */
-/** @typedef {import("./pages.js").CommandReply} CommandReply */
 
-/**
- * A camera of a device in the fleet registry (trainer.store.CameraRow).
- * @typedef {object} CameraDoc
- * @property {string} camera
- * @property {string} state
- * @property {number} fps
- */
-
-/**
- * A device in the fleet registry (trainer.store.DeviceRow.as_dict, and trainer.fleet_pages.views.fleet_view's figures).
- * @typedef {object} DeviceDoc
- * @property {string} device
- * @property {string} site
- * @property {string[]} groups
- * @property {string | null} state
- * @property {string | null} model_name
- * @property {string | null} model_version
- * @property {string | null} ota_phase
- * @property {number} last_seen_s
- * @property {number} alerts_per_hour
- * @property {number} samples_per_hour_total
- * @property {CameraDoc[]} cameras
- */
-
-/**
- * GET /api/fleet (trainer.fleet_pages.views.fleet_view).
- * @typedef {object} FleetDoc
- * @property {DeviceDoc[]} devices
- * @property {{ site: string | null, group: string | null, version: string | null }} filters
- * @property {string[]} sites
- * @property {string[]} groups
- * @property {string[]} versions
- * @property {number | null} window_s
- */
-
-/**
- * What a device command got back over the broker (trainer.fleet_pages.data.FleetData.device_command).
- * @typedef {object} DeviceCommandDoc
- * @property {string} request_id
- * @property {CommandReply | null} reply
- * @property {number} waited_s
- */
-
-/**
- * A stage of the current rollout, as the page shows it (trainer.rollout state, with trainer.fleet_pages.views'
- * devices reached so far: null for a stage not reached yet).
- * @typedef {object} StageRow
- * @property {string} name
- * @property {string | null} group
- * @property {number} min_committed
- * @property {number} watch_s
- * @property {boolean} pushed
- * @property {number | null} pushed_at
- * @property {number | null} promoted_at
- * @property {boolean} here
- * @property {string[] | null} devices
- * @property {number | null} committed
- */
-
-/**
- * A quality signal of a device, before and after the new model (trainer.rollout.plan.Signal).
- * @typedef {object} Signal
- * @property {string} name
- * @property {number} before
- * @property {number} after
- * @property {string} change
- * @property {string} bound
- * @property {boolean} ok
- */
-
-/**
- * A device of the current rollout (trainer.rollout.driver.RolloutDriver.status).
- * @typedef {object} RolloutDevice
- * @property {string} device
- * @property {string | null} ota_phase
- * @property {number} after_frames
- * @property {string | null} problem
- * @property {Signal[]} signals
- */
-
-/**
- * The current rollout (its state on disk, its devices, the stages as rows, the last events).
- * @typedef {object} CurrentRollout
- * @property {string} id
- * @property {string} state
- * @property {{ name: string, version: string, counter: number }} release
- * @property {number} started_at
- * @property {{ name: string }[]} stages
- * @property {{ stage: number, reasons: string[] } | null} halt
- * @property {{ action: string, reasons: string[] } | null} [last_decision]
- * @property {StageRow[]} stage_rows
- * @property {RolloutDevice[]} devices
- * @property {{ at: number, event: string, detail?: string }[]} events
- */
-
-/**
- * GET /api/rollouts (trainer.fleet_pages.views.rollout_view).
- * @typedef {object} RolloutsDoc
- * @property {boolean} configured
- * @property {CurrentRollout | null} current
- * @property {{ id: string, release: string, state: string, stage: string, started_at: number, halt: string | null }[]} history
- * @property {{ min_frames?: number }} bounds
- */
-
-/** @typedef {{ base_before?: number | null, base_after?: number | null, new_before?: number | null, new_after?: number | null }} Scores */
-
-/**
- * A learning round (trainer.fleet_pages.views.rounds_view).
- * @typedef {object} RoundDoc
- * @property {string} id
- * @property {string | null} state
- * @property {{ version?: string } | null} from
- * @property {{ version?: string } | null} candidate
- * @property {{ passed: boolean } | null} gate
- * @property {string[]} reasons
- * @property {string | null} error
- * @property {{ train: number, holdout: number, by_reason: Record<string, number>, by_device: Record<string, number> } | null} split
- * @property {Scores} map50_95
- * @property {Record<string, Scores>} per_class
- * @property {Record<string, string>} plots
- */
-
-/**
- * GET /api/rounds.
- * @typedef {{ configured: boolean, rounds: RoundDoc[] }} RoundsDoc
- */
-
-/**
- * A predicted box, in image pixels.
- * @typedef {{ x1: number, y1: number, x2: number, y2: number, class_name: string, confidence: number }} Prediction
- */
-
-/**
- * A stored sample (trainer.fleet_pages.views.samples_view).
- * @typedef {object} SampleDoc
- * @property {number} sid
- * @property {string} device
- * @property {string} camera
- * @property {string} reason
- * @property {string} label_state
- * @property {number} frame_time
- * @property {string} image
- * @property {string | null} label_studio
- * @property {Prediction[]} predictions
- */
-
-/**
- * GET /api/samples (trainer.fleet_pages.data.FleetData.samples: a page of samples, the store's counts, the filters).
- * @typedef {object} SamplesDoc
- * @property {SampleDoc[]} samples
- * @property {{ samples: number, by_reason: Record<string, number>, by_device: Record<string, number>, by_label_state: Record<string, number>, cameras: string[] }} stats
- * @property {{ device: string | null, camera: string | null, reason: string | null, label_state: string | null }} filters
- */
+// The documents it reads are declared in trainer/fleet_pages/documents.py; their types are generated from the models'
+// JSON Schemas (docs/schemas/pages/fleet_*) into agent/web/static/types/fleet_pages.d.ts (npm run page-types).
+/** GET /api/fleet. @typedef {import("../../../agent/web/static/types/fleet_pages").FleetDocument} FleetDocument */
+/** POST /api/devices/<device>/commands. @typedef {import("../../../agent/web/static/types/fleet_pages").CommandSent} CommandSent */
+/** GET /api/rollouts. @typedef {import("../../../agent/web/static/types/fleet_pages").RolloutsDocument} RolloutsDocument */
+/** GET /api/rounds. @typedef {import("../../../agent/web/static/types/fleet_pages").RoundsDocument} RoundsDocument */
+/** GET /api/samples. @typedef {import("../../../agent/web/static/types/fleet_pages").SamplesDocument} SamplesDocument */
+/** @typedef {import("../../../agent/web/static/types/fleet_pages").SampleItem} SampleItem */
+/** What drawBoxes() draws of a predicted box (sample_meta.schema.json's Box: the samples pass them on as sent).
+ * @typedef {Pick<import("../../../agent/web/static/types/protocol").Box, "x1" | "y1" | "x2" | "y2" | "class_name" | "confidence">} DrawnBox */
 
 /** @typedef {{ site?: string | null, group?: string | null, version?: string | null }} FleetFilters */
 /** @typedef {{ device?: string | null, camera?: string | null, reason?: string | null, label_state?: string | null, before?: number }} SampleFilters */
@@ -205,7 +61,7 @@ function select(name, values, current, onchange) {
 }
 
 async function fleetView() {
-  const doc = /** @type {FleetDoc} */ (await getJSON(`/api/fleet?${query(filters.fleet)}`));
+  const doc = /** @type {FleetDocument} */ (await getJSON(`/api/fleet?${query(filters.fleet)}`));
   /** @param {keyof FleetFilters} k */
   const set = (k) => (/** @type {string | null} */ v) => { filters.fleet[k] = v; render(); };
   const rows = doc.devices.map((d) => tr(d.device, d.site, d.groups.join(", ") || "-", `${d.model_name || "-"} ${d.model_version || ""}`,
@@ -231,9 +87,9 @@ function commandPanel(device) {
     if (!window.confirm(question)) return;
     log.textContent = `${form.type}: sent, waiting for ${device}'s reply…\n` + log.textContent;
     try {
-      const doc = /** @type {DeviceCommandDoc} */ (await postJSON(`/api/devices/${encodeURIComponent(device)}/commands`, form));
+      const doc = /** @type {CommandSent} */ (await postJSON(`/api/devices/${encodeURIComponent(device)}/commands`, form));
       const r = doc.reply;
-      const line = r ? `${doc.request_id}: ${replyLine(r)}`
+      const line = r ? `${doc.request_id}: ${replyLine(replyFields(r))}`
         : `${doc.request_id}: no reply within ${doc.waited_s} s (the box may be offline; the broker keeps the command for its session)`;
       panel.log.unshift(`${clock()} ${form.type} -> ${line}`);
     } catch (e) { panel.log.unshift(`${clock()} ${form.type} refused: ${why(e)}`); }
@@ -270,7 +126,7 @@ async function rolloutAction(kind) {
 }
 
 async function rolloutsView() {
-  const doc = /** @type {RolloutsDoc} */ (await getJSON("/api/rollouts"));
+  const doc = /** @type {RolloutsDocument} */ (await getJSON("/api/rollouts"));
   if (!doc.configured) return [card("Rollouts", true, el("p", {}, "trainer.yaml has no rollout section."))];
   const out = [];
   const c = doc.current;
@@ -308,7 +164,7 @@ async function rolloutsView() {
 }
 
 async function roundsView() {
-  const doc = /** @type {RoundsDoc} */ (await getJSON("/api/rounds"));
+  const doc = /** @type {RoundsDocument} */ (await getJSON("/api/rounds"));
   if (!doc.configured) return [card("Rounds", true, el("p", {}, "trainer.yaml has no rounds section."))];
   if (!doc.rounds.length) return [card("Rounds", true, el("p", {}, "No learning round yet."))];
   const out = [card("Learning rounds", true, table(["round", "state", "from → candidate", "base mAP50-95", "new-domain mAP50-95", "gate", "why"],
@@ -327,10 +183,19 @@ async function roundsView() {
 }
 
 /**
+ * A prediction of a sample (an object as the device sent it) that has the fields of a box.
+ * @param {{ [k: string]: unknown }} p
+ * @returns {p is DrawnBox}
+ */
+function isBox(p) {
+  return ["x1", "y1", "x2", "y2", "confidence"].every((k) => typeof p[k] === "number") && typeof p.class_name === "string";
+}
+
+/**
  * The sample's image on the canvas, its predicted boxes drawn over it.
  * @param {HTMLCanvasElement} canvas
  * @param {HTMLImageElement} img
- * @param {SampleDoc} sample
+ * @param {SampleItem} sample
  */
 function drawBoxes(canvas, img, sample) {
   const ctx = canvas.getContext("2d");
@@ -338,7 +203,7 @@ function drawBoxes(canvas, img, sample) {
   canvas.width = img.naturalWidth; canvas.height = img.naturalHeight;
   ctx.drawImage(img, 0, 0);
   ctx.lineWidth = Math.max(1, img.naturalWidth / 300); ctx.font = `${Math.max(10, img.naturalWidth / 40)}px sans-serif`;
-  for (const p of sample.predictions) {
+  for (const p of sample.predictions.filter(isBox)) {
     ctx.strokeStyle = "#f59e0b"; ctx.fillStyle = "#f59e0b";
     ctx.strokeRect(p.x1, p.y1, p.x2 - p.x1, p.y2 - p.y1);
     ctx.fillText(`${p.class_name} ${p.confidence.toFixed(2)}`, p.x1 + 2, Math.max(10, p.y1 - 3));
@@ -346,7 +211,7 @@ function drawBoxes(canvas, img, sample) {
 }
 
 async function samplesView() {
-  const doc = /** @type {SamplesDoc} */ (await getJSON(`/api/samples?${query(filters.samples)}`));
+  const doc = /** @type {SamplesDocument} */ (await getJSON(`/api/samples?${query(filters.samples)}`));
   const st = doc.stats;
   /** @param {"device" | "camera" | "reason" | "label_state"} k */
   const set = (k) => (/** @type {string | null} */ v) => { filters.samples[k] = v; render(); };
