@@ -88,12 +88,12 @@ demo: setup
 loop-demo: setup
 	$(VENV)/bin/python -m trainer.loop_demo
 
+# Python: ruff. The pages' scripts (native ES modules typed with JSDoc): tsconfig.json, eslint.config.js; the
+# documents' types they import (agent/web/static/types/*.d.ts) are generated from docs/schemas/ (npm run page-types:
+# tools/page-types.mjs, json-schema-to-typescript) and must be what the committed schemas give.
 lint: setup
 	$(VENV)/bin/ruff check agent trainer tests bench
 	$(VENV)/bin/ruff format --check agent trainer tests bench
-	# the pages' scripts (native ES modules typed with JSDoc): tsconfig.json, eslint.config.js. The documents' types they
-	# import (agent/web/static/types/*.d.ts) are generated from docs/schemas/ (npm run page-types: tools/page-types.mjs,
-	# json-schema-to-typescript) and must be what the committed schemas give
 	@tmp=$$(mktemp -d) && node tools/page-types.mjs $$tmp && diff -ru agent/web/static/types $$tmp; rc=$$?; rm -rf "$$tmp"; \
 		[ $$rc -eq 0 ] || { echo "lint: agent/web/static/types differs from what docs/schemas/ gives: run npm run page-types (node tools/page-types.mjs) and commit it" >&2; exit 1; }
 	node_modules/.bin/tsc -p tsconfig.json
