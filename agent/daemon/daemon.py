@@ -333,8 +333,10 @@ class Daemon:
                 self.live.phase = "stopped"
                 self.write_status()
 
-            # an orderly stop, and the model was not at fault: not a probation crash
-            clean = lambda: self.exit_code in (EXIT_OK, EXIT_SIDE_TASK)  # noqa: E731
+            def clean() -> bool:
+                """An orderly stop, and the model was not at fault: not a probation crash."""
+                return self.exit_code in (EXIT_OK, EXIT_SIDE_TASK)
+
             await self._parts.close(self.live, max(0.05, deadline - time.monotonic()), clean, final_status)
         self.live.phase = "stopped"
         self.notifier.close()
