@@ -71,7 +71,16 @@ LIMITS = ProtocolLimits()
 TOPICS = Topics("edge", "plant-1", "dev-1")
 NOW = dt.datetime(2026, 12, 1, 12, 0, tzinfo=dt.timezone.utc)
 MODEL = ModelRef(name="demo", version="1.0.0", sha256="0" * 64)
-JPEG = b"\xff\xd8\xff\xe0" + bytes(range(60)) + b"\xff\xd9"
+# the smallest whole JPEG the ingest takes: start of image, a frame header (64 x 48, one component), a scan
+# header, entropy-coded bytes (a stuffed FF among them) and the end of image (trainer/ingest/jpeg.py)
+JPEG = (
+    b"\xff\xd8"
+    + b"\xff\xc0\x00\x0b\x08\x00\x30\x00\x40\x01\x01\x11\x00"
+    + b"\xff\xda\x00\x08\x01\x01\x00\x00\x3f\x00"
+    + bytes(range(1, 60))
+    + b"\xff\x00\x12"
+    + b"\xff\xd9"
+)
 
 
 @dataclass(frozen=True)

@@ -4,9 +4,10 @@ models and framing the devices encode with), checked against the topic, or turne
 Checks, in order: the topic is a device topic (``bad_topic``) → size limit and parsing, body length and
 SHA-256 (the protocol's reasons: ``oversize``, ``bad_frame``, ``bad_json``, ``invalid``, ``bad_digest``, ...) →
 the payload names the device (and site, camera, topic) it was published under (``device_mismatch``,
-``site_mismatch``, ``camera_mismatch``) → an image body starts like a JPEG (``invalid``). The site broker's
-ACL already lets a device publish only under its own id; this check makes a message claiming another
-device's identity a counted rejection, not a sample.
+``site_mismatch``, ``camera_mismatch``) → an image body is a whole JPEG of the size its metadata says
+(``invalid``: ``trainer.ingest.jpeg`` reads its header). The site broker's ACL already lets a device publish
+only under its own id; this check makes a message claiming another device's identity a counted rejection, not
+a sample.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from agent.protocol import (
     parse_sample,
     parse_snapshot,
 )
+from trainer.ingest.jpeg import JpegError, jpeg_size
 from trainer.ingest.topics import Kind, TopicError, parse_topic
 from trainer.store import (
     AlertIn,
@@ -38,7 +40,17 @@ from trainer.store import (
     SnapshotIn,
 )
 
-JPEG_MAGIC = b"\xff\xd8\xff"
+
+def _image_problem(jpeg: bytes, width: int, height: int) -> str:
+    """What is wrong with a body whose metadata says ``width`` x ``height`` ("" when nothing): boxes are
+    drawn against those dimensions, so the header must say the same."""
+    try:
+        found = jpeg_size(jpeg)
+    except JpegError as exc:
+        return f"is not a whole JPEG: {exc}"
+    if found != (width, height):
+        return f"is {found[0]}x{found[1]}, its metadata says {width}x{height}"
+    return ""
 
 
 def _message_id(payload: bytes) -> Optional[str]:
@@ -86,8 +98,9 @@ def decode(
             meta, jpeg = parse_sample(topic, payload, limits)
             if meta.device != ref.device:
                 return drop(DropReason.DEVICE_MISMATCH, f"sample names device {meta.device!r}", ref.site, ref.device)
-            if not jpeg.startswith(JPEG_MAGIC):
-                return drop(DropReason.INVALID, "sample body is not a JPEG", ref.site, ref.device)
+            problem = _image_problem(jpeg, meta.image.width, meta.image.height)
+            if problem:
+                return drop(DropReason.INVALID, f"sample body {problem}", ref.site, ref.device)
             return SampleIn(origin, meta, jpeg)
         if ref.kind is Kind.SNAPSHOT:
             snapshot, jpeg = parse_snapshot(topic, payload, limits)
@@ -95,8 +108,9 @@ def decode(
                 return drop(
                     DropReason.DEVICE_MISMATCH, f"snapshot names topic {snapshot.topic[:200]!r}", ref.site, ref.device
                 )
-            if not jpeg.startswith(JPEG_MAGIC):
-                return drop(DropReason.INVALID, "snapshot body is not a JPEG", ref.site, ref.device)
+            problem = _image_problem(jpeg, snapshot.image.width, snapshot.image.height)
+            if problem:
+                return drop(DropReason.INVALID, f"snapshot body {problem}", ref.site, ref.device)
             return SnapshotIn(origin, snapshot, jpeg)
         if ref.kind is Kind.ALERT:
             event = parse_alert(topic, payload, limits)
