@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Mapping, NamedTuple, Optional, Pattern, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Mapping, NamedTuple, Optional, Tuple
 from urllib.parse import parse_qs, urlsplit
 
 import structlog
@@ -112,18 +112,8 @@ class Route:
             return None
         if not self.path.startswith("^"):
             return () if path == self.path else None
-        found = _pattern(self.path).fullmatch(path)
+        found = re.fullmatch(self.path, path)  # re keeps the compiled pattern in its own cache
         return None if found is None else tuple(found.groups())
-
-
-_PATTERNS: Dict[str, Pattern[str]] = {}
-
-
-def _pattern(text: str) -> Pattern[str]:
-    compiled = _PATTERNS.get(text)
-    if compiled is None:
-        compiled = _PATTERNS[text] = re.compile(text)
-    return compiled
 
 
 def page_files(index: Path) -> List[Route]:
